@@ -1,0 +1,298 @@
+"""The job file: pydantic models (unknown fields refused, every field described), ``${VAR}`` and
+``${VAR:-default}`` substitution, an optional ``.env`` file, and one line per problem on error.
+
+API keys are named by environment variable only; the value is read where it is used (the gateway)
+and never stored in the spec.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from synth.errors import ConfigError, KeyMissing
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Limits(Strict):
+    """Per-key limits. Unset means: learn it from the provider's ``x-ratelimit-*`` headers."""
+
+    rpm: float | None = Field(None, gt=0, description="requests per minute for one key")
+    tpm: float | None = Field(None, gt=0, description="tokens per minute (prompt + output) for one key")
+    rps: float | None = Field(None, gt=0, description="optional requests per second cap for one key")
+    max_concurrency: int | None = Field(None, gt=0, description="most requests in flight on one key")
+
+
+class KeySpec(Limits):
+    """One API key, named by the environment variable that holds it."""
+
+    env: str = Field(..., pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="environment variable holding the key")
+    alias: str | None = Field(None, description="name used in logs, stats and records (default: the variable name)")
+
+    @property
+    def name(self) -> str:
+        return self.alias or self.env
+
+
+class PriceSpec(Strict):
+    input_per_mtok: float = Field(..., ge=0, description="USD per million prompt tokens")
+    output_per_mtok: float = Field(..., ge=0, description="USD per million completion tokens")
+
+
+class ProviderSpec(Limits):
+    """One model behind one API, with its keys."""
+
+    name: str | None = Field(None, description="route name generators refer to (default: the model string)")
+    model: str = Field(..., description="'kind:model', e.g. openai:gpt-4o-mini, gemini:gemini-2.5-flash, "
+                       "openrouter:meta-llama/llama-3.1-8b-instruct, compat:<model> (with base_url), sim:default")
+    base_url: str | None = Field(None, description="API base URL (OpenAI-compatible servers such as vLLM, Ollama)")
+    keys: list[KeySpec] = Field(default_factory=list, description="API keys by environment variable name")
+    timeout_s: float = Field(60.0, gt=0, description="timeout of one call")
+    max_retries: int = Field(6, ge=0, description="retries of rate-limited and transient failures per request")
+    max_reasks: int = Field(2, ge=0, description="re-asks of malformed or schema-invalid structured output")
+    client: Literal["auto", "sdk", "wire"] = Field(
+        "auto", description="openai kinds: 'wire' is the lean HTTP client, 'sdk' the official SDK; auto = wire")
+    price: PriceSpec | None = Field(None, description="overrides the built-in price table for this model")
+    params: dict[str, Any] = Field(default_factory=dict, description="default request params (temperature, max_tokens, seed)")
+    gateways: int = Field(1, ge=1, description="gateway processes per key; a key's limit is split evenly among them")
+
+    @property
+    def route(self) -> str:
+        return self.name or self.model
+
+    @field_validator("model")
+    @classmethod
+    def _model_form(cls, v: str) -> str:
+        from synth.providers.base import parse_model
+
+        try:
+            parse_model(v)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+
+class BudgetSpec(Strict):
+    max_usd: float | None = Field(None, gt=0, description="stop spending at this many US dollars")
+    max_tokens: int | None = Field(None, gt=0, description="stop at this many total tokens")
+
+
+class StorageSpec(Strict):
+    """Object-storage settings; unset fields fall back to the standard AWS environment variables."""
+
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto, R2 ...)")
+    region: str | None = Field(None, description="bucket region")
+    key_env: str | None = Field(None, description="environment variable holding the access key id")
+    secret_env: str | None = Field(None, description="environment variable holding the secret access key")
+    anonymous: bool = Field(False, description="unsigned requests (public buckets)")
+
+
+class OutputSpec(Strict):
+    uri: str = Field("./out/${job}", description="fsspec URI of the dataset folder; ${job} is the job name")
+    format: Literal["parquet", "jsonl"] = Field("parquet", description="file format of the data")
+    partition_by: list[str] | None = Field(None, description="hive partition columns (default: the generator's)")
+    shard_size: int = Field(1000, gt=0, description="planned units per shard, the unit of commit and resume")
+    compression: str = Field("zstd", description="parquet compression codec")
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+
+
+class CacheSpec(Strict):
+    enabled: bool = Field(False, description="reuse responses to identical requests")
+    path: str | None = Field(None, description="folder to persist the cache in (default: in memory only)")
+    max_entries: int = Field(100_000, gt=0, description="LRU size of the in-memory cache")
+
+
+class EngineSpec(Strict):
+    workers: int | None = Field(None, ge=1, description="generator worker actors (default: one per CPU)")
+    batch_size: int = Field(256, ge=1, description="most requests in one call from a worker to a gateway")
+    batch_wait_ms: float = Field(5.0, ge=0, description="how long a worker gathers requests into one batch")
+    concurrency: int = Field(512, ge=1, description="units in flight per worker")
+
+
+class GeneratorSpec(BaseModel):
+    """``kind`` picks a registered generator; the other fields are that generator's own options,
+    validated by it at load time."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: str = Field(..., description="structured, conversation, timeseries, events, or a plugin's name")
+    model: str = Field("default", description="route (provider name) the generator calls")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class JobSpec(Strict):
+    """A synth job: what to generate, with which models, under which limits, and where to."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="job name")
+    count: int = Field(..., gt=0, description="planned units (records; series for timeseries)")
+    seed: int = Field(0, description="seed of every random choice; same seed, same data")
+    generator: GeneratorSpec
+    providers: list[ProviderSpec] = Field(default_factory=list, description="models and keys (default: sim)")
+    routes: dict[str, list[str]] = Field(
+        default_factory=dict, description="route name -> provider names tried in order (fallbacks)")
+    prices: dict[str, PriceSpec] = Field(default_factory=dict, description="price overrides by model string")
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    cache: CacheSpec = Field(default_factory=CacheSpec)
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+
+    @model_validator(mode="after")
+    def _defaults_and_routes(self) -> JobSpec:
+        if not self.providers:
+            self.providers = [ProviderSpec(name="default", model="sim:default")]
+        names = [p.route for p in self.providers]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"provider names must be unique; {sorted(dup)} repeat: give each a 'name'")
+        for route, targets in self.routes.items():
+            for t in targets:
+                if t not in names:
+                    raise ValueError(f"route {route!r} names unknown provider {t!r}; known: {names}")
+        self.output.uri = self.output.uri.replace("${job}", self.name)
+        return self
+
+    def route_targets(self, route: str) -> list[str]:
+        """Provider names to try, in order, for a route name."""
+        if route in self.routes:
+            return self.routes[route]
+        if route == "default" and "default" not in {p.route for p in self.providers}:
+            return [self.providers[0].route]
+        return [route]
+
+    def redacted(self) -> dict[str, Any]:
+        """The spec as plain data. Holds no secrets by construction (keys are variable names)."""
+        return self.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------- loading
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def substitute(value: Any, env: dict[str, str], loc: str = "") -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of a parsed document.
+    ``${job}`` is left for the spec to fill."""
+    if isinstance(value, dict):
+        return {k: substitute(v, env, f"{loc}.{k}" if loc else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, env, f"{loc}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def repl(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name == "job":
+            return m.group(0)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{loc}: environment variable {name} is not set; set it or write ${{{name}:-default}}")
+
+    out = _VAR.sub(repl, value)
+    # a whole-value substitution of a number stays a number
+    if out != value and _VAR.fullmatch(value):
+        try:
+            return yaml.safe_load(out) if out.strip() else out
+        except yaml.YAMLError:
+            return out
+    return out
+
+
+def format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith("function-") or part in ("function-after",):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "job"
+
+
+def validation_lines(err: ValidationError, prefix: str = "") -> list[str]:
+    lines = []
+    for e in err.errors():
+        loc = format_loc(tuple(e["loc"]))
+        if prefix:
+            loc = f"{prefix}.{loc}" if loc != "job" else prefix
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field; check the spelling (synth spec schema lists every field)"
+        lines.append(f"{loc}: {msg}")
+    return lines
+
+
+def parse_job(data: Any, env: dict[str, str] | None = None, *, check_keys: bool = True) -> JobSpec:
+    """Validate a parsed job document. Raises ConfigError with one line per problem."""
+    env = dict(os.environ) if env is None else env
+    if not isinstance(data, dict):
+        raise ConfigError("job file must be a mapping of fields (name, count, generator, ...)")
+    data = substitute(data, env)
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError("\n".join(validation_lines(e))) from None
+    if check_keys:
+        missing = [
+            f"providers[{i}].keys[{j}]: environment variable {k.env} is not set"
+            for i, p in enumerate(spec.providers)
+            for j, k in enumerate(p.keys)
+            if not env.get(k.env)
+        ]
+        if missing:
+            raise KeyMissing("\n".join(missing))
+    return spec
+
+
+def read_document(path: str | Path) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"job file {str(p)!r} does not exist; pass the path of a .yaml or .json job file")
+    text = p.read_text()
+    try:
+        if p.suffix.lower() == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        if isinstance(e, json.JSONDecodeError):
+            where = f" at line {e.lineno}, column {e.colno}"
+        raise ConfigError(f"{p.name}: not valid {'JSON' if p.suffix == '.json' else 'YAML'}{where}") from None
+
+
+def load_env_file(path: str | Path | None) -> dict[str, str]:
+    """Read a ``.env`` file into the process environment (existing variables win)."""
+    if path is None or not Path(path).is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    values = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    for k, v in values.items():
+        os.environ.setdefault(k, v)
+    return values
+
+
+def load_spec(path: str | Path, *, env_file: str | Path | None = None, check_keys: bool = True) -> JobSpec:
+    """Load a job file (YAML or JSON), reading ``.env`` beside it when present."""
+    load_env_file(env_file if env_file is not None else Path(path).parent / ".env")
+    return parse_job(read_document(path), check_keys=check_keys)
+
+
+__all__ = [
+    "BudgetSpec", "CacheSpec", "EngineSpec", "GeneratorSpec", "JobSpec", "KeySpec", "Limits",
+    "OutputSpec", "PriceSpec", "ProviderSpec", "StorageSpec", "load_spec", "parse_job", "substitute",
+]
