@@ -1,0 +1,179 @@
+"""Command line: thin over the SDK. Renders every SynthError as one line per problem and picks the
+exit code; nothing here knows how a job runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from synth.errors import SynthError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distributed synthetic-data generation on Ray.")
+spec_app = typer.Typer(no_args_is_help=True, help="Inspect and check job files.")
+app.add_typer(spec_app, name="spec")
+
+
+def _mount_optional() -> None:
+    try:
+        from synth.simulator.cli import app as sim_app
+
+        app.add_typer(sim_app, name="sim", help="The LLM API simulator (OpenAI and Gemini wire formats).")
+    except ImportError:  # pragma: no cover - the simulator ships with the package
+        pass
+
+
+def guarded(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except SynthError as e:
+        for line in str(e).splitlines() or [type(e).__name__]:
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted: committed shards are kept; run the same command again to resume", err=True)
+        raise typer.Exit(130) from None
+    except Exception as e:  # noqa: BLE001 - an unexpected failure still gets one line, unless debugging
+        if os.environ.get("SYNTH_DEBUG"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        typer.echo(f"error: {type(e).__name__}: {first} (set SYNTH_DEBUG=1 for the traceback)", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def run(
+    job: Path = typer.Argument(..., help="job file (YAML or JSON)"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="output URI (overrides output.uri)"),
+    count: Optional[int] = typer.Option(None, "--count", "-n", help="planned units (overrides count)"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: RAY_ADDRESS or an embedded local Ray)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace what the output path holds"),
+    env_file: Optional[Path] = typer.Option(None, "--env-file", help=".env file with key variables (default: .env beside the job)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+) -> None:
+    """Run a job to completion; run it again after an interruption to resume."""
+
+    def go() -> Any:
+        from synth.api import load_job, preflight
+        from synth.engine.run import run_job
+
+        spec = load_job(job, env_file=env_file, overrides={"output.uri": output, "count": count})
+        return run_job(spec, address=address, overwrite=overwrite, progress=not quiet, preflight=preflight)
+
+    res = guarded(go)
+    _summary(res)
+    if res.aborted:
+        typer.echo(f"error: stopped early: {res.aborted}; fix it and run again to finish the remaining shards", err=True)
+        raise typer.Exit(4 if "budget" in res.aborted else 5)
+    if not res.complete:
+        typer.echo(f"error: {res.shards_total - res.stats['shards']['committed']} shards are not committed; run again to resume", err=True)
+        raise typer.Exit(1)
+
+
+def _summary(res: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"synth run: {res.job}", show_header=False)
+    rows = [
+        ("output", res.output),
+        ("records", f"{res.records:,} ({res.rows:,} rows)"),
+        ("dead letters", f"{res.dead_letters:,}"),
+        ("shards", f"{res.shards_written} written, {res.shards_skipped} already committed, {res.shards_total} total"),
+        ("tokens", f"{res.prompt_tokens:,} prompt + {res.completion_tokens:,} completion"),
+        ("cost", f"${res.cost_usd:.4f}"),
+        ("429s", f"{res.stats.get('requests', {}).get('rate_limited', 0):,.0f}"),
+        ("wall time", f"{res.wall_s:.1f} s"),
+        ("complete", "yes" if res.complete else "no"),
+    ]
+    for k, v in rows:
+        t.add_row(k, str(v))
+    Console(stderr=True).print(t)
+
+
+@app.command()
+def submit(
+    job: Path = typer.Argument(..., help="job file"),
+    address: str = typer.Option(..., "--address", help="Ray dashboard address, e.g. http://head:8265"),
+    output: Optional[str] = typer.Option(None, "--output", "-o"),
+    count: Optional[int] = typer.Option(None, "--count", "-n"),
+    wait: bool = typer.Option(False, "--wait", help="follow the job's logs until it ends"),
+) -> None:
+    """Submit a job to a Ray cluster as a Ray job (keys must be set in the cluster's environment)."""
+
+    def go() -> str:
+        from synth.api import load_job
+        from synth.engine.submit import submit_job
+
+        spec = load_job(job, overrides={"output.uri": output, "count": count}, check_keys=False)
+        return submit_job(spec, address=address, wait=wait)
+
+    typer.echo(guarded(go))
+
+
+@spec_app.command("schema")
+def spec_schema() -> None:
+    """Print the job file's JSON Schema (for editors)."""
+    from synth.spec import JobSpec
+
+    typer.echo(json.dumps(JobSpec.model_json_schema(), indent=2))
+
+
+@spec_app.command("check")
+def spec_check(job: Path = typer.Argument(...), env_file: Optional[Path] = typer.Option(None, "--env-file")) -> None:
+    """Validate a job file, keys included, without running it."""
+    from synth.api import load_job
+
+    spec = guarded(lambda: load_job(job, env_file=env_file))
+    typer.echo(f"ok: {spec.name}: {spec.count:,} {spec.generator.kind} units -> {spec.output.uri}")
+
+
+@app.command()
+def index(
+    source: str = typer.Argument(..., help="documents: txt, md, jsonl or parquet; a file, folder or glob on any fsspec URI"),
+    collection: str = typer.Option(..., "--collection", help="Qdrant collection name"),
+    path: Optional[str] = typer.Option(None, "--path", help="local Qdrant folder (default ./qdrant)"),
+    url: Optional[str] = typer.Option(None, "--url", help="Qdrant server URL instead of a local folder"),
+    chunk_size: int = typer.Option(800, "--chunk-size", help="characters per chunk"),
+    overlap: int = typer.Option(100, "--overlap", help="characters shared by neighbouring chunks"),
+    job: Optional[Path] = typer.Option(None, "--job", help="job file whose providers give the embedding model (default: offline sim)"),
+    model: str = typer.Option("default", "--model", help="route of the embedding model in the job file"),
+) -> None:
+    """Load documents into a Qdrant collection (running it twice changes nothing)."""
+
+    def go() -> Any:
+        import asyncio
+
+        from synth.providers.dispatch import Dispatcher
+        from synth.retrieval.index import index_documents
+
+        from synth.spec import load_spec, parse_job
+
+        # only the providers matter here: the generator section is not validated
+        spec = load_spec(job) if job else parse_job({"name": "index", "count": 1, "generator": {"kind": "none"}})
+
+        async def main() -> Any:
+            llm = Dispatcher.from_spec(spec)
+            try:
+                return await index_documents(source, collection, path=path if (path or url) else "./qdrant", url=url,
+                                             llm=llm, chunk_size=chunk_size, overlap=overlap, model=model)
+            finally:
+                await llm.aclose()
+
+        return asyncio.run(main())
+
+    report = guarded(go)
+    typer.echo(report.model_dump_json() if hasattr(report, "model_dump_json") else str(report))
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    _mount_optional()
+    app(args=argv, prog_name="synth")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

@@ -1,0 +1,205 @@
+"""Gateway actors own the scarce resource: API keys and their rate limits.
+
+Each key slot (a provider's key, or a share of it) lives in exactly one gateway, so a key's limits
+are enforced in one place across the cluster without locks. Workers reach gateways through
+:class:`GatewayClient`, which gathers the requests of many concurrent units into one call and
+streams results back in small groups as they finish, so Ray costs a fraction of a millisecond per
+request and a slow request never holds up the rest of its batch.
+
+How keys map to gateways: a provider's key is held by ``gateways`` processes (ProviderSpec, default
+1), each enforcing ``1/gateways`` of the key's RPM, TPM and concurrency. One asyncio process with the
+lean HTTP client drives a few thousand requests/s; raise ``gateways`` only for a key whose ceiling is
+above that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import defaultdict
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+
+from synth import errors as E
+from synth.records import Completion, EmbeddingRequest, Embeddings, Request
+from synth.spec import JobSpec
+
+Slot = tuple[str, int, float]  # (provider route, key index, share of the key's limits)
+
+_ERRORS: dict[str, type[E.SynthError]] = {
+    cls.kind: cls for cls in (E.RateLimited, E.Transient, E.AuthError, E.BadRequest, E.MalformedOutput,
+                              E.NoKeysLeft, E.BudgetExceeded, E.ConfigError, E.KeyMissing, E.ProviderError)
+}
+
+
+def error_to_wire(e: BaseException) -> tuple[str, str, int]:
+    kind = e.kind if isinstance(e, E.SynthError) else "internal"
+    return (kind, str(e) if isinstance(e, E.SynthError) else f"{type(e).__name__}: {e}", getattr(e, "attempts", 0) or 0)
+
+
+def error_from_wire(kind: str, message: str, attempts: int) -> BaseException:
+    cls = _ERRORS.get(kind)
+    err: BaseException = cls(message) if cls is not None else E.ProviderError(message)
+    if cls is None:
+        err.kind = kind  # type: ignore[attr-defined]
+    err.attempts = attempts  # type: ignore[attr-defined]
+    return err
+
+
+def plan_slots(job: JobSpec, keyed: list[str], gateways: int | None = None) -> list[list[Slot]]:
+    """Spread every keyed provider's key slots over the gateways, round robin."""
+    per: list[tuple[str, int, float]] = []
+    for p in job.providers:
+        if p.route not in keyed:
+            continue
+        n_keys = max(1, len(p.keys))
+        for k in range(n_keys):
+            per += [(p.route, k, 1.0 / p.gateways)] * p.gateways
+    g = gateways or max(1, len(per))
+    out: list[list[Slot]] = [[] for _ in range(g)]
+    for i, slot in enumerate(per):
+        out[i % g].append(slot)
+    return [s for s in out if s]
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000)
+class GatewayActor:
+    def __init__(self, job_json: str, slots: list[Slot], budget_share: float) -> None:
+        from synth.providers.dispatch import Dispatcher
+
+        job = JobSpec.model_validate_json(job_json)
+        if job.budget.max_usd is not None:
+            job.budget.max_usd *= budget_share
+        if job.budget.max_tokens is not None:
+            job.budget.max_tokens = max(1, int(job.budget.max_tokens * budget_share))
+        self.routes = sorted({s[0] for s in slots})
+        self.dispatcher = Dispatcher.from_spec(job, slots=slots)
+
+    def ready(self) -> list[str]:
+        return self.routes
+
+    async def complete_stream(self, requests: list[Request], flush_ms: float = 10.0):  # type: ignore[no-untyped-def]
+        """Yield groups of (position, completion or error tuple) as requests finish."""
+        done: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+
+        async def one(i: int, r: Request) -> None:
+            try:
+                done.put_nowait((i, await self.dispatcher.complete(r)))
+            except BaseException as e:  # noqa: BLE001 - sent back to the caller as data
+                done.put_nowait((i, error_to_wire(e)))
+
+        tasks = [asyncio.ensure_future(one(i, r)) for i, r in enumerate(requests)]
+        remaining = len(tasks)
+        while remaining:
+            group = [await done.get()]
+            deadline = time.monotonic() + flush_ms / 1000
+            while len(group) < remaining:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                try:
+                    group.append(await asyncio.wait_for(done.get(), timeout))
+                except asyncio.TimeoutError:
+                    break
+            remaining -= len(group)
+            yield group
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings | tuple[str, str, int]:
+        try:
+            return await self.dispatcher.embed(request)
+        except BaseException as e:  # noqa: BLE001
+            return error_to_wire(e)
+
+    def stats(self) -> dict[str, Any]:
+        return self.dispatcher.stats()
+
+
+class GatewayClient:
+    """The LLM a worker's generator calls: batches concurrent requests per route to gateways."""
+
+    def __init__(self, gateways: dict[str, list[Any]], *, batch_size: int = 256, wait_ms: float = 5.0,
+                 local: Any = None, local_routes: set[str] | None = None, job: JobSpec | None = None) -> None:
+        self.gateways = gateways
+        self.batch_size = batch_size
+        self.wait = wait_ms / 1000
+        self.local = local  # an in-process Dispatcher for keyless offline providers (sim)
+        self.local_routes = local_routes or set()
+        self.job = job
+        self._pending: dict[str, list[tuple[Request, asyncio.Future[Completion]]]] = defaultdict(list)
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._rr = itertools.count()
+
+    def _route(self, model: str) -> str:
+        if self.job is not None:
+            targets = self.job.route_targets(model)
+            if targets:
+                return targets[0]
+        return model
+
+    def _is_local(self, route: str) -> bool:
+        return route in self.local_routes
+
+    async def complete(self, request: Request) -> Completion:
+        route = self._route(request.model)
+        if self._is_local(route):
+            return await self.local.complete(request)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Completion] = loop.create_future()
+        q = self._pending[route]
+        q.append((request, fut))
+        if len(q) >= self.batch_size:
+            self._flush(route)
+        elif route not in self._timers:
+            self._timers[route] = loop.call_later(self.wait, self._flush, route)
+        return await fut
+
+    def _flush(self, route: str) -> None:
+        timer = self._timers.pop(route, None)
+        if timer is not None:
+            timer.cancel()
+        batch, self._pending[route] = self._pending[route], []
+        if batch:
+            asyncio.ensure_future(self._send(route, batch))
+
+    async def _send(self, route: str, batch: list[tuple[Request, asyncio.Future[Completion]]], tries: int = 0) -> None:
+        handles = self.gateways.get(route)
+        if not handles:
+            err = E.ConfigError(f"no gateway holds keys for route {route!r}")
+            for _, f in batch:
+                if not f.done():
+                    f.set_exception(err)
+            return
+        gw = handles[next(self._rr) % len(handles)]
+        try:
+            async for ref in gw.complete_stream.options(num_returns="streaming").remote([r for r, _ in batch]):
+                for i, res in await ref:
+                    f = batch[i][1]
+                    if f.done():
+                        continue
+                    if isinstance(res, tuple):
+                        f.set_exception(error_from_wire(*res))
+                    else:
+                        f.set_result(res)
+        except RayActorError:
+            # the gateway died: its requests are sent again (it restarts; others may take them)
+            left = [(r, f) for r, f in batch if not f.done()]
+            if left and tries < 5:
+                await self._send(route, left, tries + 1)
+                return
+            for _, f in left:
+                f.set_exception(E.Transient("gateway process died repeatedly; see the Ray logs"))
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        route = self._route(request.model)
+        if self._is_local(route):
+            return await self.local.embed(request)
+        handles = self.gateways.get(route) or []
+        if not handles:
+            raise E.ConfigError(f"no gateway holds keys for route {route!r}")
+        res = await handles[next(self._rr) % len(handles)].embed.remote(request)
+        if isinstance(res, tuple):
+            raise error_from_wire(*res)
+        return res

@@ -1,0 +1,231 @@
+"""The driver: plan, claim the output, start gateways and workers, stream shards through Ray Data
+into the datasink, show progress, and write the stats file. It holds no data."""
+
+from __future__ import annotations
+
+import os
+import platform
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import ray
+from pydantic import BaseModel, Field
+
+import synth
+from synth.engine.gateway import GatewayActor, plan_slots
+from synth.engine.manifest import Manifest
+from synth.engine.monitor import MonitorActor, Progress, merge_gateway_stats
+from synth.engine.plan import fingerprint, shard_count, shards
+from synth.engine.sink import ShardSink
+from synth.engine.storage import Storage
+from synth.engine.worker import ShardWorker, local_routes
+from synth.errors import BudgetExceeded, NoKeysLeft, SynthError
+from synth.spec import JobSpec
+
+
+class RunResult(BaseModel):
+    """What a run did. ``complete`` is true when every planned unit is a record or a dead letter."""
+
+    job: str
+    output: str
+    fingerprint: str
+    planned_units: int
+    shards_total: int
+    shards_skipped: int = Field(description="already committed by an earlier run")
+    shards_written: int
+    records: int
+    rows: int
+    dead_letters: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    wall_s: float
+    complete: bool
+    aborted: str | None = None
+    stats: dict[str, Any] = Field(default_factory=dict)
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool:
+    """Join a cluster (``address`` or RAY_ADDRESS) or start an embedded local Ray. True if started here."""
+    if ray.is_initialized():
+        return False
+    addr = address or os.environ.get("RAY_ADDRESS")
+    common: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
+    if addr:
+        ray.init(address=addr, **common)
+    else:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 object_store_memory=512 * 1024**2, **common)
+    return True
+
+
+def _versions() -> dict[str, str]:
+    import pyarrow
+
+    return {"synth": synth.__version__, "ray": ray.__version__, "pyarrow": pyarrow.__version__,
+            "python": platform.python_version()}
+
+
+def _collect(manifest: Manifest) -> dict[str, Any]:
+    totals: dict[str, Any] = {"units": 0, "records": 0, "rows": 0, "dead_letters": 0, "prompt_tokens": 0,
+                              "completion_tokens": 0, "cost_usd": 0.0, "bytes": 0, "dead_by_kind": {},
+                              "generator_stats": {}}
+    entries = manifest.commit_entries()
+    for e in entries:
+        for k in ("units", "records", "rows", "dead_letters", "prompt_tokens", "completion_tokens", "cost_usd", "bytes"):
+            totals[k] += e.get(k, 0)
+        for bucket in ("dead_by_kind", "generator_stats"):
+            for k, v in (e.get(bucket) or {}).items():
+                totals[bucket][k] = totals[bucket].get(k, 0) + v
+    totals["shards_committed"] = len(entries)
+    return totals
+
+
+def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False, progress: bool = True,
+            preflight: Any = None) -> RunResult:
+    started = time.monotonic()
+    started_at = datetime.now(timezone.utc)
+    storage = Storage(job.output)
+    storage.preflight()
+    if preflight is not None:
+        preflight(job)  # providers' endpoints reachable, generator options valid; before anything is written
+    manifest = Manifest(storage)
+    committed = manifest.open(job, overwrite=overwrite)
+    manifest.clean_interrupted(committed)
+    fp = fingerprint(job)
+    n_shards = shard_count(job.count, job.output.shard_size)
+    todo = list(shards(job.count, job.output.shard_size, skip=committed))
+    from synth.generators.registry import create_generator
+
+    partition_by = job.output.partition_by
+    if partition_by is None:
+        partition_by = list(create_generator(job.generator, job).partition_by())
+
+    sink_results: list[dict[str, Any]] = []
+    gw_stats: dict[str, float] = {}
+    aborted: str | None = None
+    if todo:
+        started_here = init_ray(address)
+        try:
+            gw_stats, sink_results = _execute(job, todo, partition_by, len(committed), progress)
+        finally:
+            if started_here:
+                ray.shutdown()
+        aborts = [r["aborted"] for r in sink_results if r.get("aborted")]
+        aborted = aborts[0] if aborts else None
+
+    totals = _collect(manifest)
+    complete = totals["shards_committed"] == n_shards
+    wall = time.monotonic() - started
+    stats = {
+        "job": job.name, "fingerprint": fp, "output": storage.uri, "planned_units": job.count,
+        "shards": {"total": n_shards, "committed": totals["shards_committed"], "skipped_this_run": len(committed),
+                   "written_this_run": len([r for r in sink_results if not r.get("aborted")])},
+        "complete": complete, "aborted": aborted, **{k: v for k, v in totals.items() if k != "shards_committed"},
+        "requests": gw_stats,
+        "timing": {"started_at": started_at.isoformat(), "wall_s": round(wall, 3),
+                   "records_per_s_this_run": round(sum(r.get("records", 0) for r in sink_results) / max(wall, 1e-9), 2)},
+        "versions": _versions(), "spec": job.redacted(),
+    }
+    manifest.write_stats(stats)
+    return RunResult(
+        job=job.name, output=storage.uri, fingerprint=fp, planned_units=job.count, shards_total=n_shards,
+        shards_skipped=len(committed), shards_written=stats["shards"]["written_this_run"],
+        records=totals["records"], rows=totals["rows"], dead_letters=totals["dead_letters"],
+        prompt_tokens=totals["prompt_tokens"], completion_tokens=totals["completion_tokens"],
+        cost_usd=totals["cost_usd"], wall_s=wall, complete=complete, aborted=aborted, stats=stats,
+    )
+
+
+def _start_gateways(job: JobSpec) -> tuple[dict[str, list[Any]], list[Any]]:
+    sim = local_routes(job)
+    keyed = [p.route for p in job.providers if p.route not in sim]
+    slot_groups = plan_slots(job, keyed)
+    job_json = job.model_dump_json()
+    actors = [
+        GatewayActor.options(scheduling_strategy="SPREAD").remote(job_json, slots, 1.0 / len(slot_groups))
+        for slots in slot_groups
+    ]
+    by_route: dict[str, list[Any]] = {}
+    for actor, routes in zip(actors, ray.get([a.ready.remote() for a in actors])):
+        for r in routes:
+            by_route.setdefault(r, []).append(actor)
+    return by_route, actors
+
+
+def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before: int, show: bool) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    gateways, actors = _start_gateways(job)
+    monitor = MonitorActor.remote()
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    workers = job.engine.workers or max(1, cpus)
+    items = [{"shard": s.index, "start": s.start, "stop": s.stop} for s in todo]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), workers * 4)))
+    ds = ds.map_batches(
+        ShardWorker, batch_size=1, concurrency=(1, workers), num_cpus=min(1.0, cpus / workers) * 0.9,
+        fn_constructor_kwargs={"job_json": job.model_dump_json(), "gateways": gateways, "monitor": monitor},
+        max_restarts=-1, max_task_retries=3,
+    )
+    sink = _CollectingSink(job.output, partition_by)
+    failure: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            ds.write_datasink(sink, ray_remote_args={"num_cpus": 0.1, "max_retries": 3})
+        except BaseException as e:  # noqa: BLE001 - re-raised in the driver thread
+            failure.append(e)
+
+    thread = threading.Thread(target=write, name="synth-write", daemon=True)
+    bar = Progress(job.count, done_before * job.output.shard_size, enabled=show)
+    thread.start()
+    gw: dict[str, float] = {}
+    try:
+        while thread.is_alive():
+            thread.join(0.5)
+            try:
+                snap = ray.get(monitor.snapshot.remote(), timeout=5)
+                gw = merge_gateway_stats(ray.get([a.stats.remote() for a in actors], timeout=5)) if actors else {}
+                bar.update(snap, gw)
+            except Exception:  # noqa: BLE001 - progress is best effort; the run goes on
+                pass
+        if actors:
+            try:
+                gw = merge_gateway_stats(ray.get([a.stats.remote() for a in actors], timeout=10))
+            except Exception:  # noqa: BLE001
+                pass
+    finally:
+        bar.close()
+        for a in [*actors, monitor]:
+            ray.kill(a)
+    if failure:
+        raise _unwrap(failure[0])
+    return gw, sink.results
+
+
+def _unwrap(e: BaseException) -> BaseException:
+    """Ray wraps errors raised in workers; show ours as they were."""
+    seen = 0
+    cur: BaseException | None = e
+    while cur is not None and seen < 10:
+        if isinstance(cur, SynthError):
+            return cur
+        cause = getattr(cur, "cause", None) or cur.__cause__
+        cur = cause if isinstance(cause, BaseException) else None
+        seen += 1
+    return e
+
+
+class _CollectingSink(ShardSink):
+    """Keeps the per-shard summaries on the driver once the write completes."""
+
+    results: list[dict[str, Any]]
+
+    def on_write_start(self, schema: Any = None) -> None:
+        self.results = []
+
+    def on_write_complete(self, write_result: Any) -> None:
+        self.results = [r for rs in write_result.write_returns for r in rs]
+
+
+__all__ = ["BudgetExceeded", "NoKeysLeft", "RunResult", "init_ray", "run_job"]

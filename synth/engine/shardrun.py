@@ -1,0 +1,177 @@
+"""Running one shard: plain async code (no Ray) that turns a shard's units into a records table and a
+dead-letter table. A worker actor wraps this; tests call it directly."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+
+from synth.engine.plan import Shard
+from synth.errors import BudgetExceeded, NoKeysLeft, SynthError
+from synth.generators.base import GenContext, Generator, Unit, UnitResult
+from synth.records import Completion
+
+# Errors that stop the job rather than become dead letters: the shard is not committed, so a later
+# run (with more budget, or fixed keys) makes those units instead of skipping them.
+ABORTING = (BudgetExceeded, NoKeysLeft)
+
+ENVELOPE = pa.schema(
+    [
+        ("id", pa.string()),
+        ("job", pa.string()),
+        ("shard", pa.int32()),
+        ("generator", pa.string()),
+        ("model", pa.string()),
+        ("provider", pa.string()),
+        ("key_alias", pa.string()),
+        ("prompt_tokens", pa.int64()),
+        ("completion_tokens", pa.int64()),
+        ("cost_usd", pa.float64()),
+        ("latency_ms", pa.float64()),
+        ("attempts", pa.int32()),
+        ("finish_reason", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+ENVELOPE_NAMES = set(ENVELOPE.names)
+
+DEAD_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("job", pa.string()),
+        ("shard", pa.int32()),
+        ("generator", pa.string()),
+        ("error_kind", pa.string()),
+        ("message", pa.string()),
+        ("attempts", pa.int32()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+@dataclass
+class ShardOutcome:
+    shard: int
+    records: pa.Table | None
+    dead: pa.Table | None
+    stats: dict[str, Any] = field(default_factory=dict)
+    aborted: str | None = None  # the reason, when an aborting error stopped the shard
+
+
+def _envelope(unit: Unit, job: str, kind: str, calls: list[Completion], now: datetime) -> dict[str, Any]:
+    last = calls[-1] if calls else None
+    return {
+        "id": unit.id,
+        "job": job,
+        "shard": unit.shard,
+        "generator": kind,
+        "model": last.model if last else None,
+        "provider": last.provider if last else None,
+        "key_alias": last.key_alias if last else None,
+        "prompt_tokens": sum(c.usage.prompt_tokens for c in calls),
+        "completion_tokens": sum(c.usage.completion_tokens for c in calls),
+        "cost_usd": float(sum(c.cost_usd for c in calls)),
+        "latency_ms": float(sum(c.latency_ms for c in calls)),
+        "attempts": sum(c.attempts for c in calls),
+        "finish_reason": last.finish_reason if last else None,
+        "created_at": now,
+    }
+
+
+def _payload_table(rows: Any, schema: pa.Schema | None) -> pa.Table:
+    if isinstance(rows, pa.Table):
+        return rows
+    if isinstance(rows, dict):
+        rows = [rows]
+    if schema is not None:
+        return pa.Table.from_pylist(rows, schema=schema)
+    return pa.Table.from_pylist(rows)
+
+
+def records_table(units: list[tuple[Unit, UnitResult]], job: str, kind: str, schema: pa.Schema | None) -> pa.Table | None:
+    """Envelope columns first, payload columns after, one row per payload row, in unit order."""
+    if not units:
+        return None
+    now = datetime.now(timezone.utc)
+    parts = []
+    for unit, res in units:
+        payload = _payload_table(res.rows, schema)
+        clash = ENVELOPE_NAMES & set(payload.column_names)
+        if clash:
+            payload = payload.drop_columns(sorted(clash))
+        env = _envelope(unit, job, kind, res.calls, now)
+        n = payload.num_rows
+        cols = [pa.array([env[f.name]] * n, type=f.type) for f in ENVELOPE]
+        parts.append(pa.Table.from_arrays(cols + payload.columns, schema=pa.schema(list(ENVELOPE) + list(payload.schema))))
+    return pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
+
+
+def dead_table(rows: list[dict[str, Any]]) -> pa.Table | None:
+    return pa.Table.from_pylist(rows, schema=DEAD_SCHEMA) if rows else None
+
+
+async def run_shard(
+    generator: Generator, ctx: GenContext, shard: Shard, fp: str, *, concurrency: int = 256
+) -> ShardOutcome:
+    """Make every unit of a shard: each ends as payload rows or as a dead letter with its reason."""
+    sem = asyncio.Semaphore(concurrency)
+    results: dict[int, UnitResult | BaseException] = {}
+    abort: list[str] = []
+
+    async def one(unit: Unit) -> None:
+        async with sem:
+            if abort:
+                return
+            try:
+                results[unit.index] = await generator.generate(unit, ctx)
+            except ABORTING as e:
+                abort.append(f"{e.kind}: {e}")
+            except Exception as e:  # noqa: BLE001 - every failure becomes a dead letter with its reason
+                results[unit.index] = e
+
+    units = list(shard.units(fp, ctx.seed))
+    await asyncio.gather(*(one(u) for u in units))
+    if abort:
+        return ShardOutcome(shard.index, None, None, {}, aborted=abort[0])
+
+    ok: list[tuple[Unit, UnitResult]] = []
+    dead: list[dict[str, Any]] = []
+    extra: Counter[str] = Counter()
+    now = datetime.now(timezone.utc)
+    prompt = completion = 0
+    cost = 0.0
+    for unit in units:
+        res = results[unit.index]
+        if isinstance(res, BaseException):
+            kind = res.kind if isinstance(res, SynthError) else "internal"
+            msg = str(res) if isinstance(res, SynthError) else f"{type(res).__name__}: {res}"
+            dead.append({
+                "request_id": unit.id, "job": ctx.job, "shard": shard.index, "generator": generator.kind,
+                "error_kind": kind, "message": msg[:2000], "attempts": getattr(res, "attempts", 0) or 0,
+                "created_at": now,
+            })
+            continue
+        ok.append((unit, res))
+        for c in res.calls:
+            prompt += c.usage.prompt_tokens
+            completion += c.usage.completion_tokens
+            cost += c.cost_usd
+        extra.update(res.stats)
+    records = records_table(ok, ctx.job, generator.kind, generator.arrow_schema())
+    stats = {
+        "units": len(units),
+        "records": len(ok),
+        "rows": records.num_rows if records is not None else 0,
+        "dead_letters": len(dead),
+        "dead_by_kind": dict(Counter(d["error_kind"] for d in dead)),
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "cost_usd": cost,
+        "generator_stats": dict(extra),
+    }
+    return ShardOutcome(shard.index, records, dead_table(dead), stats)

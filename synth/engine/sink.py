@@ -1,0 +1,113 @@
+"""The Ray Data datasink: each input row is one finished shard (its records and dead letters as
+Arrow IPC bytes). A shard is published as hive-partitioned Parquet (or JSONL) files, then committed
+in the manifest; until the commit entry exists, resume treats the shard as not done."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any, Iterable
+from urllib.parse import quote
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from ray.data import Datasink
+from ray.data.block import BlockAccessor
+
+from synth.engine.manifest import Manifest, shard_name
+from synth.engine.storage import Storage
+from synth.spec import OutputSpec
+
+NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+
+
+def to_ipc(table: pa.Table | None) -> bytes:
+    if table is None:
+        return b""
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue()
+
+
+def from_ipc(data: bytes) -> pa.Table | None:
+    if not data:
+        return None
+    return pa.ipc.open_stream(data).read_all()
+
+
+def _partition_value(v: Any) -> str:
+    return NULL_PARTITION if v is None else quote(str(v), safe="")
+
+
+def split_partitions(table: pa.Table, cols: list[str]) -> list[tuple[str, pa.Table]]:
+    """(relative folder, rows without the partition columns) per distinct partition value."""
+    if not cols:
+        return [("", table)]
+    keys = table.select(cols).group_by(cols).aggregate([]).to_pylist()
+    out = []
+    for key in sorted(keys, key=lambda k: tuple(str(k[c]) for c in cols)):
+        mask = None
+        for c in cols:
+            col = table[c]
+            m = pc.is_null(col) if key[c] is None else pc.equal(col, pa.scalar(key[c], type=col.type))
+            mask = m if mask is None else pc.and_(mask, m)
+        part = table.filter(mask).drop_columns(cols)
+        folder = "/".join(f"{c}={_partition_value(key[c])}" for c in cols)
+        out.append((folder, part))
+    return out
+
+
+def encode(table: pa.Table, fmt: str, compression: str) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "jsonl":
+        for row in table.to_pylist():
+            buf.write(json.dumps(row, default=str, ensure_ascii=False).encode() + b"\n")
+    else:
+        pq.write_table(table, buf, compression=compression)
+    return buf.getvalue()
+
+
+class ShardSink(Datasink):
+    """Publishes and commits shards; returns a summary per shard to the driver."""
+
+    def __init__(self, out: OutputSpec, partition_by: list[str], extra: dict[str, Any] | None = None) -> None:
+        self.out = out
+        self.partition_by = partition_by
+        self.extra = extra or {}
+
+    def get_name(self) -> str:
+        return "SynthShards"
+
+    def publish(self, storage: Storage, shard: int, records: pa.Table | None, dead: pa.Table | None, stats: dict[str, Any]) -> dict[str, Any]:
+        manifest = Manifest(storage)
+        ext = "jsonl" if self.out.format == "jsonl" else "parquet"
+        files: list[tuple[str, bytes]] = []
+        name = shard_name(shard)
+        if records is not None and records.num_rows:
+            cols = [c for c in self.partition_by if c in records.column_names]
+            for folder, part in split_partitions(records, cols):
+                rel = f"data/{folder}/{name}.{ext}" if folder else f"data/{name}.{ext}"
+                files.append((rel, encode(part, self.out.format, self.out.compression)))
+        if dead is not None and dead.num_rows:
+            files.append((f"dead_letters/{name}.parquet", encode(dead, "parquet", self.out.compression)))
+        manifest.intend(shard, [rel for rel, _ in files])
+        for rel, data in files:
+            storage.write_bytes(rel, data)
+        entry = {"files": [rel for rel, _ in files], "bytes": sum(len(d) for _, d in files), **stats}
+        manifest.commit(shard, entry)
+        return {"shard": shard, **stats}
+
+    def write(self, blocks: Iterable[Any], ctx: Any) -> list[dict[str, Any]]:
+        storage = Storage(self.out)
+        done: list[dict[str, Any]] = []
+        for block in blocks:
+            for row in BlockAccessor.for_block(block).iter_rows(public_row_format=False):
+                shard = int(row["shard"])
+                if row["aborted"]:
+                    done.append({"shard": shard, "aborted": row["aborted"]})
+                    continue
+                stats = json.loads(row["stats"])
+                done.append(self.publish(storage, shard, from_ipc(row["records"]), from_ipc(row["dead"]), stats))
+        return done

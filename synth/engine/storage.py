@@ -1,0 +1,147 @@
+"""Object storage through fsspec: the filesystem for an output URI, atomic writes, a preflight.
+
+Credentials are named by environment variable in the job file (or come from the standard AWS
+variables); they are read where the filesystem is built and never stored in the spec or logs.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from synth.errors import StorageError
+from synth.spec import OutputSpec
+
+
+def storage_options(out: OutputSpec, env: dict[str, str] | None = None) -> dict[str, Any]:
+    env = dict(os.environ) if env is None else env
+    proto = out.uri.split("://", 1)[0] if "://" in out.uri else "file"
+    if proto not in ("s3", "s3a"):
+        return {}
+    st = out.storage
+    opts: dict[str, Any] = {"config_kwargs": {"connect_timeout": 5, "retries": {"max_attempts": 3}}}
+    endpoint = st.endpoint_url or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        opts["endpoint_url"] = endpoint
+    if st.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"):
+        opts["client_kwargs"] = {"region_name": st.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")}
+    if st.anonymous:
+        opts["anon"] = True
+    for field, var in (("key", st.key_env), ("secret", st.secret_env)):
+        if var:
+            if not env.get(var):
+                raise StorageError(f"output.storage: environment variable {var} is not set; set it or remove {field}_env")
+            opts[field] = env[var]
+    return opts
+
+
+class Storage:
+    """The dataset folder: paths relative to the output URI, whole-file writes."""
+
+    def __init__(self, out: OutputSpec, env: dict[str, str] | None = None) -> None:
+        self.uri = out.uri.rstrip("/")
+        self._out = out
+        self._env = env
+        self.fs, self.root = self._make_fs()
+        self.local = "file" in _protocols(self.fs)
+
+    def _make_fs(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        uri = self.uri if "://" in self.uri else os.path.abspath(self.uri)
+        fs, root = url_to_fs(uri, **storage_options(self._out, self._env))
+        return fs, root.rstrip("/")
+
+    def __getstate__(self) -> dict[str, Any]:
+        # rebuilt on the other side from variable names: no credentials travel with the object
+        return {"out": self._out}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["out"])  # type: ignore[misc]
+
+    def path(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    def url(self, *parts: str) -> str:
+        p = self.path(*parts)
+        return p if self.local else f"{_protocols(self.fs)[0]}://{p}"
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write a whole file; readers see all of it or nothing."""
+        target = self.path(rel)
+        if self.local:
+            parent = posixpath.dirname(target)
+            self.fs.makedirs(parent, exist_ok=True)
+            tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}")
+            with self.fs.open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        else:  # one PUT (or a multipart upload) is invisible until complete
+            with self.fs.open(target, "wb") as f:
+                f.write(data)
+
+    def read_bytes(self, rel: str) -> bytes | None:
+        try:
+            with self.fs.open(self.path(rel), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def list(self, rel: str) -> list[str]:
+        """Names of files directly under a folder (empty when it does not exist)."""
+        try:
+            entries = self.fs.ls(self.path(rel), detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
+
+    def remove(self, rel: str) -> None:
+        try:
+            self.fs.rm(self.path(rel), recursive=True)
+        except FileNotFoundError:
+            pass
+
+    def remove_all(self) -> None:
+        try:
+            if self.fs.exists(self.root):
+                self.fs.rm(self.root, recursive=True)
+        except FileNotFoundError:
+            pass
+
+    def preflight(self) -> None:
+        """Fail fast, in one line, when the destination cannot be written. Writes nothing."""
+        try:
+            if self.local:
+                parent = self.root
+                while not os.path.exists(parent):
+                    parent = os.path.dirname(parent)
+                if not os.access(parent, os.W_OK):
+                    raise StorageError(f"cannot write to {self.uri}: permission denied on {parent}")
+                return
+            bucket = self.root.split("/", 1)[0]
+            self.fs.ls(bucket, detail=False, refresh=True)
+        except StorageError:
+            raise
+        except FileNotFoundError:
+            raise StorageError(f"bucket {self.root.split('/', 1)[0]!r} of {self.uri} does not exist; create it or fix output.uri") from None
+        except PermissionError as e:
+            raise StorageError(f"cannot access {self.uri}: permission denied ({type(e).__name__}); check the credentials") from None
+        except Exception as e:  # noqa: BLE001 - botocore/aiohttp errors vary; name the cause in one line
+            endpoint = self._out.storage.endpoint_url or "the default endpoint"
+            raise StorageError(
+                f"cannot reach {self.uri} at {endpoint}: {type(e).__name__}: {_first_line(e)}; "
+                "check output.storage.endpoint_url and that the server is running"
+            ) from None
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+    p = fs.protocol
+    return (p,) if isinstance(p, str) else tuple(p)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else ""

@@ -1,0 +1,70 @@
+"""Generator workers: Ray Data actors that turn shard descriptors into finished-shard rows.
+
+They hold no keys: model calls go to gateway actors (or, for the offline ``sim`` provider, to an
+in-process dispatcher, since it has no keys or limits to share)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import numpy as np
+
+from synth.engine.gateway import GatewayClient
+from synth.engine.plan import Shard, fingerprint
+from synth.engine.shardrun import run_shard
+from synth.engine.sink import to_ipc
+from synth.generators.base import GenContext
+from synth.spec import JobSpec
+
+
+def local_routes(job: JobSpec) -> set[str]:
+    """Provider routes served in-process: the offline sim, which has no keys or limits."""
+    return {p.route for p in job.providers if p.model.startswith("sim:")}
+
+
+class ShardWorker:
+    def __init__(self, job_json: str, gateways: dict[str, list[Any]], monitor: Any = None, worker: int = 0) -> None:
+        from synth.generators.registry import create_generator
+        from synth.providers.dispatch import Dispatcher
+
+        self.job = JobSpec.model_validate_json(job_json)
+        self.fp = fingerprint(self.job)
+        self.generator = create_generator(self.job.generator, self.job)
+        sim = local_routes(self.job)
+        local = Dispatcher.from_spec(self.job, slots=[(r, 0, 1.0) for r in sorted(sim)]) if sim else None
+        eng = self.job.engine
+        self.llm = GatewayClient(gateways, batch_size=eng.batch_size, wait_ms=eng.batch_wait_ms,
+                                 local=local, local_routes=sim, job=self.job)
+        self.ctx = GenContext(job=self.job.name, seed=self.job.seed, llm=self.llm, worker=worker)
+        self.monitor = monitor
+        self._setup: asyncio.Future[None] | None = None
+
+    async def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+        if self._setup is None:
+            self._setup = asyncio.ensure_future(self.generator.setup(self.ctx))
+        await self._setup
+        out: dict[str, list[Any]] = {"shard": [], "records": [], "dead": [], "stats": [], "aborted": []}
+        for k, start, stop in zip(batch["shard"], batch["start"], batch["stop"]):
+            shard = Shard(int(k), int(start), int(stop))
+            seen: set[str] = set()
+
+            async def claim(key: str, _seen: set[str] = seen) -> bool:
+                # dedup within the shard: the same shard makes the same records on any worker
+                if key in _seen:
+                    return False
+                _seen.add(key)
+                return True
+
+            ctx = GenContext(job=self.ctx.job, seed=self.ctx.seed, llm=self.llm, retriever=self.ctx.retriever,
+                             claims=claim, worker=self.ctx.worker, extras=self.ctx.extras)
+            res = await run_shard(self.generator, ctx, shard, self.fp, concurrency=self.job.engine.concurrency)
+            out["shard"].append(shard.index)
+            out["records"].append(to_ipc(res.records))
+            out["dead"].append(to_ipc(res.dead))
+            out["stats"].append(json.dumps(res.stats))
+            out["aborted"].append(res.aborted)
+            if self.monitor is not None:
+                self.monitor.report.remote({**res.stats, "shards": 1, "aborted": 1 if res.aborted else 0})
+        return out

@@ -1,0 +1,431 @@
+"""Deterministic fake content: token estimates, text, schema-valid JSON, tool calls, embeddings.
+
+Shared by the offline ``sim`` provider and the LLM API simulator, so both answer the same request
+with the same content. Everything is seeded from :func:`material` through SHA-256 (never ``hash()``),
+so results are identical across processes and machines. Example::
+
+    rng = rng_for(material("sim:default", messages, schema, seed))
+    payload = fake_instance(schema, rng)  # valid against ``schema``
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+import struct
+from functools import lru_cache
+from typing import Any
+
+__all__ = [
+    "estimate_tokens",
+    "fake_embedding",
+    "fake_instance",
+    "fake_text",
+    "fake_tool_call",
+    "material",
+    "prompt_tokens",
+    "rng_for",
+]
+
+# ---------------------------------------------------------------------------------------- tokens
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters per token: the heuristic both clients and the simulator use."""
+    return max(1, -(-len(text) // 4))
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts / Gemini parts
+        return "".join(str(p.get("text", "")) if isinstance(p, dict) else str(p) for p in content)
+    return str(content)
+
+
+def prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """Prompt tokens of a chat: every message's content plus 4 per message, plus tool-call arguments.
+
+    Accepts OpenAI wire dicts (``tool_calls[].function.arguments``) and ``ChatMessage`` dumps
+    (``tool_calls[].arguments``)."""
+    total = 0
+    for m in messages:
+        total += estimate_tokens(_content_text(m.get("content"))) + 4
+        for tc in m.get("tool_calls") or ():
+            fn = tc.get("function") or tc
+            total += estimate_tokens(str(fn.get("arguments") or ""))
+    return total
+
+
+# ---------------------------------------------------------------------------------------- seeding
+
+
+def material(*parts: object) -> str:
+    """A stable string of request parts, for seeding (key order and process do not matter)."""
+    return json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def rng_for(material: str) -> random.Random:
+    """A ``random.Random`` seeded from the SHA-256 of ``material``."""
+    digest = hashlib.sha256(material.encode("utf-8", "surrogatepass")).digest()
+    return random.Random(int.from_bytes(digest[:16], "big"))
+
+
+# ---------------------------------------------------------------------------------------- text
+
+_WORDS = (
+    "the a an of to in for on with by from as at about across after among around before behind "
+    "between during into over through under within without data model system record value signal "
+    "customer order product service account report network sensor market policy process result "
+    "question answer example pattern feature trend event window metric budget region team user "
+    "review summary request response batch stream cluster pipeline schedule forecast estimate "
+    "shows suggests improves reduces measures tracks explains describes supports requires "
+    "includes compares predicts increases remains changes follows delivers balances connects "
+    "quickly carefully steadily often rarely usually clearly roughly nearly mostly recently "
+    "new large small early late stable common useful simple complex daily weekly local global "
+    "annual average careful reliable strong weak higher lower final initial main key second"
+).split()
+_NOUNS = _WORDS[_WORDS.index("data"):_WORDS.index("shows")]
+_N_WORDS = len(_WORDS)
+
+
+def fake_text(rng: random.Random, *, min_words: int = 15, max_words: int = 120) -> str:
+    """Plausible English-ish sentences of ``min_words`` to ``max_words`` words."""
+    n = rng.randint(min_words, max(min_words, max_words)) if max_words > 0 else 0
+    if n <= 0:
+        return ""
+    words = rng.choices(_WORDS, k=n)
+    out: list[str] = []
+    i = 0
+    while i < n:
+        j = min(n, i + rng.randint(6, 14))
+        if n - j < 3:  # no dangling two-word sentence
+            j = n
+        sentence = " ".join(words[i:j])
+        out.append(sentence[0].upper() + sentence[1:] + ".")
+        i = j
+    return " ".join(out)
+
+
+# ---------------------------------------------------------------------------------------- JSON
+
+_MAX_DEPTH = 8  # below this depth optional parts are dropped so recursive schemas terminate
+_COMBINERS = ("anyOf", "oneOf")
+
+
+def fake_instance(schema: dict[str, Any], rng: random.Random) -> Any:
+    """An instance valid against the JSON Schema ``schema`` (drafts 4 to 2020-12 as pydantic and
+    the OpenAI/Gemini structured-output dialects use them). ``$ref`` resolves against ``schema``."""
+    return _gen(schema, rng, schema, 0)
+
+
+def _resolve(s: Any, root: dict[str, Any]) -> Any:
+    seen = 0
+    while isinstance(s, dict) and "$ref" in s:
+        ref = s["$ref"]
+        if not isinstance(ref, str) or not ref.startswith("#"):
+            raise ValueError(f"only local $ref is supported, got {ref!r}")
+        target: Any = root
+        for part in ref[1:].split("/"):
+            if part:
+                target = target[part.replace("~1", "/").replace("~0", "~")]
+        if len(s) > 1:  # sibling keywords next to $ref (2019+): merge them in
+            target = _merge([target, {k: v for k, v in s.items() if k != "$ref"}], root)
+        s = target
+        seen += 1
+        if seen > 64:
+            raise ValueError(f"$ref cycle at {ref!r}")
+    return s
+
+
+def _merge(parts: list[Any], root: dict[str, Any]) -> dict[str, Any]:
+    """Flatten ``allOf``: union of properties and required, tightest numeric bounds."""
+    out: dict[str, Any] = {}
+    for p in parts:
+        p = _resolve(p, root)
+        if not isinstance(p, dict):
+            continue
+        if "allOf" in p:
+            p = {**{k: v for k, v in p.items() if k != "allOf"}, **_merge(p["allOf"], root)}
+        for k, v in p.items():
+            if k == "properties":
+                out["properties"] = {**out.get("properties", {}), **v}
+            elif k == "required":
+                out["required"] = list(dict.fromkeys([*out.get("required", []), *v]))
+            elif k in ("minimum", "exclusiveMinimum", "minLength", "minItems") and k in out:
+                if not isinstance(v, bool):
+                    out[k] = max(out[k], v)
+            elif k in ("maximum", "exclusiveMaximum", "maxLength", "maxItems") and k in out:
+                if not isinstance(v, bool):
+                    out[k] = min(out[k], v)
+            else:
+                out[k] = v
+    return out
+
+
+def _pick_branch(options: list[Any], rng: random.Random, root: dict[str, Any], depth: int) -> Any:
+    branches = [_resolve(o, root) for o in options]
+    # a string branch with a pattern cannot be faked reliably (pydantic's Decimal has one)
+    safe = [b for b in branches if not (isinstance(b, dict) and "pattern" in b)] or branches
+    if depth >= _MAX_DEPTH:
+        nulls = [b for b in safe if isinstance(b, dict) and b.get("type") == "null"]
+        if nulls:
+            return nulls[0]
+    return safe[rng.randrange(len(safe))]
+
+
+def _infer_type(s: dict[str, Any]) -> str:
+    if "properties" in s or "additionalProperties" in s or "required" in s:
+        return "object"
+    if "items" in s or "prefixItems" in s or "minItems" in s:
+        return "array"
+    if "minimum" in s or "maximum" in s or "exclusiveMinimum" in s or "exclusiveMaximum" in s:
+        return "number"
+    return "string"
+
+
+def _gen(s: Any, rng: random.Random, root: dict[str, Any], depth: int) -> Any:
+    if s is True or s is None or s == {}:
+        return fake_word(rng)
+    if s is False:
+        raise ValueError("schema 'false' admits no instance")
+    if "$ref" in s:
+        s = _resolve(s, root)
+    if "allOf" in s:
+        s = _merge([{k: v for k, v in s.items() if k != "allOf"}, *s["allOf"]], root)
+    if "const" in s:
+        return s["const"]
+    if "enum" in s:
+        return s["enum"][rng.randrange(len(s["enum"]))]
+    for comb in _COMBINERS:
+        if comb in s:
+            rest = {k: v for k, v in s.items() if k != comb}
+            branch = _pick_branch(s[comb], rng, root, depth)
+            return _gen(_merge([rest, branch], root) if rest else branch, rng, root, depth)
+    t = s.get("type")
+    if isinstance(t, list) and t:
+        types = [x.lower() for x in t]
+        non_null = [x for x in types if x != "null"]
+        # favour real values over null; at depth, null ends recursion
+        if "null" in types and (depth >= _MAX_DEPTH or not non_null or rng.random() < 0.15):
+            t = "null"
+        else:
+            t = non_null[rng.randrange(len(non_null))]
+    elif isinstance(t, str):
+        t = t.lower()
+    else:
+        t = _infer_type(s)
+    gen = _GENERATORS.get(t)
+    if gen is None:
+        raise ValueError(f"unsupported JSON Schema type {t!r}")
+    return gen(s, rng, root, depth)
+
+
+def _object(s: dict[str, Any], rng: random.Random, root: dict[str, Any], depth: int) -> dict[str, Any]:
+    props: dict[str, Any] = s.get("properties") or {}
+    required = set(s.get("required") or ())
+    keep = 0.7 if depth < _MAX_DEPTH else 0.0
+    out: dict[str, Any] = {}
+    for name, sub in props.items():
+        if name in required or rng.random() < keep:
+            out[name] = _gen(sub, rng, root, depth + 1)
+    extra = s.get("additionalProperties")
+    min_props = s.get("minProperties", 0)
+    if isinstance(extra, dict) and extra and not props:
+        want = max(min_props, rng.randint(1, 3) if depth < _MAX_DEPTH else 0)
+        want = min(want, s.get("maxProperties", want))
+        while len(out) < want:
+            out[f"{fake_word(rng)}_{len(out)}"] = _gen(extra, rng, root, depth + 1)
+    elif len(out) < min_props:  # fill from optional properties first
+        for name, sub in props.items():
+            if len(out) >= min_props:
+                break
+            if name not in out:
+                out[name] = _gen(sub, rng, root, depth + 1)
+    return out
+
+
+def _array(s: dict[str, Any], rng: random.Random, root: dict[str, Any], depth: int) -> list[Any]:
+    prefix = s.get("prefixItems") or []
+    items = s.get("items", {})
+    if isinstance(items, list):  # draft-4 tuple form
+        prefix, items = items, s.get("additionalItems", {})
+    lo = s.get("minItems", 0)
+    hi = s.get("maxItems")
+    if hi is None:
+        hi = max(lo, 3)
+    out = [_gen(p, rng, root, depth + 1) for p in prefix[:hi]]
+    if prefix and items is False:
+        n = len(out)
+    elif depth >= _MAX_DEPTH:
+        n = max(lo, len(out))
+    else:
+        low = max(lo, len(out), min(1, hi))
+        n = rng.randint(low, max(low, hi))
+    unique = s.get("uniqueItems", False)
+    seen = {json.dumps(x, sort_keys=True) for x in out} if unique else set()
+    tries = 0
+    while len(out) < n and tries < n * 20 + 20:
+        v = _gen(items, rng, root, depth + 1)
+        tries += 1
+        if unique:
+            k = json.dumps(v, sort_keys=True)
+            if k in seen:
+                continue
+            seen.add(k)
+        out.append(v)
+    return out
+
+
+_FORMATS: dict[str, Any] = {
+    "date": lambda r: f"{r.randint(2000, 2029):04d}-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}",
+    "date-time": lambda r: (
+        f"{r.randint(2000, 2029):04d}-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}"
+        f"T{r.randint(0, 23):02d}:{r.randint(0, 59):02d}:{r.randint(0, 59):02d}Z"
+    ),
+    "time": lambda r: f"{r.randint(0, 23):02d}:{r.randint(0, 59):02d}:{r.randint(0, 59):02d}Z",
+    "email": lambda r: f"{fake_word(r)}.{fake_word(r)}{r.randint(1, 99)}@example.com",
+    "uuid": lambda r: "%08x-%04x-4%03x-%04x-%012x" % (
+        r.getrandbits(32), r.getrandbits(16), r.getrandbits(12), 0x8000 | r.getrandbits(14), r.getrandbits(48)),
+    "uri": lambda r: f"https://example.com/{fake_word(r)}/{r.randint(1, 9999)}",
+    "hostname": lambda r: f"{fake_word(r)}.example.com",
+    "ipv4": lambda r: ".".join(str(r.randint(1, 254)) for _ in range(4)),
+    "duration": lambda r: f"PT{r.randint(0, 23)}H{r.randint(0, 59)}M",
+}
+_FORMATS["url"] = _FORMATS["uri-reference"] = _FORMATS["iri"] = _FORMATS["uri"]
+_FORMATS["idn-email"] = _FORMATS["email"]
+
+
+def fake_word(rng: random.Random) -> str:
+    return _NOUNS[rng.randrange(len(_NOUNS))]
+
+
+def _string(s: dict[str, Any], rng: random.Random, root: dict[str, Any], depth: int) -> str:
+    fmt = _FORMATS.get(s.get("format", ""))
+    lo = s.get("minLength", 0)
+    hi = s.get("maxLength")
+    if fmt is not None:
+        v = fmt(rng)
+    else:
+        v = " ".join(rng.choices(_WORDS, k=rng.randint(1, 6)))
+        if hi is None or hi > 8:
+            v = v[0].upper() + v[1:]
+    if len(v) < lo:
+        while len(v) < lo:
+            v += " " + _WORDS[rng.randrange(_N_WORDS)]
+        v = v[:lo]
+        if v.endswith(" "):
+            v = v[:-1] + "s"
+    if hi is not None and len(v) > hi:
+        v = v[:hi]
+        if v.endswith(" ") and len(v) > lo:
+            v = v[:-1]
+    return v
+
+
+def _bounds(s: dict[str, Any], integer: bool) -> tuple[float, float]:
+    lo, hi = s.get("minimum"), s.get("maximum")
+    xlo, xhi = s.get("exclusiveMinimum"), s.get("exclusiveMaximum")
+    step = 1 if integer else 1e-6
+    if isinstance(xlo, bool):  # draft 4: boolean modifiers
+        xlo = lo if xlo else None
+        lo = None if xlo is not None else lo
+    if isinstance(xhi, bool):
+        xhi = hi if xhi else None
+        hi = None if xhi is not None else hi
+    low = max(v for v in (lo, None if xlo is None else xlo + step) if v is not None) if (lo is not None or xlo is not None) else None
+    high = min(v for v in (hi, None if xhi is None else xhi - step) if v is not None) if (hi is not None or xhi is not None) else None
+    if low is None and high is None:
+        low, high = 0, 100 if integer else 100.0
+    elif low is None:
+        low = high - 100
+    elif high is None:
+        high = low + 100
+    return low, high
+
+
+def _integer(s: dict[str, Any], rng: random.Random, root: dict[str, Any], depth: int) -> int:
+    low, high = _bounds(s, True)
+    lo, hi = math.ceil(low), math.floor(high)
+    mult = s.get("multipleOf")
+    if mult and isinstance(mult, int) and mult > 0:
+        k_lo, k_hi = -(-lo // mult), hi // mult
+        return rng.randint(k_lo, max(k_lo, k_hi)) * mult
+    return rng.randint(lo, max(lo, hi))
+
+
+def _number(s: dict[str, Any], rng: random.Random, root: dict[str, Any], depth: int) -> float | int:
+    low, high = _bounds(s, False)
+    mult = s.get("multipleOf")
+    if mult:
+        k_lo, k_hi = math.ceil(low / mult), math.floor(high / mult)
+        return rng.randint(k_lo, max(k_lo, k_hi)) * mult
+    v = round(rng.uniform(low, high), 2)
+    if v < low or v > high:  # rounding stepped over an exclusive bound
+        v = rng.uniform(low, high)
+    return v
+
+
+_GENERATORS: dict[str, Any] = {
+    "object": _object,
+    "array": _array,
+    "string": _string,
+    "integer": _integer,
+    "number": _number,
+    "boolean": lambda s, rng, root, depth: rng.random() < 0.5,
+    "null": lambda s, rng, root, depth: None,
+}
+
+
+# ---------------------------------------------------------------------------------------- tools
+
+
+def fake_tool_call(tools: list[dict[str, Any]], rng: random.Random) -> tuple[str, str]:
+    """Pick one tool (OpenAI ``{"type": "function", "function": {...}}`` or a bare function dict)
+    and fake its arguments: ``(name, JSON arguments valid against its parameters)``."""
+    if not tools:
+        raise ValueError("fake_tool_call needs at least one tool")
+    tool = tools[rng.randrange(len(tools))]
+    fn = tool.get("function") or tool
+    params = fn.get("parameters") or {"type": "object", "properties": {}}
+    return str(fn["name"]), json.dumps(fake_instance(params, rng), separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------------------- embeddings
+
+_TOKEN = re.compile(r"\w+")
+
+
+_STOPWORDS = frozenset(
+    "a an and are as at be by for from has have in is it its of on or that the this to was were will with".split()
+)
+
+
+@lru_cache(maxsize=65536)
+def _token_slot(token: str, dim: int) -> tuple[int, float]:
+    # feature hashing: one signed slot per word, so shared words give shared directions
+    a, b = struct.unpack_from("<QB", hashlib.blake2b(token.encode(), digest_size=9).digest())
+    return a % dim, 1.0 if b & 1 else -1.0
+
+
+def fake_embedding(text: str, dim: int = 64) -> list[float]:
+    """A deterministic, L2-normalised vector; texts sharing words are closer (feature hashing of
+    lowercase word tokens, stopwords skipped, plus a small text-seeded noise)."""
+    if dim < 1:
+        raise ValueError("embedding dimension must be >= 1")
+    vec = [0.0] * dim
+    for tok in _TOKEN.findall(text.lower()):
+        if tok not in _STOPWORDS:
+            i, w = _token_slot(tok, dim)
+            vec[i] += w
+    # noise keeps distinct texts distinct and gives empty text a direction
+    raw = hashlib.shake_128(text.encode("utf-8", "surrogatepass")).digest(2 * dim)
+    scale = 0.1 * max(1.0, math.sqrt(sum(v * v for v in vec))) / 65535.0
+    vec = [v + (u - 32767.5) * scale for v, u in zip(vec, struct.unpack(f"<{dim}H", raw))]
+    norm = math.sqrt(sum(v * v for v in vec)) or 1.0
+    return [v / norm for v in vec]

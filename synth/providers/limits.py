@@ -1,0 +1,249 @@
+"""Per-key rate limits: continuous token buckets for requests and tokens, a concurrency cap, and a
+cool-down after a 429.
+
+A bucket holds up to ``rate * burst_s`` units and refills continuously at ``rate`` per second, the
+way providers (and our simulator) meter a key. The client's burst defaults to a fraction of the
+server's one second, so requests that reach the server a little later or earlier than they left
+(event-loop lag, network jitter) still find the server's bucket non-empty. A request reserves its
+prompt tokens plus ``max_tokens`` before it leaves, and :meth:`KeyLimiter.settle` refunds what the
+answer did not use, as the server does.
+
+Limits the job file leaves unset are learned from the provider's ``x-ratelimit-limit-*`` headers;
+until the first answer says whether there are any, a key sends one request at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Callable
+
+from synth.providers.clock import REAL_CLOCK, Clock
+from synth.records import RateLimitInfo
+from synth.spec import Limits
+
+INF = math.inf
+DEFAULT_BURST_S = 0.5  # the simulator and most providers allow a 1 s burst; keep well inside it
+
+
+class Bucket:
+    """A continuous token bucket. ``level`` may go negative when one charge exceeds capacity."""
+
+    __slots__ = ("rate", "capacity", "level", "stamp")
+
+    def __init__(self, rate: float, capacity: float, now: float) -> None:
+        self.rate = rate  # units per second
+        self.capacity = capacity
+        self.level = capacity
+        self.stamp = now
+
+    def refill(self, now: float) -> float:
+        if now > self.stamp:
+            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+            self.stamp = now
+        return self.level
+
+    def wait(self, amount: float, now: float) -> float:
+        """Seconds until ``amount`` can be taken; a charge bigger than the bucket waits for a full
+        bucket (and then drives it negative) so it is served at all."""
+        need = min(amount, self.capacity)
+        level = self.refill(now)
+        return 0.0 if level >= need else (need - level) / self.rate
+
+    def take(self, amount: float, now: float) -> None:
+        self.refill(now)
+        self.level -= amount
+
+    def give(self, amount: float, now: float) -> None:
+        self.refill(now)
+        self.level = min(self.capacity, self.level + amount)
+
+    def __repr__(self) -> str:
+        return f"Bucket(rate={self.rate:g}/s, level={self.level:.3f}/{self.capacity:g})"
+
+
+def _bucket(per_minute: float | None, burst_s: float, now: float, floor: float) -> Bucket | None:
+    if per_minute is None:
+        return None
+    rate = per_minute / 60.0
+    return Bucket(rate, max(rate * burst_s, floor), now)
+
+
+class KeyLimiter:
+    """The limits of one key (or of this process's ``share`` of it).
+
+    ``wait_time`` / ``charge`` are the non-blocking pair a :class:`~synth.providers.keys.KeyPool`
+    uses to pick among keys; :meth:`acquire` is the blocking form for a single key."""
+
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        share: float = 1.0,
+        burst_s: float = DEFAULT_BURST_S,
+        clock: Clock = REAL_CLOCK,
+        learn: bool = True,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        if not 0 < share <= 1:
+            raise ValueError(f"share must be in (0, 1], got {share}")
+        self.clock = clock
+        self.share = share
+        self.burst_s = burst_s
+        now = clock.now()
+        self.configured = {"rpm": limits.rpm, "tpm": limits.tpm}
+        self.rpm = _bucket(limits.rpm and limits.rpm * share, burst_s, now, 1.0)
+        self.tpm = _bucket(limits.tpm and limits.tpm * share, burst_s, now, 1.0)
+        # rps is a per-second cap: its burst is one second's worth (at least one request)
+        self.rps = _bucket(limits.rps and limits.rps * share * 60, 1.0, now, 1.0)
+        self.max_concurrency = limits.max_concurrency
+        self.in_flight = 0
+        self.cooldown_until = -INF
+        # learn unset limits from headers; meanwhile one request at a time
+        self.learning = learn and (limits.rpm is None or limits.tpm is None)
+        self.disabled = False
+        self.sent = 0  # requests charged so far (to age header snapshots)
+        self.tokens_sent = 0.0
+        self._on_change = on_change
+        self._gate: asyncio.Lock | None = None
+        self._poke: asyncio.Future[None] | None = None
+
+    # ------------------------------------------------------------------ non-blocking core
+
+    def wait_time(self, tokens: float, now: float | None = None) -> float:
+        """Seconds until this key can send a request reserving ``tokens``; ``inf`` when it waits
+        for an event (a request finishing) rather than for time."""
+        if self.disabled:
+            return INF
+        if self.in_flight >= (1 if self.learning else self.max_concurrency or 1 << 62):
+            return INF
+        now = self.clock.now() if now is None else now
+        wait = self.cooldown_until - now
+        if self.rpm is not None:
+            wait = max(wait, self.rpm.wait(1, now))
+        if self.tpm is not None:
+            wait = max(wait, self.tpm.wait(tokens, now))
+        if self.rps is not None:
+            wait = max(wait, self.rps.wait(1, now))
+        return max(wait, 0.0)
+
+    def charge(self, tokens: float, now: float | None = None) -> tuple[int, float, float]:
+        """Take one request and ``tokens`` from the buckets. Returns a ticket for :meth:`adapt`."""
+        now = self.clock.now() if now is None else now
+        if self.rpm is not None:
+            self.rpm.take(1, now)
+        if self.tpm is not None:
+            self.tpm.take(tokens, now)
+        if self.rps is not None:
+            self.rps.take(1, now)
+        self.in_flight += 1
+        self.sent += 1
+        self.tokens_sent += tokens
+        return (self.sent, self.tokens_sent, now)
+
+    def settle(self, reserved: float, actual: float) -> None:
+        """A request finished: refund (or charge) the difference between reserved and used tokens."""
+        self.in_flight -= 1
+        if self.tpm is not None and actual != reserved:
+            now = self.clock.now()
+            if actual < reserved:
+                self.tpm.give(reserved - actual, now)
+            else:
+                self.tpm.take(actual - reserved, now)
+        self._changed()
+
+    def cool_down(self, seconds: float) -> None:
+        """Block this key for ``seconds`` (a 429's retry-after); other keys keep working."""
+        self.cooldown_until = max(self.cooldown_until, self.clock.now() + max(0.0, seconds))
+
+    def adapt(self, info: RateLimitInfo | None, ticket: tuple[int, float, float] | None = None) -> None:
+        """Learn limits the job file did not give from ``x-ratelimit-limit-*``, and lower the
+        buckets when ``x-ratelimit-remaining-*`` shows the server has less left than we think (the
+        key is also used elsewhere). ``ticket`` (from :meth:`charge`) dates the snapshot."""
+        was_learning = self.learning
+        self.learning = False
+        if info is None:
+            if was_learning:
+                self._changed()
+            return
+        now = self.clock.now()
+        if self.configured["rpm"] is None and info.limit_requests and self.rpm is None:
+            self.rpm = _bucket(info.limit_requests * self.share, self.burst_s, now, 1.0)
+            self.rpm.level = 0.0 if info.remaining_requests is None else min(
+                self.rpm.capacity, info.remaining_requests * self.share)
+        if self.configured["tpm"] is None and info.limit_tokens and self.tpm is None:
+            self.tpm = _bucket(info.limit_tokens * self.share, self.burst_s, now, 1.0)
+            self.tpm.level = 0.0 if info.remaining_tokens is None else min(
+                self.tpm.capacity, info.remaining_tokens * self.share)
+        if ticket is not None:
+            sent, tokens_sent, at = ticket
+            age = max(0.0, now - at)
+            # what the server can have left now, at most: its count when it answered (+1 for its
+            # integer rounding), refilled since we sent, minus what we sent after this request
+            if info.remaining_requests is not None and self.rpm is not None:
+                bound = (info.remaining_requests + 1) * self.share + age * self.rpm.rate - (self.sent - sent)
+                if self.rpm.refill(now) > bound:
+                    self.rpm.level = bound
+            if info.remaining_tokens is not None and self.tpm is not None:
+                bound = (info.remaining_tokens * self.share + age * self.tpm.rate
+                         - (self.tokens_sent - tokens_sent))
+                if self.tpm.refill(now) > bound + self.tpm.capacity * 0.05:
+                    self.tpm.level = bound
+        if was_learning:
+            self._changed()
+
+    def disable(self) -> None:
+        self.disabled = True
+        self._changed()
+
+    # ------------------------------------------------------------------ blocking form
+
+    async def acquire(self, tokens: float) -> tuple[int, float, float]:
+        """Wait (first come, first served) until this key may send a request reserving ``tokens``,
+        then charge it. Raises RuntimeError when the key is disabled."""
+        if self._gate is None:
+            self._gate = asyncio.Lock()
+        async with self._gate:
+            while True:
+                if self.disabled:
+                    raise RuntimeError("key is disabled")
+                wait = self.wait_time(tokens)
+                if wait <= 0:
+                    return self.charge(tokens)
+                await self._nap(wait)
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep ``seconds`` (forever when inf), waking early when something changes."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._poke = fut
+        timer = None if seconds == INF else self.clock.call_later(
+            seconds, lambda: fut.done() or fut.set_result(None))
+        try:
+            await fut
+        finally:
+            self._poke = None
+            if timer is not None:
+                timer.cancel()
+
+    def _changed(self) -> None:
+        if self._poke is not None and not self._poke.done():
+            self._poke.set_result(None)
+        if self._on_change is not None:
+            self._on_change()
+
+    def snapshot(self) -> dict[str, float | int | bool | None]:
+        now = self.clock.now()
+        return {
+            "rpm": self.rpm and round(self.rpm.rate * 60, 3),
+            "tpm": self.tpm and round(self.tpm.rate * 60, 3),
+            "in_flight": self.in_flight,
+            "cooling_s": round(max(0.0, self.cooldown_until - now), 3),
+            "disabled": self.disabled,
+        }
+
+    def __repr__(self) -> str:
+        return f"KeyLimiter(rpm={self.rpm}, tpm={self.tpm}, rps={self.rps}, in_flight={self.in_flight})"
+
+
+__all__ = ["DEFAULT_BURST_S", "Bucket", "KeyLimiter"]
