@@ -94,16 +94,21 @@ _NOUNS = _WORDS[_WORDS.index("data"):_WORDS.index("shows")]
 _N_WORDS = len(_WORDS)
 
 
+_BYTE_WORDS = tuple(_WORDS[i % _N_WORDS] for i in range(256))  # one random byte picks a word
+
+
 def fake_text(rng: random.Random, *, min_words: int = 15, max_words: int = 120) -> str:
     """Plausible English-ish sentences of ``min_words`` to ``max_words`` words."""
     n = rng.randint(min_words, max(min_words, max_words)) if max_words > 0 else 0
     if n <= 0:
         return ""
-    words = rng.choices(_WORDS, k=n)
+    words = [_BYTE_WORDS[b] for b in rng.getrandbits(8 * n).to_bytes(n, "little")]
+    lengths = rng.getrandbits(8 * (n // 6 + 1)).to_bytes(n // 6 + 1, "little")
     out: list[str] = []
-    i = 0
+    i = k = 0
     while i < n:
-        j = min(n, i + rng.randint(6, 14))
+        j = min(n, i + 6 + lengths[k] % 9)  # sentences of 6 to 14 words
+        k += 1
         if n - j < 3:  # no dangling two-word sentence
             j = n
         sentence = " ".join(words[i:j])
@@ -170,8 +175,11 @@ def _merge(parts: list[Any], root: dict[str, Any]) -> dict[str, Any]:
 
 def _pick_branch(options: list[Any], rng: random.Random, root: dict[str, Any], depth: int) -> Any:
     branches = [_resolve(o, root) for o in options]
-    # a string branch with a pattern cannot be faked reliably (pydantic's Decimal has one)
-    safe = [b for b in branches if not (isinstance(b, dict) and "pattern" in b)] or branches
+    # number-or-string is how Decimal-like types say "a number, maybe written as a string" (pydantic
+    # checks the string); patterned strings cannot be faked reliably: prefer the numeric branch
+    numeric = any(isinstance(b, dict) and b.get("type") in ("number", "integer") for b in branches)
+    safe = [b for b in branches if not (isinstance(b, dict) and b.get("type") == "string"
+                                        and ("pattern" in b or numeric))] or branches
     if depth >= _MAX_DEPTH:
         nulls = [b for b in safe if isinstance(b, dict) and b.get("type") == "null"]
         if nulls:
@@ -191,7 +199,7 @@ def _infer_type(s: dict[str, Any]) -> str:
 
 def _gen(s: Any, rng: random.Random, root: dict[str, Any], depth: int) -> Any:
     if s is True or s is None or s == {}:
-        return fake_word(rng)
+        return _word(rng)
     if s is False:
         raise ValueError("schema 'false' admits no instance")
     if "$ref" in s:
@@ -240,7 +248,7 @@ def _object(s: dict[str, Any], rng: random.Random, root: dict[str, Any], depth: 
         want = max(min_props, rng.randint(1, 3) if depth < _MAX_DEPTH else 0)
         want = min(want, s.get("maxProperties", want))
         while len(out) < want:
-            out[f"{fake_word(rng)}_{len(out)}"] = _gen(extra, rng, root, depth + 1)
+            out[f"{_word(rng)}_{len(out)}"] = _gen(extra, rng, root, depth + 1)
     elif len(out) < min_props:  # fill from optional properties first
         for name, sub in props.items():
             if len(out) >= min_props:
@@ -257,8 +265,8 @@ def _array(s: dict[str, Any], rng: random.Random, root: dict[str, Any], depth: i
         prefix, items = items, s.get("additionalItems", {})
     lo = s.get("minItems", 0)
     hi = s.get("maxItems")
-    if hi is None:
-        hi = max(lo, 3)
+    if hi is None:  # shorter lists deeper down keep recursive schemas small
+        hi = max(lo, 3 if depth < 4 else 1)
     out = [_gen(p, rng, root, depth + 1) for p in prefix[:hi]]
     if prefix and items is False:
         n = len(out)
@@ -289,11 +297,11 @@ _FORMATS: dict[str, Any] = {
         f"T{r.randint(0, 23):02d}:{r.randint(0, 59):02d}:{r.randint(0, 59):02d}Z"
     ),
     "time": lambda r: f"{r.randint(0, 23):02d}:{r.randint(0, 59):02d}:{r.randint(0, 59):02d}Z",
-    "email": lambda r: f"{fake_word(r)}.{fake_word(r)}{r.randint(1, 99)}@example.com",
+    "email": lambda r: f"{_word(r)}.{_word(r)}{r.randint(1, 99)}@example.com",
     "uuid": lambda r: "%08x-%04x-4%03x-%04x-%012x" % (
         r.getrandbits(32), r.getrandbits(16), r.getrandbits(12), 0x8000 | r.getrandbits(14), r.getrandbits(48)),
-    "uri": lambda r: f"https://example.com/{fake_word(r)}/{r.randint(1, 9999)}",
-    "hostname": lambda r: f"{fake_word(r)}.example.com",
+    "uri": lambda r: f"https://example.com/{_word(r)}/{r.randint(1, 9999)}",
+    "hostname": lambda r: f"{_word(r)}.example.com",
     "ipv4": lambda r: ".".join(str(r.randint(1, 254)) for _ in range(4)),
     "duration": lambda r: f"PT{r.randint(0, 23)}H{r.randint(0, 59)}M",
 }
@@ -301,7 +309,7 @@ _FORMATS["url"] = _FORMATS["uri-reference"] = _FORMATS["iri"] = _FORMATS["uri"]
 _FORMATS["idn-email"] = _FORMATS["email"]
 
 
-def fake_word(rng: random.Random) -> str:
+def _word(rng: random.Random) -> str:
     return _NOUNS[rng.randrange(len(_NOUNS))]
 
 
@@ -329,22 +337,23 @@ def _string(s: dict[str, Any], rng: random.Random, root: dict[str, Any], depth: 
 
 
 def _bounds(s: dict[str, Any], integer: bool) -> tuple[float, float]:
-    lo, hi = s.get("minimum"), s.get("maximum")
-    xlo, xhi = s.get("exclusiveMinimum"), s.get("exclusiveMaximum")
+    """Inclusive (low, high) from minimum/maximum and the exclusive forms (draft-4 booleans too)."""
     step = 1 if integer else 1e-6
-    if isinstance(xlo, bool):  # draft 4: boolean modifiers
-        xlo = lo if xlo else None
-        lo = None if xlo is not None else lo
-    if isinstance(xhi, bool):
-        xhi = hi if xhi else None
-        hi = None if xhi is not None else hi
-    low = max(v for v in (lo, None if xlo is None else xlo + step) if v is not None) if (lo is not None or xlo is not None) else None
-    high = min(v for v in (hi, None if xhi is None else xhi - step) if v is not None) if (hi is not None or xhi is not None) else None
-    if low is None and high is None:
-        low, high = 0, 100 if integer else 100.0
-    elif low is None:
-        low = high - 100
-    elif high is None:
+    lows, highs = [], []
+    lo, hi, xlo, xhi = (s.get(k) for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"))
+    if lo is not None:
+        lows.append(lo + step if xlo is True else lo)
+    if xlo is not None and not isinstance(xlo, bool):
+        lows.append(xlo + step)
+    if hi is not None:
+        highs.append(hi - step if xhi is True else hi)
+    if xhi is not None and not isinstance(xhi, bool):
+        highs.append(xhi - step)
+    low = max(lows) if lows else None
+    high = min(highs) if highs else None
+    if low is None:
+        low = 0 if high is None or high >= 0 else high - 100
+    if high is None:
         high = low + 100
     return low, high
 

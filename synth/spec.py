@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,34 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from synth.errors import ConfigError, KeyMissing
+
+
+KNOWN_KINDS = ("openai", "openrouter", "compat", "gemini", "sim")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed model string such as ``openai:gpt-4o-mini`` or ``sim:fast``."""
+
+    kind: str
+    model: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.model}"
+
+
+def parse_model(text: str) -> ModelRef:
+    """Parse ``kind:model``. ``compat`` is any OpenAI-compatible endpoint (needs a base_url)."""
+    kind, sep, model = text.partition(":")
+    if not sep or not model:
+        raise ConfigError(
+            f"model {text!r} is not of the form 'kind:model'; use e.g. 'openai:gpt-4o-mini', "
+            f"'gemini:gemini-2.5-flash' or 'sim:default'"
+        )
+    kind = kind.strip().lower()
+    if kind not in KNOWN_KINDS:
+        raise ConfigError(f"unknown provider prefix {kind!r} in {text!r}; use one of {', '.join(KNOWN_KINDS)}")
+    return ModelRef(kind, model.strip())
 
 
 class Strict(BaseModel):
@@ -72,8 +101,6 @@ class ProviderSpec(Limits):
     @field_validator("model")
     @classmethod
     def _model_form(cls, v: str) -> str:
-        from synth.providers.base import parse_model
-
         try:
             parse_model(v)
         except ConfigError as e:

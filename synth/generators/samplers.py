@@ -19,7 +19,7 @@ import hashlib
 import re
 import uuid
 from datetime import date, datetime, timezone
-from typing import Annotated, Any, Literal, Protocol, Union, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +27,12 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from synth.errors import ConfigError
 
-# ---------------------------------------------------------------- seeding and durations
+# ---------------------------------------------------------------- helpers shared by the generators
+
+ENVELOPE_COLUMNS = frozenset({
+    "id", "job", "shard", "generator", "model", "provider", "key_alias", "prompt_tokens", "completion_tokens",
+    "cost_usd", "latency_ms", "attempts", "finish_reason", "created_at"})
+"""Columns the engine adds to every row; payload columns must not use these names."""
 
 
 def numpy_rng(seed: int, *salt: object) -> np.random.Generator:
@@ -56,6 +61,25 @@ def parse_duration(text: str | float | int, what: str = "duration") -> float:
     return seconds
 
 
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model.model_json_schema()`` with every ``$ref`` replaced by its definition, so providers
+    that do not follow references still see the whole (non-recursive) schema."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                rest = {k: v for k, v in node.items() if k != "$ref"}
+                return walk({**defs[node["$ref"].rsplit("/", 1)[-1]], **rest})
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)
+
+
 def utc(value: datetime) -> datetime:
     """The same instant as an aware UTC datetime (naive values are taken as UTC)."""
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
@@ -75,18 +99,7 @@ class Sampler(Protocol):
     def sample_one(self, rng: np.random.Generator) -> Any: ...
 
 
-class _Base:
-    arrow_type: pa.DataType = pa.float64()
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray | list[Any]:
-        raise NotImplementedError
-
-    def sample_one(self, rng: np.random.Generator) -> Any:
-        value = self.sample(rng, 1)[0]
-        return value.item() if isinstance(value, np.generic) else value
-
-
-class _FnSampler(_Base):
+class _FnSampler:
     """A sampler from a function ``(rng, n) -> array``."""
 
     def __init__(self, fn: Any, arrow_type: pa.DataType) -> None:
@@ -94,6 +107,10 @@ class _FnSampler(_Base):
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray | list[Any]:
         return self._fn(rng, n)
+
+    def sample_one(self, rng: np.random.Generator) -> Any:
+        value = self._fn(rng, 1)[0]
+        return value.item() if isinstance(value, np.generic) else value
 
 
 # ---------------------------------------------------------------- specs
@@ -134,7 +151,8 @@ class ChoiceSpec(_Spec):
     def _weights(self) -> ChoiceSpec:
         if self.weights is not None:
             if len(self.weights) != len(self.values):
-                raise ValueError(f"weights has {len(self.weights)} entries for {len(self.values)} values; give one per value")
+                raise ValueError(f"weights has {len(self.weights)} entries for {len(self.values)} values; "
+                                 "give one per value")
             if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
                 raise ValueError("weights must be >= 0 with a positive sum")
         return self
@@ -349,8 +367,8 @@ SAMPLER_SPECS: tuple[type[BaseModel], ...] = (
 )
 
 SamplerSpec = Annotated[
-    Union[ChoiceSpec, UniformSpec, NormalSpec, LognormalSpec, ExponentialSpec, PoissonSpec, BoolSpec,
-          ConstSpec, DatetimeSpec, IdSpec, FakerSpec],
+    ChoiceSpec | UniformSpec | NormalSpec | LognormalSpec | ExponentialSpec | PoissonSpec | BoolSpec | ConstSpec
+    | DatetimeSpec | IdSpec | FakerSpec,
     Field(discriminator="kind"),
 ]
 """Any built-in sampler spec, chosen by its ``kind`` field."""
@@ -384,7 +402,7 @@ def sample(spec: Any, rng: np.random.Generator, n: int) -> np.ndarray | list[Any
 
 
 __all__ = [
-    "SAMPLER_SPECS", "BoolSpec", "ChoiceSpec", "ConstSpec", "DatetimeSpec", "ExponentialSpec", "FakerSpec",
-    "IdSpec", "LognormalSpec", "NormalSpec", "PoissonSpec", "Sampler", "SamplerSpec", "UniformSpec",
-    "build_sampler", "numpy_rng", "parse_duration", "parse_sampler", "sample", "utc",
+    "ENVELOPE_COLUMNS", "SAMPLER_SPECS", "BoolSpec", "ChoiceSpec", "ConstSpec", "DatetimeSpec", "ExponentialSpec",
+    "FakerSpec", "IdSpec", "LognormalSpec", "NormalSpec", "PoissonSpec", "Sampler", "SamplerSpec", "UniformSpec",
+    "build_sampler", "inline_schema", "numpy_rng", "parse_duration", "parse_sampler", "sample", "utc",
 ]

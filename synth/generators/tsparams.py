@@ -189,7 +189,8 @@ def planning_model(fields: list[FieldSpec], step_s: float, n: int) -> type[BaseM
         "PlannedAnomaly", __config__=ConfigDict(extra="forbid"),
         kind=(Literal["spike", "dip", "drift"], Field(..., description="anomaly shape")),
         field=(targets, Field(..., description="field it hits, or 'all'")),
-        at=_bounded(0.0, 1.0, "start (fraction of the series)"),
+        at=_bounded(0.0, 1.0, "start (fraction of the series) when it happens once"),
+        recurs=(int, Field(..., ge=1, le=20, description="1: once, at 'at'; more: that many times at random")),
         points=(int, Field(..., ge=1, le=longest, description="length in points")),
         magnitude=_bounded(0.0, max(float(f.span or 1.0) for f in fields) / 2, "size in the field's units"),
     )
@@ -226,7 +227,8 @@ def from_plan(plan: BaseModel, fields: list[FieldSpec]) -> SeriesParams:
             shifts=[LevelShift(**s) for s in p["shifts"]],
         )
     anomalies = [
-        Anomaly(kind=a["kind"], field=None if a["field"] == "all" else a["field"], at=a["at"], points=a["points"],
+        Anomaly(kind=a["kind"], field=None if a["field"] == "all" else a["field"],
+                at=a["at"] if a["recurs"] == 1 else None, count=a["recurs"], points=a["points"],
                 magnitude=min(a["magnitude"], spans.get(a["field"], min(spans.values()))))
         for a in data["anomalies"]
     ]

@@ -10,11 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from synth.errors import ConfigError
 from synth.records import Completion, EmbeddingRequest, Embeddings, Request
-
-KNOWN_KINDS = ("openai", "openrouter", "compat", "gemini", "sim")
-
 
 @dataclass(frozen=True)
 class ApiKey:
@@ -48,28 +44,7 @@ class Provider(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class ModelRef:
-    """A parsed model string such as ``openai:gpt-4o-mini`` or ``sim:fast``."""
+# The model-string parser lives with the job spec (which validates it); re-exported here.
+from synth.spec import KNOWN_KINDS, ModelRef, parse_model  # noqa: E402
 
-    kind: str
-    model: str
-
-    def __str__(self) -> str:
-        return f"{self.kind}:{self.model}"
-
-
-def parse_model(text: str) -> ModelRef:
-    """Parse ``kind:model``. ``compat`` is any OpenAI-compatible endpoint (needs a base_url)."""
-    kind, sep, model = text.partition(":")
-    if not sep or not model:
-        raise ConfigError(
-            f"model {text!r} is not of the form 'kind:model'; use e.g. 'openai:gpt-4o-mini', "
-            f"'gemini:gemini-2.5-flash' or 'sim:default'"
-        )
-    kind = kind.strip().lower()
-    if kind not in KNOWN_KINDS:
-        raise ConfigError(
-            f"unknown provider prefix {kind!r} in {text!r}; use one of {', '.join(KNOWN_KINDS)}"
-        )
-    return ModelRef(kind, model.strip())
+__all__ = ["KNOWN_KINDS", "ApiKey", "ModelRef", "Provider", "parse_model"]

@@ -20,7 +20,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from synth.errors import AuthError, ConfigError, ProviderError, Transient
+from synth.errors import AuthError, BadRequest, ConfigError, ProviderError, Transient
 from synth.providers.base import ApiKey
 from synth.providers.headers import (
     connection_error,
@@ -54,11 +54,12 @@ _PARAM_NAMES = {"max_tokens": "max_output_tokens", "max_completion_tokens": "max
 
 
 def _split_base_url(base_url: str | None) -> tuple[str | None, str | None]:
-    """``http://host/v1beta`` -> (``http://host``, ``v1beta``): the SDK adds the version itself."""
+    """``http://host/v1beta`` -> (``http://host``, ``v1beta``): the SDK adds the version itself.
+    Without one, ``v1beta``: JSON-schema outputs and tools need it."""
     if not base_url:
         return None, None
     m = _VERSION.match(base_url.rstrip("/"))
-    return (m.group(1), m.group(2)) if m else (base_url.rstrip("/"), None)
+    return (m.group(1), m.group(2)) if m else (base_url.rstrip("/"), "v1beta")
 
 
 def _args(text: str) -> dict[str, Any]:
@@ -69,54 +70,48 @@ def _args(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def contents(messages: list[ChatMessage]) -> tuple[str | None, list[dict[str, Any]]]:
-    """OpenAI-format messages -> (system instruction, Gemini contents as plain dicts)."""
+def contents(messages: list[ChatMessage]) -> tuple[str | None, list[types.Content]]:
+    """OpenAI-format messages -> (system instruction, Gemini contents)."""
     system: list[str] = []
-    out: list[dict[str, Any]] = []
+    out: list[types.Content] = []
     names: dict[str, str] = {}  # tool call id -> function name, for the tool results
     for m in messages:
         if m.role == "system":
             if m.content:
                 system.append(m.content)
             continue
-        parts: list[dict[str, Any]] = []
+        parts: list[types.Part] = []
         if m.role == "tool":
             role = "user"
             name = names.get(m.tool_call_id or "", m.name or "tool")
-            fr: dict[str, Any] = {"name": name, "response": {"result": m.content or ""}}
-            if m.tool_call_id:
-                fr["id"] = m.tool_call_id
-            parts.append({"function_response": fr})
+            parts.append(types.Part(function_response=types.FunctionResponse(
+                id=m.tool_call_id, name=name, response={"result": m.content or ""})))
         else:
             role = "model" if m.role == "assistant" else "user"
             if m.content:
-                parts.append({"text": m.content})
+                parts.append(types.Part(text=m.content))
             for t in m.tool_calls or ():
                 names[t.id] = t.name
-                parts.append({"function_call": {"id": t.id, "name": t.name, "args": _args(t.arguments)}})
+                parts.append(types.Part(function_call=types.FunctionCall(id=t.id, name=t.name, args=_args(t.arguments))))
         if not parts:
-            parts.append({"text": ""})
-        if out and out[-1]["role"] == role:  # Gemini wants alternating turns; merge neighbours
-            out[-1]["parts"].extend(parts)
+            parts.append(types.Part(text=""))
+        if out and out[-1].role == role:  # Gemini wants alternating turns; merge neighbours
+            out[-1].parts = [*(out[-1].parts or ()), *parts]
         else:
-            out.append({"role": role, "parts": parts})
+            out.append(types.Content(role=role, parts=parts))
     return ("\n\n".join(system) or None), out
 
 
-def function_declarations(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def function_declarations(tools: list[dict[str, Any]]) -> list[types.Tool]:
     """OpenAI ``{"type": "function", "function": {...}}`` tools -> one Gemini tool."""
     decls = []
     for t in tools:
         fn = t.get("function") or t
         if t.get("type", "function") != "function" or "name" not in fn:
-            raise ConfigError(f"gemini takes function tools only; got {str(t)[:80]}")
-        d: dict[str, Any] = {"name": fn["name"]}
-        if fn.get("description"):
-            d["description"] = fn["description"]
-        if fn.get("parameters"):
-            d["parameters_json_schema"] = fn["parameters"]
-        decls.append(d)
-    return [{"function_declarations": decls}]
+            raise BadRequest(f"gemini takes function tools only; got {str(t)[:80]}")
+        decls.append(types.FunctionDeclaration(name=fn["name"], description=fn.get("description"),
+                                               parameters_json_schema=fn.get("parameters") or None))
+    return [types.Tool(function_declarations=decls)]
 
 
 def _headers_of(exc: genai_errors.APIError) -> Mapping[str, Any] | None:
@@ -274,8 +269,9 @@ class GeminiProvider:
         alias = key.alias if key else None
         config = types.EmbedContentConfig(http_options=self._http_options(timeout))
         try:
-            resp = await self._client(key).aio.models.embed_content(
-                model=self.model, contents=list(request.texts), config=config)  # type: ignore[arg-type]
+            resp = await self._client(key).aio.models.embed_content(  # one content per text, not one with many parts
+                model=self.model, contents=[types.Content(parts=[types.Part(text=t)]) for t in request.texts],
+                config=config)
             vectors = [list(e.values or ()) for e in resp.embeddings or ()]
         except (genai_errors.APIError, genai_errors.UnknownApiResponseError, aiohttp.ClientError,
                 asyncio.TimeoutError, TimeoutError, OSError, ValueError) as exc:

@@ -15,8 +15,8 @@ from typing import Any, Mapping
 from synth.errors import AuthError, BadRequest, ProviderError, RateLimited, Transient
 from synth.records import RateLimitInfo
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_NUM = r"(\d+(?:\.\d+)?)"
+_DURATION = re.compile(rf"{_NUM}|(?:{_NUM}h)?(?:{_NUM}m(?!s))?(?:{_NUM}s)?(?:{_NUM}ms)?")
 # things that look like API keys, in case a server echoes one back in an error body
 _KEYLIKE = re.compile(r"\b(?:sk-[A-Za-z0-9_\-*]{6,}|AIza[0-9A-Za-z_\-]{10,})|(?i:bearer\s+\S+)")
 
@@ -32,23 +32,29 @@ def _get(headers: Mapping[str, Any], name: str) -> Any:
 
 
 def parse_duration(text: str | None) -> float | None:
-    """``"6m0s"``, ``"1.5s"``, ``"20ms"`` or a bare number of seconds -> seconds."""
+    """``"6m0s"``, ``"1.5s"``, ``"20ms"``, ``"1h2m3s"`` or a bare number of seconds -> seconds."""
     if text is None:
         return None
     text = str(text).strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+    # fast paths for the usual one-unit forms ("120ms", "1.5s", "7")
+    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("", 1.0)):
+        num = text[: len(text) - len(suffix)] if text.endswith(suffix) else None
+        if num and num.replace(".", "", 1).isdigit():
+            return float(num) * scale
+    m = _DURATION.fullmatch(text)
+    if m is None or not any(m.groups()):
         return None
-    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+    bare, h, mi, sec, ms = m.groups()
+    if bare is not None:
+        return float(bare)
+    return (float(h or 0) * 3600.0 + float(mi or 0) * 60.0 + float(sec or 0) + float(ms or 0) / 1000.0)
 
 
 def _int(text: Any) -> int | None:
     if text is None:
         return None
+    if isinstance(text, str) and text.isdigit():  # the common case, without an exception path
+        return int(text)
     try:
         return int(float(text))
     except (TypeError, ValueError):

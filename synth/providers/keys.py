@@ -110,6 +110,8 @@ class KeyPool:
             if wait < best_wait or (wait == best_wait and best is not None
                                     and lim.in_flight < best.limiter.in_flight):
                 best, best_wait = slot, wait
+                if wait == 0.0 and lim.in_flight == 0:
+                    break  # cannot do better
         if not live:
             raise self.no_keys_left()
         return best, best_wait
@@ -168,7 +170,10 @@ class KeyPool:
         return sum(not s.limiter.disabled for s in self.slots)
 
     def no_keys_left(self) -> NoKeysLeft:
-        names = ", ".join(s.alias for s in self.slots) or "(none owned by this process)"
+        if not self.slots:
+            return NoKeysLeft(f"provider {self.name} has no keys assigned to this gateway; "
+                              f"assign it a key slot or route its requests to another gateway")
+        names = ", ".join(s.alias for s in self.slots)
         return NoKeysLeft(
             f"all {self.total} keys of provider {self.name} are disabled (revoked or invalid): "
             f"fix the keys named {names}")

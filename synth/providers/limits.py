@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Iterable
 from typing import Callable
 
+from synth.errors import BudgetExceeded
+from synth.fakegen import estimate_tokens
 from synth.providers.clock import REAL_CLOCK, Clock
-from synth.records import RateLimitInfo
-from synth.spec import Limits
+from synth.records import ChatMessage, RateLimitInfo
+from synth.spec import BudgetSpec, Limits
 
 INF = math.inf
 DEFAULT_BURST_S = 0.5  # the simulator and most providers allow a 1 s burst; keep well inside it
@@ -46,9 +49,13 @@ class Bucket:
     def wait(self, amount: float, now: float) -> float:
         """Seconds until ``amount`` can be taken; a charge bigger than the bucket waits for a full
         bucket (and then drives it negative) so it is served at all."""
-        need = min(amount, self.capacity)
-        level = self.refill(now)
-        return 0.0 if level >= need else (need - level) / self.rate
+        cap = self.capacity
+        level = self.level + (now - self.stamp) * self.rate  # refill without storing: this is hot
+        if level > cap:
+            level = cap
+        need = amount if amount < cap else cap
+        # float slack: a deficit below the clock's resolution would never be refilled
+        return 0.0 if level >= need - 1e-9 * cap else (need - level) / self.rate
 
     def take(self, amount: float, now: float) -> None:
         self.refill(now)
@@ -113,19 +120,33 @@ class KeyLimiter:
     def wait_time(self, tokens: float, now: float | None = None) -> float:
         """Seconds until this key can send a request reserving ``tokens``; ``inf`` when it waits
         for an event (a request finishing) rather than for time."""
-        if self.disabled:
+        if self.disabled or self.in_flight >= self._max_in_flight:
             return INF
-        if self.in_flight >= (1 if self.learning else self.max_concurrency or 1 << 62):
-            return INF
-        now = self.clock.now() if now is None else now
+        if now is None:
+            now = self.clock.now()
         wait = self.cooldown_until - now
         if self.rpm is not None:
-            wait = max(wait, self.rpm.wait(1, now))
+            w = self.rpm.wait(1, now)
+            if w > wait:
+                wait = w
         if self.tpm is not None:
-            wait = max(wait, self.tpm.wait(tokens, now))
+            w = self.tpm.wait(tokens, now)
+            if w > wait:
+                wait = w
         if self.rps is not None:
-            wait = max(wait, self.rps.wait(1, now))
-        return max(wait, 0.0)
+            w = self.rps.wait(1, now)
+            if w > wait:
+                wait = w
+        return wait if wait > 0.0 else 0.0
+
+    @property
+    def learning(self) -> bool:
+        return self._learning
+
+    @learning.setter
+    def learning(self, value: bool) -> None:
+        self._learning = value
+        self._max_in_flight = 1 if value else (self.max_concurrency or 1 << 62)
 
     def charge(self, tokens: float, now: float | None = None) -> tuple[int, float, float]:
         """Take one request and ``tokens`` from the buckets. Returns a ticket for :meth:`adapt`."""
@@ -160,12 +181,14 @@ class KeyLimiter:
         """Learn limits the job file did not give from ``x-ratelimit-limit-*``, and lower the
         buckets when ``x-ratelimit-remaining-*`` shows the server has less left than we think (the
         key is also used elsewhere). ``ticket`` (from :meth:`charge`) dates the snapshot."""
-        was_learning = self.learning
-        self.learning = False
+        was_learning = self._learning
         if info is None:
             if was_learning:
+                self.learning = False
                 self._changed()
             return
+        if was_learning:
+            self.learning = False
         now = self.clock.now()
         if self.configured["rpm"] is None and info.limit_requests and self.rpm is None:
             self.rpm = _bucket(info.limit_requests * self.share, self.burst_s, now, 1.0)
@@ -178,17 +201,19 @@ class KeyLimiter:
         if ticket is not None:
             sent, tokens_sent, at = ticket
             age = max(0.0, now - at)
-            # what the server can have left now, at most: its count when it answered (+1 for its
-            # integer rounding), refilled since we sent, minus what we sent after this request
-            if info.remaining_requests is not None and self.rpm is not None:
-                bound = (info.remaining_requests + 1) * self.share + age * self.rpm.rate - (self.sent - sent)
-                if self.rpm.refill(now) > bound:
-                    self.rpm.level = bound
-            if info.remaining_tokens is not None and self.tpm is not None:
-                bound = (info.remaining_tokens * self.share + age * self.tpm.rate
-                         - (self.tokens_sent - tokens_sent))
-                if self.tpm.refill(now) > bound + self.tpm.capacity * 0.05:
-                    self.tpm.level = bound
+            # What the server can have left now, at most: its count when it answered (+1 for its
+            # integer rounding), refilled since we sent, minus what we sent after this request.
+            # A server with a full bucket's worth left cannot lower ours: skip the arithmetic.
+            rem, b = info.remaining_requests, self.rpm
+            if rem is not None and b is not None and rem * self.share < b.capacity + self.sent - sent:
+                bound = (rem + 1) * self.share + age * b.rate - (self.sent - sent)
+                if b.refill(now) > bound:
+                    b.level = bound
+            rem, b = info.remaining_tokens, self.tpm
+            if rem is not None and b is not None and rem * self.share < b.capacity + self.tokens_sent - tokens_sent:
+                bound = rem * self.share + age * b.rate - (self.tokens_sent - tokens_sent)
+                if b.refill(now) > bound + b.capacity * 0.05:
+                    b.level = bound
         if was_learning:
             self._changed()
 
@@ -246,4 +271,46 @@ class KeyLimiter:
         return f"KeyLimiter(rpm={self.rpm}, tpm={self.tpm}, rps={self.rps}, in_flight={self.in_flight})"
 
 
-__all__ = ["DEFAULT_BURST_S", "Bucket", "KeyLimiter"]
+# ---------------------------------------------------------------- tokens and money
+
+
+def prompt_tokens(messages: Iterable[ChatMessage]) -> int:
+    """The prompt size both clients and the simulator assume (see ``synth.fakegen.prompt_tokens``)."""
+    total = 0
+    for m in messages:
+        total += estimate_tokens(m.content or "") + 4
+        if m.tool_calls:
+            for tc in m.tool_calls:
+                total += estimate_tokens(tc.arguments or "")
+    return total
+
+
+class Budget:
+    """Spending so far plus what in-flight calls may still cost; refuses a call that could cross it."""
+
+    def __init__(self, spec: BudgetSpec) -> None:
+        self.max_usd = spec.max_usd
+        self.max_tokens = spec.max_tokens
+        self.spent_usd = self.held_usd = 0.0
+        self.spent_tokens = self.held_tokens = 0
+
+    def hold(self, usd: float, tokens: int) -> None:
+        if self.max_usd is not None and self.spent_usd + self.held_usd + usd > self.max_usd:
+            raise BudgetExceeded(
+                f"budget reached: ${self.spent_usd:.4f} spent and ${self.held_usd:.4f} in flight of "
+                f"budget.max_usd ${self.max_usd:g}; raise budget.max_usd to generate more")
+        if self.max_tokens is not None and self.spent_tokens + self.held_tokens + tokens > self.max_tokens:
+            raise BudgetExceeded(
+                f"budget reached: {self.spent_tokens} tokens spent and {self.held_tokens} in flight of "
+                f"budget.max_tokens {self.max_tokens}; raise budget.max_tokens to generate more")
+        self.held_usd += usd
+        self.held_tokens += tokens
+
+    def settle(self, held_usd: float, held_tokens: int, usd: float, tokens: int) -> None:
+        self.held_usd -= held_usd
+        self.held_tokens -= held_tokens
+        self.spent_usd += usd
+        self.spent_tokens += tokens
+
+
+__all__ = ["DEFAULT_BURST_S", "Budget", "Bucket", "KeyLimiter", "prompt_tokens"]

@@ -9,6 +9,7 @@ dispatcher retries and must see every 429.
 from __future__ import annotations
 
 import inspect
+import json
 import time
 from typing import Any, Mapping
 
@@ -25,7 +26,7 @@ from synth.providers.headers import (
     status_error,
     timeout_error,
 )
-from synth.providers.wire import OPENAI_KINDS, chat_body, decode_output, embed_body, openai_base_url
+from synth.providers.wire import OPENAI_KINDS, chat_body, decode_output, embed_body, not_json, openai_base_url
 from synth.records import Completion, EmbeddingRequest, Embeddings, Request, ToolCall, Usage
 
 # create() keyword arguments; anything else from the provider's params goes in extra_body
@@ -81,14 +82,24 @@ class OpenAIProvider:
         t0 = time.perf_counter()
         try:
             raw = await self._client(key).chat.completions.with_raw_response.create(**body, timeout=timeout)
-            answer = raw.parse()
         except openai.OpenAIError as exc:
             raise self._error(exc, key, timeout) from exc
-        except ValueError as exc:  # a 2xx body that is not JSON
-            raise Transient(f"{self._where}: the server sent a body that is not JSON",
-                            key_alias=key.alias if key else None) from exc
+        answer = self._parse(raw, key)
         latency = (time.perf_counter() - t0) * 1000.0
         return self._completion(answer, request, key, latency, raw.headers)
+
+    def _parse(self, raw: Any, key: ApiKey | None) -> Any:
+        """The SDK's model of a 2xx body; it hands back plain text when the body is not JSON."""
+        try:
+            answer = raw.parse()
+        except ValueError as exc:
+            raise not_json(self._where, raw.status_code, key.alias if key else None) from exc
+        if isinstance(answer, (str, bytes)):
+            try:
+                json.loads(answer)
+            except ValueError as exc:
+                raise not_json(self._where, raw.status_code, key.alias if key else None) from exc
+        return answer
 
     def _completion(self, answer: Any, request: Request, key: ApiKey | None, latency_ms: float,
                     headers: Mapping[str, str]) -> Completion:
@@ -132,13 +143,15 @@ class OpenAIProvider:
         alias = key.alias if key else None
         try:
             raw = await self._client(key).embeddings.with_raw_response.create(**body, timeout=timeout)
-            answer = raw.parse()
-            rows = sorted(answer.data, key=lambda r: r.index)
-            vectors = [list(r.embedding) for r in rows]
         except openai.OpenAIError as exc:
             raise self._error(exc, key, timeout) from exc
-        except (ValueError, AttributeError, TypeError) as exc:
-            raise Transient(f"{self._where}: the embeddings answer is unreadable", key_alias=alias) from exc
+        answer = self._parse(raw, key)
+        try:
+            rows = sorted(answer.data, key=lambda r: r.index)
+            vectors = [list(r.embedding) for r in rows]
+        except (AttributeError, TypeError) as exc:
+            raise Transient(f"{self._where}: the embeddings answer has no data; the server sent an unexpected body",
+                            key_alias=alias) from exc
         u = answer.usage
         usage = Usage(prompt_tokens=u.prompt_tokens or 0, total_tokens=u.total_tokens or 0) if u else Usage()
         return Embeddings(vectors=vectors, usage=usage, model=answer.model or self.model, provider=self.kind,

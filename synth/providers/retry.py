@@ -1,4 +1,5 @@
-"""Retry policy as pure functions: which failures to retry, and how long to wait before the next try.
+"""Retry and re-ask policy: which failures to retry and how long to wait before the next try (pure
+functions), and what to do with structured output that does not match its schema.
 
 Backoff is exponential with full jitter (a uniform draw in ``[0, min(cap, base * 2**attempt)]``),
 which spreads retries of many requests that failed together. A provider's ``retry-after`` wins over
@@ -9,10 +10,18 @@ waits on a virtual clock in tests, none of which fits a decorator around one cal
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
+from typing import Any
 
-from synth.errors import RateLimited, Transient
+import jsonschema
+
+from synth.errors import BadRequest, RateLimited, Transient
+from synth.records import ChatMessage, Completion, Request
+
+REASK = ("Your previous answer does not match the required JSON Schema ({error}). Answer again with "
+         "only one JSON value that matches the schema.")
 
 
 @dataclass(frozen=True)
@@ -47,4 +56,54 @@ def retry_delay(error: BaseException, retry: int, policy: RetryPolicy,
     return policy.backoff(retry, rng)
 
 
-__all__ = ["RetryPolicy", "backoff_delay", "retry_delay", "should_retry"]
+# ---------------------------------------------------------------- structured output
+
+
+class SchemaCheck:
+    """Validators compiled once per schema (keyed by content: requests arrive as fresh copies)."""
+
+    def __init__(self) -> None:
+        self._validators: dict[str, Any] = {}
+
+    def validator(self, schema: dict[str, Any]) -> Any:
+        key = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+        v = self._validators.get(key)
+        if v is None:
+            cls = jsonschema.validators.validator_for(schema)
+            try:
+                cls.check_schema(schema)
+            except jsonschema.SchemaError as e:
+                raise BadRequest(f"the request's json_schema is not a valid JSON Schema: {e.message}; "
+                                 f"fix the generator's schema") from None
+            v = self._validators[key] = cls(schema)
+        return v
+
+    @staticmethod
+    def problem(comp: Completion, validator: Any) -> str | None:
+        """None when the answer is valid, else why not. Fills ``parsed`` when the text parses."""
+        value = comp.parsed
+        if value is None:
+            if comp.tool_calls:
+                return None  # the model asked for a tool; the caller's loop handles it
+            try:
+                value = comp.parsed = json.loads(comp.text or "")
+            except ValueError as e:
+                return f"not valid JSON ({e.msg} at position {e.pos})"
+        err = jsonschema.exceptions.best_match(validator.iter_errors(value))
+        if err is None:
+            return None
+        where = "/".join(str(p) for p in err.absolute_path) or "(root)"
+        return f"at {where}: {err.message[:200]}"
+
+
+def reask(request: Request, raw: str | None, problem: str) -> Request:
+    """The request again with the bad answer and a correction appended, and the seed (when set)
+    bumped so that a deterministic model answers differently."""
+    return request.model_copy(update={
+        "messages": [*request.messages, ChatMessage(role="assistant", content=raw or ""),
+                     ChatMessage(role="user", content=REASK.format(error=problem[:300]))],
+        "seed": None if request.seed is None else request.seed + 1,
+    })
+
+
+__all__ = ["REASK", "RetryPolicy", "SchemaCheck", "backoff_delay", "reask", "retry_delay", "should_retry"]

@@ -218,6 +218,11 @@ def embeddings_json(data: Any, *, kind: str, model: str, key_alias: str | None) 
                       provider=kind, key_alias=key_alias)
 
 
+def not_json(where: str, status: int, key_alias: str | None) -> Transient:
+    return Transient(f"{where}: the server sent a body that is not JSON (HTTP {status})", status=status,
+                     key_alias=key_alias)
+
+
 # ---------------------------------------------------------------- client
 
 
@@ -277,6 +282,9 @@ class WireProvider:
             ) as resp:
                 raw = await resp.read()
                 status, headers = resp.status, resp.headers
+                if status >= 400:  # the cause our error keeps, as the SDK's errors keep theirs
+                    cause = aiohttp.ClientResponseError(resp.request_info, resp.history, status=status,
+                                                        message=resp.reason or "", headers=headers)
         except asyncio.TimeoutError as exc:  # aiohttp's ServerTimeoutError is one too
             raise timeout_error(self._where, alias, timeout) from exc
         except aiohttp.ClientError as exc:
@@ -284,12 +292,11 @@ class WireProvider:
                                    refused=is_refused(exc)) from exc
         if status >= 400:
             raise status_error(status, error_detail(raw), where=self._where, key_alias=alias, headers=headers,
-                               secret=key.secret if key else None)
+                               secret=key.secret if key else None) from cause
         try:
             return json.loads(raw), headers
         except ValueError as exc:
-            raise Transient(f"{self._where}: the server sent a body that is not JSON (HTTP {status})",
-                            status=status, key_alias=alias) from exc
+            raise not_json(self._where, status, alias) from exc
 
     async def complete(self, request: Request, key: ApiKey | None, *, timeout: float) -> Completion:
         t0 = time.perf_counter()
@@ -318,6 +325,7 @@ __all__ = [
     "decode_output",
     "embed_body",
     "embeddings_json",
+    "not_json",
     "openai_base_url",
     "response_format",
     "strict_ok",

@@ -42,22 +42,23 @@ class LLMEmbedder:
     async def embed(self, texts: list[str]) -> list[list[float]]:
         return (await self.embed_with_calls(texts))[0]
 
-    async def embed_with_calls(self, texts: list[str]) -> tuple[list[list[float]], list[Embeddings]]:
+    async def embed_with_calls(self, texts: list[str]) -> tuple[list[list[float]], list[Completion]]:
+        """The vectors, and one usage entry per answered batch (see :func:`as_completion`)."""
         batches = [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
         results = list(await asyncio.gather(*(self._one(b) for b in batches)))
-        out = [v for r in results for v in r.vectors]
+        out = [v for _, r in results for v in r.vectors]
         if len(out) != len(texts):
             raise ProviderError(f"embedding model {self.model!r} returned {len(out)} vectors for {len(texts)} texts")
-        return out, results
+        return out, [as_completion(r, rid) for rid, r in results]
 
-    async def _one(self, texts: list[str]) -> Embeddings:
+    async def _one(self, texts: list[str]) -> tuple[str, Embeddings]:
         # a content-derived id keeps requests deterministic (caches and the simulator key on it)
         rid = "embed:" + hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:24]
         async with self._sem:
             emb = await self.llm.embed(EmbeddingRequest(id=rid, model=self.model, texts=texts))
         self.usage = self.usage + emb.usage
         self.cost_usd += emb.cost_usd
-        return emb
+        return rid, emb
 
 
 def as_completion(emb: Embeddings, request_id: str) -> Completion:

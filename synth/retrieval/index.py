@@ -21,7 +21,6 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from synth.errors import ConfigError, StorageError
-from synth.retrieval.base import run_sync
 from synth.retrieval.embedders import LLMEmbedder
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
@@ -83,7 +82,8 @@ def chunk_text(text: str, size: int, overlap: int) -> list[str]:
     return chunks
 
 
-def _suffix(path: str) -> str:
+def file_suffix(path: str) -> str:
+    """The format suffix of a file name, ignoring a compression suffix (``a.jsonl.gz`` -> ``.jsonl``)."""
     p = path.lower()
     for comp in (".gz", ".bz2", ".zst", ".xz"):
         p = p.removesuffix(comp)
@@ -96,7 +96,8 @@ def expand(source: str) -> tuple[Any, list[str], str]:
 
     fs, path = fsspec.core.url_to_fs(source)
     if _GLOB.search(path):
-        base = posixpath.dirname(_GLOB.split(path, 1)[0].rstrip("/") + "x")
+        prefix = _GLOB.split(path, 1)[0]  # ids are relative to the folder the pattern starts in
+        base = prefix.rstrip("/") if prefix.endswith("/") else posixpath.dirname(prefix)
         files = sorted(fs.glob(path))
     elif fs.isdir(path):
         base, files = path.rstrip("/"), sorted(fs.find(path))
@@ -104,12 +105,12 @@ def expand(source: str) -> tuple[Any, list[str], str]:
         base, files = posixpath.dirname(path), [path]
     else:
         raise StorageError(f"{source!r} does not exist; give a file, a folder or a glob of documents")
-    return fs, [f for f in files if _suffix(f) in TEXT_SUFFIXES + ROW_SUFFIXES], base
+    return fs, [f for f in files if file_suffix(f) in TEXT_SUFFIXES + ROW_SUFFIXES], base
 
 
 def read_rows(fs: Any, path: str) -> list[dict[str, Any]]:
     """Rows of a jsonl, csv or parquet file (compression inferred from the name)."""
-    suffix = _suffix(path)
+    suffix = file_suffix(path)
     if suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -135,7 +136,7 @@ def load_documents(source: str, *, text_field: str = "text", id_field: str = "id
     docs: list[Document] = []
     for f in files:
         rel = posixpath.relpath(f, base) if base else f
-        if _suffix(f) in TEXT_SUFFIXES:
+        if file_suffix(f) in TEXT_SUFFIXES:
             with fs.open(f, "rt", compression="infer", encoding="utf-8") as fh:
                 docs.append(Document(id=rel, text=fh.read(), source=rel))
             continue
@@ -153,27 +154,8 @@ def load_documents(source: str, *, text_field: str = "text", id_field: str = "id
     return docs
 
 
-async def aindex_documents(
-    source_uri: str,
-    collection: str,
-    *,
-    llm: Any,
-    path: str | None = None,
-    url: str | None = None,
-    api_key: str | None = None,
-    chunk_size: int = 800,
-    overlap: int = 100,
-    embed_model: str = "default",
-    batch_size: int = 64,
-    text_field: str = "text",
-    id_field: str = "id",
-) -> IndexReport:
-    """Index ``source_uri`` into ``collection`` at a local folder ``path`` or a server ``url``."""
-    from qdrant_client import AsyncQdrantClient, models
-
-    if bool(path) == bool(url):
-        raise ConfigError("give exactly one of --path (local Qdrant folder) or --url (Qdrant server)")
-    docs = load_documents(source_uri, text_field=text_field, id_field=id_field)
+def chunk_points(docs: list[Document], chunk_size: int, overlap: int) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, int]]:
+    """(point id, payload) of every chunk, and the chunk count of every document."""
     points: list[tuple[str, dict[str, Any]]] = []
     n_chunks: dict[str, int] = {}
     for d in docs:
@@ -183,56 +165,96 @@ async def aindex_documents(
             h = hashlib.sha256(f"{len(chunks)}\x00{text}".encode()).hexdigest()[:16]
             payload = {"doc_id": d.id, "chunk": no, "chunks": len(chunks), "text": text, "source": d.source, "hash": h}
             points.append((point_id(d.id, no), payload))
+    return points, n_chunks
+
+
+async def index_into(client: Any, collection: str, docs: list[Document], embedder: LLMEmbedder | Any, *,
+                     chunk_size: int = 800, overlap: int = 100) -> IndexReport:
+    """Upsert the chunks of ``docs`` into ``collection`` on an open ``AsyncQdrantClient``,
+    embedding only chunks that are new or changed."""
+    from qdrant_client import models
+
+    points, n_chunks = chunk_points(docs, chunk_size, overlap)
+    new = updated = unchanged = deleted = 0
+    changed_docs: set[str] = set()
+    exists = await client.collection_exists(collection)
+    for i in range(0, len(points), 512):
+        batch = points[i : i + 512]
+        known: dict[str, Any] = {}
+        if exists:
+            got = await client.retrieve(collection, ids=[pid for pid, _ in batch], with_payload=["hash"])
+            known = {str(r.id): (r.payload or {}).get("hash") for r in got}
+        todo = [(pid, p) for pid, p in batch if known.get(pid) != p["hash"]]
+        unchanged += len(batch) - len(todo)
+        for pid, p in todo:
+            if pid in known:
+                updated += 1
+                changed_docs.add(p["doc_id"])
+            else:
+                new += 1
+        if not todo:
+            continue
+        vectors = await embedder.embed([p["text"] for _, p in todo])
+        if not exists:
+            await client.create_collection(
+                collection, vectors_config=models.VectorParams(size=len(vectors[0]), distance=models.Distance.COSINE))
+            exists = True
+        await client.upsert(collection, points=[
+            models.PointStruct(id=pid, vector=v, payload=p) for (pid, p), v in zip(todo, vectors)])
+    for doc_id in sorted(changed_docs):  # a document that shrank leaves chunks past its new end
+        stale = models.Filter(must=[
+            models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id)),
+            models.FieldCondition(key="chunk", range=models.Range(gte=n_chunks[doc_id]))])
+        deleted += (await client.count(collection, count_filter=stale, exact=True)).count
+        await client.delete(collection, points_selector=models.FilterSelector(filter=stale))
+    total = (await client.count(collection, exact=True)).count if exists else 0
+    usage = getattr(embedder, "usage", None)
+    return IndexReport(
+        collection=collection, documents=len(docs), chunks=len(points), new_points=new, updated_points=updated,
+        unchanged_points=unchanged, deleted_points=deleted, points=total,
+        embedding_tokens=usage.total_tokens if usage is not None else 0, cost_usd=getattr(embedder, "cost_usd", 0.0))
+
+
+async def index_documents(
+    source_uri: str,
+    collection: str,
+    *,
+    llm: Any,
+    path: str | None = None,
+    url: str | None = None,
+    api_key: str | None = None,
+    chunk_size: int = 800,
+    overlap: int = 100,
+    model: str = "default",
+    batch_size: int = 64,
+    text_field: str = "text",
+    id_field: str = "id",
+) -> IndexReport:
+    """Index ``source_uri`` into ``collection`` at a local folder ``path`` or a server ``url``;
+    ``model`` is the route of the embedding model on ``llm`` (anything with ``async embed``)."""
+    from qdrant_client import AsyncQdrantClient
+
+    if bool(path) == bool(url):
+        raise ConfigError("give exactly one of --path (local Qdrant folder) or --url (Qdrant server)")
+    chunk_text("", chunk_size, overlap)  # check the chunking options before reading anything
+    docs = load_documents(source_uri, text_field=text_field, id_field=id_field)
     try:
         client = AsyncQdrantClient(url=url, api_key=api_key, check_compatibility=False) if url else AsyncQdrantClient(path=path)
     except RuntimeError as e:
         raise StorageError(f"Qdrant folder {path!r} is open in another process; close it and run again") from e
-    embedder = LLMEmbedder(llm, model=embed_model, batch_size=batch_size)
-    new = updated = unchanged = deleted = 0
-    changed_docs: set[str] = set()
     try:
-        exists = await client.collection_exists(collection)
-        for i in range(0, len(points), 512):
-            batch = points[i : i + 512]
-            known: dict[str, Any] = {}
-            if exists:
-                got = await client.retrieve(collection, ids=[pid for pid, _ in batch], with_payload=["hash"])
-                known = {str(r.id): (r.payload or {}).get("hash") for r in got}
-            todo = [(pid, p) for pid, p in batch if known.get(pid) != p["hash"]]
-            unchanged += len(batch) - len(todo)
-            for pid, p in todo:
-                if pid in known:
-                    updated += 1
-                    changed_docs.add(p["doc_id"])
-                else:
-                    new += 1
-            if not todo:
-                continue
-            vectors = await embedder.embed([p["text"] for _, p in todo])
-            if not exists:
-                await client.create_collection(
-                    collection, vectors_config=models.VectorParams(size=len(vectors[0]), distance=models.Distance.COSINE))
-                exists = True
-            await client.upsert(collection, points=[
-                models.PointStruct(id=pid, vector=v, payload=p) for (pid, p), v in zip(todo, vectors)])
-        for doc_id in sorted(changed_docs):  # a document that shrank leaves chunks past its new end
-            stale = models.Filter(must=[
-                models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id)),
-                models.FieldCondition(key="chunk", range=models.Range(gte=n_chunks[doc_id]))])
-            deleted += (await client.count(collection, count_filter=stale, exact=True)).count
-            await client.delete(collection, points_selector=models.FilterSelector(filter=stale))
-        total = (await client.count(collection, exact=True)).count if exists else 0
+        try:
+            await client.collection_exists(collection)
+        except Exception as e:  # noqa: BLE001 - connection errors of any transport, said once
+            raise StorageError(f"cannot reach Qdrant at {url!r} ({type(e).__name__}); check that the server "
+                               f"is up and the url is right") from e
+        return await index_into(client, collection, docs, LLMEmbedder(llm, model=model, batch_size=batch_size),
+                                chunk_size=chunk_size, overlap=overlap)
     finally:
         await client.close()
-    return IndexReport(
-        collection=collection, documents=len(docs), chunks=len(points), new_points=new, updated_points=updated,
-        unchanged_points=unchanged, deleted_points=deleted, points=total,
-        embedding_tokens=embedder.usage.total_tokens, cost_usd=embedder.cost_usd)
 
 
-def index_documents(source_uri: str, collection: str, **kw: Any) -> IndexReport:
-    """Sync form of :func:`aindex_documents` for the command line (``synth index``)."""
-    return run_sync(aindex_documents(source_uri, collection, **kw))
-
-
-__all__ = ["Document", "IndexReport", "aindex_documents", "chunk_text", "index_documents", "load_documents", "point_id"]
+__all__ = [
+    "ROW_SUFFIXES", "TEXT_SUFFIXES", "Document", "IndexReport", "chunk_text", "expand",
+    "chunk_points", "file_suffix", "index_documents", "index_into", "load_documents", "point_id", "read_rows",
+]

@@ -19,12 +19,13 @@ import json
 import os
 import shutil
 import tempfile
+import weakref
 from typing import Any, Literal
 
-from synth.errors import ConfigError
+from synth.errors import ConfigError, StorageError
 from synth.records import Completion
 from synth.retrieval.base import BaseRetriever, RetrievalHit, RetrievalResult, build_result, run_sync
-from synth.retrieval.embedders import Embedder, LLMEmbedder, as_completion
+from synth.retrieval.embedders import Embedder, LLMEmbedder
 
 
 class QdrantRetriever(BaseRetriever):
@@ -56,6 +57,8 @@ class QdrantRetriever(BaseRetriever):
         self._url = url
         self._api_key = api_key
         self._temp_dir = temp_dir
+        if temp_dir:  # workers rarely close generators: remove the copy when this object goes
+            self._cleanup = weakref.finalize(self, shutil.rmtree, temp_dir, True)
 
     def __repr__(self) -> str:  # never shows the api key
         where = self._url or "local"
@@ -93,7 +96,13 @@ class QdrantRetriever(BaseRetriever):
                 ) from e
         self = cls(collection=collection, embedder=embedder, async_client=aclient, url=url, api_key=api_key,
                    temp_dir=temp_dir, **kw)
-        if not await aclient.collection_exists(collection):
+        try:
+            exists = await aclient.collection_exists(collection)
+        except Exception as e:  # noqa: BLE001 - connection errors of any transport, said once
+            await self.aclose()
+            raise StorageError(f"cannot reach Qdrant at {url or path!r} ({type(e).__name__}); "
+                               f"check that the server is up and the url is right") from e
+        if not exists:
             await self.aclose()
             where = url or path
             raise ConfigError(
@@ -124,8 +133,8 @@ class QdrantRetriever(BaseRetriever):
 
     async def _embed(self, query: str) -> tuple[list[float], list[Completion]]:
         if isinstance(self.embedder, LLMEmbedder):
-            vectors, raw = await self.embedder.embed_with_calls([query])
-            return vectors[0], [as_completion(e, e.model or "embed") for e in raw]
+            vectors, calls = await self.embedder.embed_with_calls([query])
+            return vectors[0], calls
         return (await self.embedder.embed([query]))[0], []
 
     def _result(self, query: str, points: list[Any], calls: list[Completion]) -> RetrievalResult:
@@ -145,7 +154,7 @@ class QdrantRetriever(BaseRetriever):
         if self.client is not None:
             self.client.close()
         if self._temp_dir:
-            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._cleanup()
             self._temp_dir = None
 
 

@@ -53,7 +53,6 @@ class KeyState:
     requests: Bucket | None
     tokens: Bucket | None
     concurrency: int | None
-    revoked: bool
     in_flight: int = 0
     stats: dict[str, int] = field(default_factory=dict)
 

@@ -1,0 +1,442 @@
+"""The dispatcher: what a gateway holds, and the :class:`~synth.generators.base.LLM` generators call.
+
+For every provider of the job it keeps the provider client, the pool of keys this process owns and
+the price. A request names a route; the route's providers are tried in order (fallback), and on
+each one the dispatcher
+
+1. reserves prompt tokens + ``max_tokens`` on the key that can serve soonest (waiting if none can),
+2. calls the provider with a timeout, and refunds the unused tokens when the answer comes back,
+3. on 429 cools that key for the retry-after and retries at once on any key; on a transient
+   failure backs off and retries; on 401/403 disables the key and retries on another,
+4. validates structured output against the request's JSON Schema and re-asks when it is invalid:
+   the bad answer and a correction are appended to the messages and the seed (when set) is bumped,
+   so a deterministic model answers differently; after ``max_reasks`` it raises MalformedOutput,
+5. prices the answer and charges the budget. Every call holds its worst-case cost (prompt +
+   ``max_tokens``) until it returns, so spending stops at the budget, not after it.
+
+``latency_ms`` on the answer is the time from the request entering :meth:`Dispatcher.complete`
+to the answer, waits and retries included; ``attempts`` counts provider calls, re-asks included;
+usage and cost add up every call made for the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from synth.errors import (
+    AuthError, BadRequest, ConfigError, MalformedOutput, ProviderError, RateLimited, SynthError, Transient,
+)
+from synth.fakegen import estimate_tokens
+from synth.providers.base import ApiKey, Provider
+from synth.providers.cache import ResponseCache, request_key
+from synth.providers.clock import REAL_CLOCK, Clock
+from synth.providers.keys import KeyPool
+from synth.providers.limits import DEFAULT_BURST_S, Budget, prompt_tokens
+from synth.providers.retry import RetryPolicy, SchemaCheck, reask, retry_delay, should_retry
+from synth.records import Completion, EmbeddingRequest, Embeddings, Request, Usage
+from synth.spec import BudgetSpec, JobSpec, PriceSpec, ProviderSpec
+
+log = logging.getLogger("synth.providers")
+
+DEFAULT_MAX_TOKENS = 256  # reserved when neither the request nor the provider's params set max_tokens
+_PARAM_FIELDS = ("temperature", "top_p", "max_tokens", "seed")
+
+Slot = tuple[str, int, float]  # (provider route, key index, share of that key's limits)
+
+
+class Target:
+    """One provider of the job as this process holds it."""
+
+    def __init__(self, spec: ProviderSpec, provider: Provider, pool: KeyPool, price: PriceSpec | None) -> None:
+        self.spec = spec
+        self.route = spec.route
+        self.provider = provider
+        self.pool = pool
+        self.price = price
+        self.policy = RetryPolicy(max_retries=spec.max_retries)
+        self.timeout = spec.timeout_s
+        self.backstop = spec.timeout_s * 1.1 + 0.1  # the provider's own timeout should fire first
+        self.defaults = {k: spec.params[k] for k in _PARAM_FIELDS if spec.params.get(k) is not None}
+        self.counts: Counter[str] = Counter()
+
+    def prepare(self, request: Request) -> Request:
+        """The request with the provider's default params filled into fields it leaves unset."""
+        if not self.defaults:
+            return request
+        update = {k: v for k, v in self.defaults.items() if getattr(request, k) is None}
+        return request.model_copy(update=update) if update else request
+
+    def est_usd(self, prompt: int, output: int) -> float:
+        p = self.price
+        return 0.0 if p is None else (prompt * p.input_per_mtok + output * p.output_per_mtok) / 1e6
+
+
+def _redact_causes(err: BaseException, secret: str) -> None:
+    """Errors leave this process' dispatcher for generators and logs; a foreign cause may carry the
+    request's headers in its repr (aiohttp's ClientResponseError does). Replace such a cause with
+    its plain message, secret removed."""
+    for attr in ("__cause__", "__context__"):
+        cause = getattr(err, attr)
+        if cause is not None and secret in repr(cause) + repr(getattr(cause, "__dict__", "")):
+            plain = Exception(f"{type(cause).__name__}: {cause}".replace(secret, "***"))
+            setattr(err, attr, plain)
+            err.__suppress_context__ = True
+
+
+def _default_cost(usage: Usage, price: PriceSpec | None) -> float:
+    if price is None:
+        return 0.0
+    return (usage.prompt_tokens * price.input_per_mtok + usage.completion_tokens * price.output_per_mtok) / 1e6
+
+
+_timeout = getattr(asyncio, "timeout", None)  # Python 3.11+: no extra task, unlike wait_for before 3.12
+
+
+class Dispatcher:
+    """Routes, limits, retries, re-asks, prices and caches model calls. Implements ``LLM``."""
+
+    def __init__(
+        self,
+        job: JobSpec,
+        targets: Mapping[str, Target],
+        *,
+        clock: Clock = REAL_CLOCK,
+        cache: ResponseCache | None = None,
+        budget: BudgetSpec | None = None,
+        cost: Callable[[Usage, PriceSpec | None], float] = _default_cost,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.job = job
+        self.targets = dict(targets)
+        self.clock = clock
+        self.cache = cache
+        budget = job.budget if budget is None else budget
+        self.budget = Budget(budget) if (budget.max_usd or budget.max_tokens) else None
+        self._cost = cost
+        self._rng = rng or random.Random()
+        self._routes: dict[str, list[Target]] = {}
+        self._schemas = SchemaCheck()
+        self.counts: Counter[str] = Counter()
+        self.usage = [0, 0]  # prompt, completion tokens
+        self.cost_usd = 0.0
+
+    @classmethod
+    def from_spec(
+        cls,
+        job: JobSpec,
+        *,
+        slots: Sequence[Slot] | None = None,
+        clock: Clock | None = None,
+        provider_factory: Callable[[ProviderSpec], Provider] | None = None,
+        env: Mapping[str, str] | None = None,
+        budget: BudgetSpec | None = None,
+        burst_s: float = DEFAULT_BURST_S,
+        rng: random.Random | None = None,
+    ) -> Dispatcher:
+        """Build the dispatcher of one process. ``slots`` lists the keys it owns as
+        ``(provider route, key index, share)``; index 0 of a keyless provider is its keyless slot.
+        Without ``slots`` it owns every key at a ``1 / gateways`` share. A keyless provider that
+        ``slots`` does not mention is owned at full share. ``budget`` overrides the job's (a
+        gateway's part of it)."""
+        from synth.providers.pricing import cost, price_for
+
+        if provider_factory is None:
+            from synth.providers.factory import create_provider as provider_factory
+        clock = clock or REAL_CLOCK
+        owned: dict[str, list[tuple[int, float]]] = {}
+        routes = {p.route: p for p in job.providers}
+        for route, index, share in slots or ():
+            p = routes.get(route)
+            if p is None or not (0 <= index < max(1, len(p.keys))) or not 0 < share <= 1:
+                raise ConfigError(f"gateway slot {(route, index, share)!r} names no key of the job; "
+                                  f"use (provider name, key index, share in (0, 1]) with names {list(routes)}")
+            owned.setdefault(route, []).append((index, share))
+        prices = dict(job.prices)
+        max_usd = (budget or job.budget).max_usd
+        targets: dict[str, Target] = {}
+        for p in job.providers:
+            mine = owned.get(p.route)
+            if slots is None:
+                keys = None
+                keyless_share = 1.0 / p.gateways
+            else:
+                keys = [(i, p.keys[i], s) for i, s in mine or () if p.keys]
+                keyless_share = (mine[0][1] if mine else 1.0) if not p.keys else 0.0
+            pool = KeyPool(p, keys, env=env, clock=clock, burst_s=burst_s, keyless_share=keyless_share)
+            price = price_for(p.model, prices, provider_price=p.price)
+            if max_usd and price is None:
+                raise ConfigError(f"budget.max_usd is set but no price is known for {p.model}; add "
+                                  f"'price:' to that provider or an entry under 'prices:' in the job file")
+            targets[p.route] = Target(p, provider_factory(p), pool, price)
+        cache = ResponseCache(job.cache.max_entries, job.cache.path) if job.cache.enabled else None
+        return cls(job, targets, clock=clock, cache=cache, budget=budget, cost=cost, rng=rng)
+
+    # ------------------------------------------------------------------ routing
+
+    def resolve(self, route: str) -> list[Target]:
+        hit = self._routes.get(route)
+        if hit is not None:
+            return hit
+        names = self.job.route_targets(route)
+        found = [self.targets[n] for n in names if n in self.targets]
+        if not found:  # a raw 'kind:model' matching a provider's model
+            found = [t for t in self.targets.values() if t.spec.model == route]
+        if not found:
+            raise BadRequest(f"request names model {route!r}, which is neither a route nor a provider of the "
+                             f"job; use one of {sorted(set(self.job.routes) | set(self.targets))}")
+        self._routes[route] = found
+        return found
+
+    # ------------------------------------------------------------------ LLM protocol
+
+    async def complete(self, request: Request) -> Completion:
+        started = self.clock.now()
+        self.counts["requests"] += 1
+        key = None
+        if self.cache is not None:
+            key = request_key(request)
+            hit = self.cache.get(key, request.id)
+            if hit is not None:
+                self.counts["cache_hits"] += 1
+                return hit
+        targets = self.resolve(request.model)
+        spent: list[Any] = [0, None, 0.0]  # attempts, usage, cost over every provider tried
+        for i, target in enumerate(targets):
+            try:
+                comp = await self._complete_on(target, request, spent)
+            except ProviderError as e:
+                self.counts["errors." + e.kind] += 1
+                target.counts["errors." + e.kind] += 1
+                if i + 1 == len(targets):
+                    e.attempts = spent[0]  # type: ignore[attr-defined]  # for the dead letter
+                    raise
+                self.counts["fallbacks"] += 1
+                log.info("route %s: %s failed (%s); falling back to %s", request.model, target.route,
+                         e.kind, targets[i + 1].route)
+                continue
+            # pydantic attribute writes cost a few microseconds each: only the ones that change
+            if spent[0] != comp.attempts:
+                comp.attempts = spent[0]
+            if spent[1] is not comp.usage:
+                comp.usage = spent[1]
+            if spent[2]:
+                comp.cost_usd = spent[2]
+            comp.latency_ms = (self.clock.now() - started) * 1000.0
+            self.counts["successes"] += 1
+            target.counts["successes"] += 1
+            if key is not None:
+                self.cache.put(key, comp)  # type: ignore[union-attr]
+            return comp
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _complete_on(self, t: Target, request: Request, spent: list[Any]) -> Completion:
+        req = t.prepare(request)
+        validator = self._schemas.validator(req.json_schema) if req.json_schema is not None else None
+        reasks = 0
+        while True:
+            max_out = req.max_tokens or DEFAULT_MAX_TOKENS
+            prompt = prompt_tokens(req.messages)
+            r = req
+
+            def call(key: ApiKey | None) -> Awaitable[Completion]:
+                return t.provider.complete(r, key, timeout=t.timeout)
+
+            try:
+                comp = await self._attempt(t, prompt, max_out, call, spent)
+                error = None if validator is None else self._schemas.problem(comp, validator)
+                raw = comp.text
+            except MalformedOutput as e:
+                if validator is None:
+                    raise
+                error, raw = str(e), e.raw
+            if error is None:
+                return comp
+            if reasks >= t.spec.max_reasks:
+                raise MalformedOutput(f"{t.spec.model}: structured output still invalid after {reasks} "
+                                      f"re-asks: {error}", raw=raw, key_alias=None)
+            reasks += 1
+            self.counts["reasks"] += 1
+            req = reask(req, raw, error)
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        self.counts["embed_requests"] += 1
+        targets = self.resolve(request.model)
+        tokens = sum(estimate_tokens(t) for t in request.texts)
+        spent: list[Any] = [0, None, 0.0]
+        for i, t in enumerate(targets):
+            def call(key: ApiKey | None, t: Target = t) -> Awaitable[Embeddings]:
+                return t.provider.embed(request, key, timeout=t.timeout)
+
+            try:
+                out: Embeddings = await self._attempt(t, tokens, 0, call, spent)
+            except ProviderError as e:
+                self.counts["errors." + e.kind] += 1
+                if i + 1 == len(targets):
+                    raise
+                self.counts["fallbacks"] += 1
+                continue
+            out.cost_usd = spent[2]
+            return out
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def complete_many(self, requests: Sequence[Request]) -> list[Completion | SynthError]:
+        """A batch, concurrently: each item is the Completion or the error that request ended with."""
+        results = await asyncio.gather(*(self.complete(r) for r in requests), return_exceptions=True)
+        out: list[Completion | SynthError] = []
+        for r, res in zip(requests, results):
+            if isinstance(res, (Completion, SynthError)):
+                out.append(res)
+            elif isinstance(res, asyncio.CancelledError):
+                raise res
+            else:
+                log.error("request %s failed unexpectedly", r.id, exc_info=res)
+                out.append(ProviderError(f"unexpected {type(res).__name__}: {str(res)[:200]}"))
+        return out
+
+    # ------------------------------------------------------------------ one call, with retries
+
+    async def _attempt(self, t: Target, prompt: int, max_out: int,
+                       call: Callable[[ApiKey | None], Awaitable[Any]], spent: list[Any]) -> Any:
+        """Call ``t`` until it answers, retrying 429s and transient failures within the policy."""
+        tokens = prompt + max_out
+        retries = 0
+        pool = t.pool
+        while True:
+            held_usd = t.est_usd(prompt, max_out)
+            if self.budget is not None:
+                self.budget.hold(held_usd, tokens)
+            try:
+                slot, ticket = await pool.acquire(tokens)
+            except BaseException:
+                self._release(held_usd, tokens)
+                raise
+            lim = slot.limiter
+            slot.requests += 1
+            spent[0] += 1
+            try:
+                if _timeout is not None:
+                    async with _timeout(t.backstop):
+                        result = await call(slot.key)
+                else:  # pragma: no cover - Python 3.10
+                    result = await asyncio.wait_for(call(slot.key), t.backstop)
+            except ProviderError as e:
+                err: ProviderError = e
+                if slot.key is not None:
+                    _redact_causes(err, slot.key.secret)
+            except TimeoutError:  # the provider ignored its timeout; the call may still be billed
+                err = Transient(f"{t.spec.model} key {slot.alias!r}: no answer within {t.timeout:g}s (timeout)")
+                err.billed = True  # type: ignore[attr-defined]
+            except asyncio.CancelledError:
+                lim.settle(tokens, tokens)
+                self._release(held_usd, tokens, spent=True)
+                raise
+            except Exception as e:  # a provider bug: keep the batch alive, report it once per request
+                lim.settle(tokens, tokens)
+                self._release(held_usd, tokens, spent=True)
+                log.error("provider %s raised %s", t.route, type(e).__name__, exc_info=True)
+                raise ProviderError(f"{t.spec.model}: unexpected {type(e).__name__}: {str(e)[:200]}") from e
+            else:
+                usage = result.usage
+                used = usage.total_tokens or tokens
+                lim.settle(tokens, used)
+                lim.adapt(getattr(result, "ratelimit", None), ticket)
+                usd = self._cost(usage, t.price)
+                if self.budget is not None:
+                    self.budget.settle(held_usd, tokens, usd, used)
+                self.cost_usd += usd
+                self.usage[0] += usage.prompt_tokens
+                self.usage[1] += usage.completion_tokens
+                spent[1] = usage if spent[1] is None else spent[1] + usage
+                spent[2] += usd
+                alias = slot.alias if slot.key is not None else None
+                if result.key_alias != alias:
+                    result.key_alias = alias
+                return result
+            # ---- failure: account, learn, decide
+            slot.errors[err.kind] = slot.errors.get(err.kind, 0) + 1
+            # an unusable answer was still billed; a call we gave up on may have been
+            billed = isinstance(err, MalformedOutput) or getattr(err, "billed", False)
+            if isinstance(err, RateLimited):
+                lim.settle(tokens, 0)  # refused before any work: nothing was charged
+            elif isinstance(err, Transient) and err.status is None:
+                lim.settle(tokens, tokens)  # timeout or lost connection: assume the worst
+            else:
+                lim.settle(tokens, tokens if billed else prompt)
+            self._release(held_usd, tokens, spent=billed)
+            if billed:
+                spent[2] += held_usd
+            lim.adapt(getattr(err, "limits", None), ticket)
+            if isinstance(err, AuthError) and slot.key is not None:
+                pool.disable(slot, f"HTTP {err.status or 'auth'} error")
+                continue  # another key; NoKeysLeft from acquire when none is left
+            if isinstance(err, RateLimited):
+                self.counts["rate_limited"] += 1
+                lim.cool_down(retry_delay(err, retries, t.policy, self._rng))
+            if not should_retry(err, retries, t.policy):
+                raise err
+            retries += 1
+            self.counts["retries"] += 1
+            if isinstance(err, Transient):
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("provider %s key %s: %s; retry %d", t.route, slot.alias, err.kind, retries)
+                await self.clock.sleep(retry_delay(err, retries - 1, t.policy, self._rng))
+
+    def _release(self, held_usd: float, held_tokens: int, *, spent: bool = False) -> None:
+        """Give back a failed call's budget hold; ``spent`` keeps it as spending (the call may have
+        been billed: a timeout, an answer that could not be used)."""
+        if self.budget is not None:
+            self.budget.settle(held_usd, held_tokens, held_usd if spent else 0.0, held_tokens if spent else 0)
+        if spent:
+            self.cost_usd += held_usd
+
+    # ------------------------------------------------------------------ reporting, shutdown
+
+    def stats(self) -> dict[str, Any]:
+        """Plain JSON-able counters of this process (keys by alias only)."""
+        c = self.counts
+        out: dict[str, Any] = {
+            "requests": c["requests"],
+            "successes": c["successes"],
+            "errors": {k[7:]: v for k, v in c.items() if k.startswith("errors.")},
+            "rate_limited": c["rate_limited"],
+            "retries": c["retries"],
+            "reasks": c["reasks"],
+            "fallbacks": c["fallbacks"],
+            "cache_hits": c["cache_hits"],
+            "embed_requests": c["embed_requests"],
+            "prompt_tokens": self.usage[0],
+            "completion_tokens": self.usage[1],
+            "cost_usd": round(self.cost_usd, 8),
+            "providers": {
+                r: {"successes": t.counts["successes"],
+                    "errors": {k[7:]: v for k, v in t.counts.items() if k.startswith("errors.")},
+                    "keys": t.pool.stats(),
+                    "disabled_keys": [s.alias for s in t.pool.slots if s.limiter.disabled],
+                    "waiting": t.pool.waiting}
+                for r, t in self.targets.items()
+            },
+        }
+        if self.budget is not None:
+            out["budget"] = {"spent_usd": round(self.budget.spent_usd, 8), "held_usd": round(self.budget.held_usd, 8),
+                             "spent_tokens": self.budget.spent_tokens, "held_tokens": self.budget.held_tokens}
+        return out
+
+    async def aclose(self) -> None:
+        for t in self.targets.values():
+            try:
+                await t.provider.aclose()
+            except Exception:  # closing must not hide the real outcome of a run
+                log.warning("provider %s did not close cleanly", t.route, exc_info=True)
+        if self.cache is not None:
+            self.cache.close()
+
+    def __repr__(self) -> str:
+        return f"Dispatcher(providers={list(self.targets)})"
+
+
+__all__ = ["DEFAULT_MAX_TOKENS", "Dispatcher", "Slot", "Target"]
