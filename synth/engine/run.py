@@ -155,7 +155,19 @@ def _start_gateways(job: JobSpec) -> tuple[dict[str, list[Any]], list[Any]]:
     return by_route, actors
 
 
+def _quiet_ray_data() -> None:
+    """Our progress line replaces Ray Data's own bars and execution logs."""
+    import logging
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    for name in ("ray.data", "ray.data._internal"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before: int, show: bool) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    _quiet_ray_data()
     gateways, actors = _start_gateways(job)
     monitor = MonitorActor.remote()
     cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -163,7 +175,7 @@ def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before
     items = [{"shard": s.index, "start": s.start, "stop": s.stop} for s in todo]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), workers * 4)))
     ds = ds.map_batches(
-        ShardWorker, batch_size=1, concurrency=(1, workers), num_cpus=min(1.0, cpus / workers) * 0.9,
+        ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers), num_cpus=min(1.0, cpus / workers) * 0.9,
         fn_constructor_kwargs={"job_json": job.model_dump_json(), "gateways": gateways, "monitor": monitor},
         max_restarts=-1, max_task_retries=3,
     )

@@ -11,8 +11,11 @@ each one the dispatcher
 4. validates structured output against the request's JSON Schema and re-asks when it is invalid:
    the bad answer and a correction are appended to the messages and the seed (when set) is bumped,
    so a deterministic model answers differently; after ``max_reasks`` it raises MalformedOutput,
-5. prices the answer and charges the budget. Every call holds its worst-case cost (prompt +
-   ``max_tokens``) until it returns, so spending stops at the budget, not after it.
+5. prices the answer and charges the budget. Every call out holds its worst-case cost (prompt +
+   ``max_tokens``) until it returns, so spending stops at the budget, not after it; requests still
+   waiting for a key hold nothing.
+
+With ``cache.enabled`` in the job, identical requests are answered from the response cache.
 
 ``latency_ms`` on the answer is the time from the request entering :meth:`Dispatcher.complete`
 to the answer, waits and retries included; ``attempts`` counts provider calls, re-asks included;
@@ -29,14 +32,17 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from synth.errors import (
-    AuthError, BadRequest, ConfigError, MalformedOutput, ProviderError, RateLimited, SynthError, Transient,
+    AuthError, BadRequest, BudgetExceeded, ConfigError, MalformedOutput, ProviderError, RateLimited, SynthError,
+    Transient,
 )
 from synth.fakegen import estimate_tokens
 from synth.providers.base import ApiKey, Provider
 from synth.providers.cache import ResponseCache, request_key
 from synth.providers.clock import REAL_CLOCK, Clock
-from synth.providers.keys import KeyPool
+from synth.providers.keys import KeyPool, redact_causes
 from synth.providers.limits import DEFAULT_BURST_S, Budget, prompt_tokens
+from synth.providers.pricing import cost as price_cost
+from synth.providers.pricing import price_for
 from synth.providers.retry import RetryPolicy, SchemaCheck, reask, retry_delay, should_retry
 from synth.records import Completion, EmbeddingRequest, Embeddings, Request, Usage
 from synth.spec import BudgetSpec, JobSpec, PriceSpec, ProviderSpec
@@ -76,24 +82,6 @@ class Target:
         return 0.0 if p is None else (prompt * p.input_per_mtok + output * p.output_per_mtok) / 1e6
 
 
-def _redact_causes(err: BaseException, secret: str) -> None:
-    """Errors leave this process' dispatcher for generators and logs; a foreign cause may carry the
-    request's headers in its repr (aiohttp's ClientResponseError does). Replace such a cause with
-    its plain message, secret removed."""
-    for attr in ("__cause__", "__context__"):
-        cause = getattr(err, attr)
-        if cause is not None and secret in repr(cause) + repr(getattr(cause, "__dict__", "")):
-            plain = Exception(f"{type(cause).__name__}: {cause}".replace(secret, "***"))
-            setattr(err, attr, plain)
-            err.__suppress_context__ = True
-
-
-def _default_cost(usage: Usage, price: PriceSpec | None) -> float:
-    if price is None:
-        return 0.0
-    return (usage.prompt_tokens * price.input_per_mtok + usage.completion_tokens * price.output_per_mtok) / 1e6
-
-
 _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+: no extra task, unlike wait_for before 3.12
 
 
@@ -108,7 +96,7 @@ class Dispatcher:
         clock: Clock = REAL_CLOCK,
         cache: ResponseCache | None = None,
         budget: BudgetSpec | None = None,
-        cost: Callable[[Usage, PriceSpec | None], float] = _default_cost,
+        cost: Callable[[Usage, PriceSpec | None], float] = price_cost,
         rng: random.Random | None = None,
     ) -> None:
         self.job = job
@@ -143,8 +131,6 @@ class Dispatcher:
         Without ``slots`` it owns every key at a ``1 / gateways`` share. A keyless provider that
         ``slots`` does not mention is owned at full share. ``budget`` overrides the job's (a
         gateway's part of it)."""
-        from synth.providers.pricing import cost, price_for
-
         if provider_factory is None:
             from synth.providers.factory import create_provider as provider_factory
         clock = clock or REAL_CLOCK
@@ -174,7 +160,7 @@ class Dispatcher:
                                   f"'price:' to that provider or an entry under 'prices:' in the job file")
             targets[p.route] = Target(p, provider_factory(p), pool, price)
         cache = ResponseCache(job.cache.max_entries, job.cache.path) if job.cache.enabled else None
-        return cls(job, targets, clock=clock, cache=cache, budget=budget, cost=cost, rng=rng)
+        return cls(job, targets, clock=clock, cache=cache, budget=budget, rng=rng)
 
     # ------------------------------------------------------------------ routing
 
@@ -209,6 +195,9 @@ class Dispatcher:
         for i, target in enumerate(targets):
             try:
                 comp = await self._complete_on(target, request, spent)
+            except BudgetExceeded:
+                self.counts["errors.budget"] += 1
+                raise
             except ProviderError as e:
                 self.counts["errors." + e.kind] += 1
                 target.counts["errors." + e.kind] += 1
@@ -239,7 +228,7 @@ class Dispatcher:
         validator = self._schemas.validator(req.json_schema) if req.json_schema is not None else None
         reasks = 0
         while True:
-            max_out = req.max_tokens or DEFAULT_MAX_TOKENS
+            max_out = (req.max_tokens or DEFAULT_MAX_TOKENS) * req.n
             prompt = prompt_tokens(req.messages)
             r = req
 
@@ -309,13 +298,16 @@ class Dispatcher:
         while True:
             held_usd = t.est_usd(prompt, max_out)
             if self.budget is not None:
-                self.budget.hold(held_usd, tokens)
-            try:
-                slot, ticket = await pool.acquire(tokens)
-            except BaseException:
-                self._release(held_usd, tokens)
-                raise
+                self.budget.check(held_usd, tokens)  # fail fast, before queueing for a key
+            slot, ticket = await pool.acquire(tokens)
             lim = slot.limiter
+            if self.budget is not None:
+                # held only while the call is out: requests queued for a key hold nothing
+                try:
+                    self.budget.hold(held_usd, tokens)
+                except BudgetExceeded:
+                    lim.cancel(tokens)
+                    raise
             slot.requests += 1
             spent[0] += 1
             try:
@@ -327,8 +319,8 @@ class Dispatcher:
             except ProviderError as e:
                 err: ProviderError = e
                 if slot.key is not None:
-                    _redact_causes(err, slot.key.secret)
-            except TimeoutError:  # the provider ignored its timeout; the call may still be billed
+                    redact_causes(err, slot.key.secret)
+            except (TimeoutError, asyncio.TimeoutError):  # the provider overran its timeout: maybe billed
                 err = Transient(f"{t.spec.model} key {slot.alias!r}: no answer within {t.timeout:g}s (timeout)")
                 err.billed = True  # type: ignore[attr-defined]
             except asyncio.CancelledError:
@@ -338,11 +330,13 @@ class Dispatcher:
             except Exception as e:  # a provider bug: keep the batch alive, report it once per request
                 lim.settle(tokens, tokens)
                 self._release(held_usd, tokens, spent=True)
-                log.error("provider %s raised %s", t.route, type(e).__name__, exc_info=True)
-                raise ProviderError(f"{t.spec.model}: unexpected {type(e).__name__}: {str(e)[:200]}") from e
+                log.error("provider %s raised %s", t.route, type(e).__name__)
+                log.debug("provider %s failure", t.route, exc_info=True)
+                detail = str(e)[:200] if slot.key is None else str(e)[:200].replace(slot.key.secret, "***")
+                raise ProviderError(f"{t.spec.model}: unexpected {type(e).__name__}: {detail}") from None
             else:
                 usage = result.usage
-                used = usage.total_tokens or tokens
+                used = usage.total_tokens or (usage.prompt_tokens + usage.completion_tokens) or tokens
                 lim.settle(tokens, used)
                 lim.adapt(getattr(result, "ratelimit", None), ticket)
                 usd = self._cost(usage, t.price)

@@ -146,34 +146,38 @@ class GeminiProvider:
         except Exception as exc:  # pydantic ValidationError
             raise ConfigError(f"{self._where}: params {sorted(self._defaults)} are not valid Gemini options: "
                               f"{str(exc).splitlines()[0]}") from None
-        self._clients: dict[str | None, tuple[str, genai.Client]] = {}
-        self._http: dict[float, types.HttpOptions] = {}
+        self._clients: dict[str | None, tuple[str, int, genai.Client]] = {}
+        self._http: dict[int, types.HttpOptions] = {}
 
     def __repr__(self) -> str:
         return f"GeminiProvider({self._where!r}, base_url={self.base_url or DEFAULT_BASE_URL!r})"
 
-    def _client(self, key: ApiKey | None) -> genai.Client:
+    def _client(self, key: ApiKey | None, timeout: float) -> tuple[genai.Client, types.HttpOptions | None]:
+        """The key's client, and per-call HTTP options only when the timeout differs from the
+        client's own (per-call options cost the SDK a deep copy on every request)."""
         alias, secret = (key.alias, key.secret) if key else (None, _NO_KEY)
+        ms = max(1, int(timeout * 1000))
         hit = self._clients.get(alias)
         if hit is None or hit[0] != secret:
             opts = types.HttpOptions(
                 base_url=self.base_url,
                 api_version=self._api_version,
+                timeout=ms,
                 retry_options=types.HttpRetryOptions(attempts=1),  # also stops its hidden connect retry
             )
-            hit = (secret, genai.Client(api_key=secret, http_options=opts))
+            hit = (secret, ms, genai.Client(api_key=secret, http_options=opts))
             self._clients[alias] = hit
-        return hit[1]
-
-    def _http_options(self, timeout: float) -> types.HttpOptions:
-        h = self._http.get(timeout)
+        if hit[1] == ms:
+            return hit[2], None
+        h = self._http.get(ms)
         if h is None:
-            h = self._http[timeout] = types.HttpOptions(timeout=max(1, int(timeout * 1000)))
-        return h
+            h = self._http[ms] = types.HttpOptions(timeout=ms)
+        return hit[2], h
 
-    def _config(self, request: Request, system: str | None, timeout: float) -> types.GenerateContentConfig:
+    def _config(self, request: Request, system: str | None, http: types.HttpOptions | None) -> types.GenerateContentConfig:
         cfg: dict[str, Any] = dict(self._defaults)
-        cfg["http_options"] = self._http_options(timeout)
+        if http is not None:
+            cfg["http_options"] = http
         if system:
             cfg["system_instruction"] = system
         if request.temperature is not None:
@@ -217,10 +221,11 @@ class GeminiProvider:
 
     async def complete(self, request: Request, key: ApiKey | None, *, timeout: float) -> Completion:
         system, history = contents(request.messages)
-        config = self._config(request, system, timeout)
+        client, http = self._client(key, timeout)
+        config = self._config(request, system, http)
         t0 = time.perf_counter()
         try:
-            resp = await self._client(key).aio.models.generate_content(
+            resp = await client.aio.models.generate_content(
                 model=self.model, contents=history, config=config)  # type: ignore[arg-type]
         except (genai_errors.APIError, genai_errors.UnknownApiResponseError, aiohttp.ClientError,
                 asyncio.TimeoutError, TimeoutError, OSError, ValueError) as exc:
@@ -267,9 +272,10 @@ class GeminiProvider:
 
     async def embed(self, request: EmbeddingRequest, key: ApiKey | None, *, timeout: float) -> Embeddings:
         alias = key.alias if key else None
-        config = types.EmbedContentConfig(http_options=self._http_options(timeout))
+        client, http = self._client(key, timeout)
+        config = types.EmbedContentConfig(http_options=http) if http is not None else None
         try:
-            resp = await self._client(key).aio.models.embed_content(  # one content per text, not one with many parts
+            resp = await client.aio.models.embed_content(  # one content per text, not one with many parts
                 model=self.model, contents=[types.Content(parts=[types.Part(text=t)]) for t in request.texts],
                 config=config)
             vectors = [list(e.values or ()) for e in resp.embeddings or ()]
@@ -288,7 +294,7 @@ class GeminiProvider:
 
     async def aclose(self) -> None:
         clients, self._clients = self._clients, {}
-        for _, client in clients.values():
+        for _, _, client in clients.values():
             try:
                 await client.aio.aclose()
             except RuntimeError:  # its session belonged to a loop that is gone

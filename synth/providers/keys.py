@@ -187,4 +187,15 @@ class KeyPool:
         return f"KeyPool({self.name!r}, keys={[s.alias for s in self.slots]}, live={self.live})"
 
 
-__all__ = ["KeyPool", "KeySlot", "key_limits"]
+def redact_causes(err: BaseException, secret: str) -> None:
+    """Errors travel on to generators and logs; a foreign cause may show the request's headers in
+    its repr (aiohttp's ClientResponseError does). Replace such a cause with its plain message,
+    secret removed."""
+    for attr in ("__cause__", "__context__"):
+        cause = getattr(err, attr)
+        if cause is not None and secret in repr(cause) + repr(getattr(cause, "__dict__", "")):
+            setattr(err, attr, Exception(f"{type(cause).__name__}: {cause}".replace(secret, "***")))
+            err.__suppress_context__ = True
+
+
+__all__ = ["KeyPool", "KeySlot", "key_limits", "redact_causes"]

@@ -173,6 +173,15 @@ class KeyLimiter:
                 self.tpm.take(actual - reserved, now)
         self._changed()
 
+    def cancel(self, tokens: float) -> None:
+        """Give back a charge whose request was never sent."""
+        now = self.clock.now()
+        self.in_flight -= 1
+        for bucket, amount in ((self.rpm, 1), (self.tpm, tokens), (self.rps, 1)):
+            if bucket is not None:
+                bucket.give(amount, now)
+        self._changed()
+
     def cool_down(self, seconds: float) -> None:
         """Block this key for ``seconds`` (a 429's retry-after); other keys keep working."""
         self.cooldown_until = max(self.cooldown_until, self.clock.now() + max(0.0, seconds))
@@ -295,6 +304,12 @@ class Budget:
         self.spent_tokens = self.held_tokens = 0
 
     def hold(self, usd: float, tokens: int) -> None:
+        self.check(usd, tokens)
+        self.held_usd += usd
+        self.held_tokens += tokens
+
+    def check(self, usd: float, tokens: int) -> None:
+        """Raise BudgetExceeded when a call that may cost ``usd`` and ``tokens`` could cross it."""
         if self.max_usd is not None and self.spent_usd + self.held_usd + usd > self.max_usd:
             raise BudgetExceeded(
                 f"budget reached: ${self.spent_usd:.4f} spent and ${self.held_usd:.4f} in flight of "
@@ -303,8 +318,6 @@ class Budget:
             raise BudgetExceeded(
                 f"budget reached: {self.spent_tokens} tokens spent and {self.held_tokens} in flight of "
                 f"budget.max_tokens {self.max_tokens}; raise budget.max_tokens to generate more")
-        self.held_usd += usd
-        self.held_tokens += tokens
 
     def settle(self, held_usd: float, held_tokens: int, usd: float, tokens: int) -> None:
         self.held_usd -= held_usd

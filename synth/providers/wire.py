@@ -18,6 +18,7 @@ import time
 from typing import Any, Mapping
 
 import aiohttp
+from yarl import URL
 
 from synth.errors import ConfigError, MalformedOutput, Transient
 from synth.providers.base import ApiKey
@@ -238,8 +239,8 @@ class WireProvider:
         self.base_url = openai_base_url(kind, model, base_url)
         self.params = dict(params or {})
         self._where = f"{kind}:{model}"
-        self._chat_url = f"{self.base_url}/chat/completions"
-        self._embed_url = f"{self.base_url}/embeddings"
+        self._chat_url = URL(f"{self.base_url}/chat/completions")  # parsed once, not per call
+        self._embed_url = URL(f"{self.base_url}/embeddings")
         self._max_connections = max_connections  # 0: no cap; the gateway bounds concurrency per key
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -273,7 +274,7 @@ class WireProvider:
             t = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
         return t
 
-    async def _post(self, url: str, body: dict[str, Any], key: ApiKey | None,
+    async def _post(self, url: URL, body: dict[str, Any], key: ApiKey | None,
                     timeout: float) -> tuple[Any, Mapping[str, str]]:
         alias = key.alias if key else None
         try:

@@ -243,6 +243,7 @@ async def test_server_error_is_transient(provider: Provider, sim: SimulatorProce
 
 
 async def test_hang_is_transient_via_timeout(provider: Provider, sim: SimulatorProcess) -> None:
+    await provider.complete(req(), KEY, timeout=10)  # the client now exists with a longer timeout
     sim.configure(hang_rate=1.0, hang_s=30)
     loop = asyncio.get_running_loop()
     t0 = loop.time()

@@ -147,7 +147,8 @@ async def test_429_cools_the_key_and_retries_at_once_on_another() -> None:
     assert comp.attempts == 2 and comp.key_alias == "main-k2"
     s = d.stats()
     assert (s["rate_limited"], s["retries"]) == (1, 1)
-    assert s["providers"]["main"]["keys"]["main-k1"]["cooling_s"] == pytest.approx(0.05 + 5.0 - 0.1)  # cooled at t=0.05, now 0.1
+    # cooled at t=0.05 for 5 s; now is 0.1
+    assert s["providers"]["main"]["keys"]["main-k1"]["cooling_s"] == pytest.approx(0.05 + 5.0 - 0.1)
     await d.complete(req(2))  # the cooling key is skipped
     assert calls[2][1] == "main-k2"
 
@@ -326,6 +327,30 @@ async def test_budget_stops_spending_at_max_usd_with_requests_in_flight() -> Non
     assert len(made["main"].calls) == len(ok)  # refused requests never reached the provider
 
 
+async def test_budget_is_held_only_by_calls_out_not_by_requests_queued() -> None:
+    price = {"input_per_mtok": 1000.0, "output_per_mtok": 2000.0}
+    spec = job([provider("main", price=price, max_concurrency=1)], budget={"max_usd": 1.0})
+    d, made, clock = build(spec)
+    half = lambda r, k, n: Completion(request_id=r.id, text="{}", usage=Usage(  # noqa: E731
+        prompt_tokens=prompt_tokens(r.messages), completion_tokens=25))
+    made["main"].complete = _answering(made["main"], half)  # type: ignore[method-assign]
+    p = prompt_tokens(req(0).messages)
+    reserve, actual = (p * 1000 + 50 * 2000) / 1e6, (p * 1000 + 25 * 2000) / 1e6
+    out = await d.complete_many([req(i, max_tokens=50) for i in range(100)])  # 99 wait in the key's queue
+    ok = [c for c in out if isinstance(c, Completion)]
+    expected = max(k for k in range(1, 100) if (k - 1) * actual + reserve <= 1.0)
+    assert len(ok) == expected > int(1.0 // reserve)
+    assert sum(c.cost_usd for c in ok) <= 1.0
+
+
+def _answering(p: ScriptedProvider, make: Callable[..., Completion]) -> Callable[..., Any]:
+    async def complete(request: Request, key: ApiKey | None, *, timeout: float) -> Completion:
+        p.calls.append((request, key.alias if key else None, p.clock.now()))
+        await p.clock.sleep(p.latency)
+        return make(request, key, len(p.calls))
+    return complete
+
+
 async def test_budget_max_tokens() -> None:
     spec = job([provider("main")], budget={"max_tokens": 500})
     d, made, clock = build(spec)
@@ -356,3 +381,24 @@ async def test_complete_many_returns_errors_in_place() -> None:
     out = await d.complete_many([req(0), req(1), req(2)])
     assert [type(o) for o in out] == [Completion, BadRequest, Completion]
     assert isinstance(out[1], ProviderError)
+
+
+# ---------------------------------------------------------------- the retry policy itself
+
+
+def test_backoff_is_full_jitter_within_bounds() -> None:
+    from synth.providers.retry import RetryPolicy, backoff_delay, retry_delay, should_retry
+
+    rng = random.Random(1)
+    for retry in range(12):
+        ceiling = min(30.0, 0.5 * 2**retry)
+        draws = [backoff_delay(retry, rng=rng) for _ in range(200)]
+        assert all(0 <= x <= ceiling for x in draws) and max(draws) > ceiling * 0.8
+    policy = RetryPolicy(max_retries=2)
+    assert retry_delay(RateLimited("x", retry_after=7.5), 0, policy) == 7.5  # retry-after wins, even above cap
+    assert retry_delay(RateLimited("x", retry_after=90), 0, policy) == 90
+    assert 0 <= retry_delay(RateLimited("x"), 3, policy, rng) <= 4.0
+    assert should_retry(Transient("x"), 1, policy) and not should_retry(Transient("x"), 2, policy)
+    assert should_retry(RateLimited("x"), 0, policy)
+    for e in (BadRequest("x"), AuthError("x"), MalformedOutput("x"), NoKeysLeft("x"), ValueError("x")):
+        assert not should_retry(e, 0, policy)
