@@ -186,7 +186,8 @@ class GatewayClient:
         except RayActorError:
             # the gateway died: its requests are sent again (it restarts; others may take them)
             left = [(r, f) for r, f in batch if not f.done()]
-            if left and tries < 5:
+            if left and tries < 8:
+                await asyncio.sleep(min(10.0, 0.25 * 2**tries))  # let Ray restart it elsewhere
                 await self._send(route, left, tries + 1)
                 return
             for _, f in left:

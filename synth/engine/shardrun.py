@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from synth.engine.plan import Shard
@@ -83,32 +84,55 @@ def _envelope(unit: Unit, job: str, kind: str, calls: list[Completion], now: dat
     }
 
 
-def _payload_table(rows: Any, schema: pa.Schema | None) -> pa.Table:
-    if isinstance(rows, pa.Table):
-        return rows
-    if isinstance(rows, dict):
-        rows = [rows]
+def _rows_table(rows: list[dict[str, Any]], schema: pa.Schema | None) -> pa.Table:
+    """One table from the dict rows of many units, built in one call (per-unit tables cost more
+    than the rows themselves). Without a schema, columns are the union of the rows' keys."""
     if schema is not None:
         return pa.Table.from_pylist(rows, schema=schema)
-    return pa.Table.from_pylist(rows)
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    return pa.Table.from_pydict({k: [r.get(k) for r in rows] for k in names})
+
+
+def _payload(units: list[tuple[Unit, UnitResult]], schema: pa.Schema | None) -> tuple[pa.Table, list[int]]:
+    """All payload rows in unit order, and how many rows each unit gave."""
+    tables: list[pa.Table] = []
+    pending: list[dict[str, Any]] = []
+    counts: list[int] = []
+    for _, res in units:
+        rows = res.rows
+        if isinstance(rows, pa.Table):
+            if pending:
+                tables.append(_rows_table(pending, schema))
+                pending = []
+            tables.append(rows)
+            counts.append(rows.num_rows)
+            continue
+        if isinstance(rows, dict):
+            rows = [rows]
+        pending.extend(rows)
+        counts.append(len(rows))
+    if pending or not tables:
+        tables.append(_rows_table(pending, schema))
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    clash = ENVELOPE_NAMES & set(table.column_names)
+    return (table.drop_columns(sorted(clash)) if clash else table), counts
 
 
 def records_table(units: list[tuple[Unit, UnitResult]], job: str, kind: str, schema: pa.Schema | None) -> pa.Table | None:
-    """Envelope columns first, payload columns after, one row per payload row, in unit order."""
+    """Envelope columns first, payload columns after, one row per payload row, in unit order.
+
+    Built column by column: one short array per envelope field (a value per unit), repeated to
+    the units' row counts with one ``take``, so a unit of a million rows costs a few copies."""
     if not units:
         return None
     now = datetime.now(timezone.utc)
-    parts = []
-    for unit, res in units:
-        payload = _payload_table(res.rows, schema)
-        clash = ENVELOPE_NAMES & set(payload.column_names)
-        if clash:
-            payload = payload.drop_columns(sorted(clash))
-        env = _envelope(unit, job, kind, res.calls, now)
-        n = payload.num_rows
-        cols = [pa.array([env[f.name]] * n, type=f.type) for f in ENVELOPE]
-        parts.append(pa.Table.from_arrays(cols + payload.columns, schema=pa.schema(list(ENVELOPE) + list(payload.schema))))
-    return pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
+    payload, counts = _payload(units, schema)
+    envs = [_envelope(unit, job, kind, res.calls, now) for unit, res in units]
+    cols: list[pa.Array] = [pa.array([e[f.name] for e in envs], type=f.type) for f in ENVELOPE]
+    if any(c != 1 for c in counts):
+        index = pa.array(np.repeat(np.arange(len(counts), dtype=np.int64), counts))
+        cols = [c.take(index) for c in cols]
+    return pa.Table.from_arrays(cols + payload.columns, schema=pa.schema(list(ENVELOPE) + list(payload.schema)))
 
 
 def dead_table(rows: list[dict[str, Any]]) -> pa.Table | None:

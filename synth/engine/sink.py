@@ -9,6 +9,7 @@ import json
 from typing import Any, Iterable
 from urllib.parse import quote
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -41,22 +42,36 @@ def _partition_value(v: Any) -> str:
     return NULL_PARTITION if v is None else quote(str(v), safe="")
 
 
+def _group_codes(table: pa.Table, cols: list[str]) -> np.ndarray:
+    """A group number per row: equal partition values, equal number (null is a value too)."""
+    codes = np.zeros(table.num_rows, dtype=np.int64)
+    for i, c in enumerate(cols):
+        enc = pc.dictionary_encode(table[c].combine_chunks(), null_encoding="encode")
+        codes = codes * len(enc.dictionary) + enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        if i < len(cols) - 1:  # renumber densely so that many columns cannot overflow
+            codes = np.unique(codes, return_inverse=True)[1].astype(np.int64).reshape(-1)
+    return codes
+
+
 def split_partitions(table: pa.Table, cols: list[str]) -> list[tuple[str, pa.Table]]:
-    """(relative folder, rows without the partition columns) per distinct partition value."""
+    """(relative folder, rows without the partition columns) per distinct partition value, in
+    folder order; rows keep their order within a partition. One stable sort, then slices."""
     if not cols:
         return [("", table)]
-    keys = table.select(cols).group_by(cols).aggregate([]).to_pylist()
-    out = []
-    for key in sorted(keys, key=lambda k: tuple(str(k[c]) for c in cols)):
-        mask = None
-        for c in cols:
-            col = table[c]
-            m = pc.is_null(col) if key[c] is None else pc.equal(col, pa.scalar(key[c], type=col.type))
-            mask = m if mask is None else pc.and_(mask, m)
-        part = table.filter(mask).drop_columns(cols)
-        folder = "/".join(f"{c}={_partition_value(key[c])}" for c in cols)
-        out.append((folder, part))
-    return out
+    if table.num_rows == 0:
+        return []
+    codes = _group_codes(table, cols)
+    order = np.argsort(codes, kind="stable")
+    ranked = codes[order]
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+    stops = np.r_[starts[1:], len(ranked)]
+    keys = table.select(cols).take(pa.array(order[starts])).to_pylist()
+    rest = table.drop_columns(cols)
+    if len(starts) > 1 and np.any(order[1:] < order[:-1]):
+        rest = rest.take(pa.array(order))
+    groups = sorted(zip(keys, starts.tolist(), stops.tolist()), key=lambda g: tuple(str(g[0][c]) for c in cols))
+    return [("/".join(f"{c}={_partition_value(key[c])}" for c in cols), rest.slice(start, stop - start))
+            for key, start, stop in groups]
 
 
 def encode(table: pa.Table, fmt: str, compression: str) -> bytes:

@@ -299,7 +299,8 @@ class Dispatcher:
             held_usd = t.est_usd(prompt, max_out)
             if self.budget is not None:
                 self.budget.check(held_usd, tokens)  # fail fast, before queueing for a key
-            slot, ticket = await pool.acquire(tokens)
+            got = pool.try_acquire(tokens)  # the common case, without a coroutine
+            slot, ticket = got if got is not None else await pool.acquire(tokens)
             lim = slot.limiter
             if self.budget is not None:
                 # held only while the call is out: requests queued for a key hold nothing

@@ -50,7 +50,8 @@ async def check_reachable(base_url: str, *, timeout: float = 5.0) -> None:
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     except ConnectionRefusedError:
-        raise ConfigError(f"cannot connect to {base_url}: connection refused; start the server or fix base_url") from None
+        raise ConfigError(
+            f"cannot connect to {base_url}: connection refused; start the server or fix base_url") from None
     except socket.gaierror:
         raise ConfigError(f"cannot connect to {base_url}: unknown host {host!r}; fix base_url") from None
     except (asyncio.TimeoutError, TimeoutError):

@@ -28,6 +28,7 @@ from synth.providers.headers import (
     is_refused,
     parse_duration,
     parse_ratelimit,
+    scrub,
     status_error,
     timeout_error,
 )
@@ -49,8 +50,8 @@ _FINISH = {
     "MALFORMED_FUNCTION_CALL": "error",
 }
 # request params with a different name in GenerateContentConfig
-_PARAM_NAMES = {"max_tokens": "max_output_tokens", "max_completion_tokens": "max_output_tokens", "stop": "stop_sequences",
-                "n": "candidate_count"}
+_PARAM_NAMES = {"max_tokens": "max_output_tokens", "max_completion_tokens": "max_output_tokens",
+                "stop": "stop_sequences", "n": "candidate_count"}
 
 
 def _split_base_url(base_url: str | None) -> tuple[str | None, str | None]:
@@ -92,7 +93,8 @@ def contents(messages: list[ChatMessage]) -> tuple[str | None, list[types.Conten
                 parts.append(types.Part(text=m.content))
             for t in m.tool_calls or ():
                 names[t.id] = t.name
-                parts.append(types.Part(function_call=types.FunctionCall(id=t.id, name=t.name, args=_args(t.arguments))))
+                call = types.FunctionCall(id=t.id, name=t.name, args=_args(t.arguments))
+                parts.append(types.Part(function_call=call))
         if not parts:
             parts.append(types.Part(text=""))
         if out and out[-1].role == role:  # Gemini wants alternating turns; merge neighbours
@@ -174,7 +176,8 @@ class GeminiProvider:
             h = self._http[ms] = types.HttpOptions(timeout=ms)
         return hit[2], h
 
-    def _config(self, request: Request, system: str | None, http: types.HttpOptions | None) -> types.GenerateContentConfig:
+    def _config(self, request: Request, system: str | None,
+                http: types.HttpOptions | None) -> types.GenerateContentConfig:
         cfg: dict[str, Any] = dict(self._defaults)
         if http is not None:
             cfg["http_options"] = http
@@ -202,22 +205,23 @@ class GeminiProvider:
         """Translate an SDK or transport error, once."""
         alias = key.alias if key else None
         if isinstance(exc, genai_errors.APIError):
-            headers = _headers_of(exc)
             detail = error_detail(exc.details if exc.details is not None else exc.message)
-            err = status_error(int(exc.code or 0) or 500, detail, where=self._where, key_alias=alias,
-                               headers=headers, secret=key.secret if key else None)
-            if err.status == 429 and getattr(err, "retry_after", None) is None:
-                err.retry_after = _retry_delay(exc.details)  # type: ignore[attr-defined]
-            if err.status == 400 and ("API_KEY_INVALID" in str(exc.details) or "API key not valid" in detail):
-                err = AuthError(f"{self._where} key {alias!r} was rejected (HTTP 400): {detail}; "
-                                "check the key or replace it", status=400, key_alias=alias)
-            return err
+            if exc.code == 400 and ("API_KEY_INVALID" in str(exc.details) or "API key not valid" in detail):
+                return AuthError(f"{self._where} key {alias!r} was rejected (HTTP 400): {detail}; "
+                                 "check the key or replace it", status=400, key_alias=alias)
+            return status_error(int(exc.code or 0) or 500, detail, where=self._where, key_alias=alias,
+                                headers=_headers_of(exc), secret=key.secret if key else None,
+                                retry_after=_retry_delay(exc.details))
         if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
             return timeout_error(self._where, alias, timeout)
         if isinstance(exc, (aiohttp.ClientError, OSError)):
             return connection_error(self._where, self.base_url or DEFAULT_BASE_URL, alias,
                                     f"{exc.__class__.__name__}: {exc}", refused=is_refused(exc))
-        return Transient(f"{self._where}: unreadable answer ({exc.__class__.__name__})", key_alias=alias)
+        if isinstance(exc, genai_errors.UnknownApiResponseError):
+            return Transient(f"{self._where}: the server sent a body that is not JSON", key_alias=alias)
+        # the SDK refusing to build the request (an option this API does not take): retrying cannot help
+        return BadRequest(f"{self._where}: the request was refused by the client library: "
+                          f"{scrub(str(exc))[:200]}", key_alias=alias)
 
     async def complete(self, request: Request, key: ApiKey | None, *, timeout: float) -> Completion:
         system, history = contents(request.messages)

@@ -39,7 +39,7 @@ def parse_duration(text: str | None) -> float | None:
     # fast paths for the usual one-unit forms ("120ms", "1.5s", "7")
     for suffix, scale in (("ms", 0.001), ("s", 1.0), ("", 1.0)):
         num = text[: len(text) - len(suffix)] if text.endswith(suffix) else None
-        if num and num.replace(".", "", 1).isdigit():
+        if num and num.replace(".", "", 1).isdecimal():
             return float(num) * scale
     m = _DURATION.fullmatch(text)
     if m is None or not any(m.groups()):
@@ -53,7 +53,7 @@ def parse_duration(text: str | None) -> float | None:
 def _int(text: Any) -> int | None:
     if text is None:
         return None
-    if isinstance(text, str) and text.isdigit():  # the common case, without an exception path
+    if isinstance(text, str) and text.isdecimal():  # the common case, without an exception path
         return int(text)
     try:
         return int(float(text))
@@ -141,13 +141,16 @@ def status_error(
     key_alias: str | None,
     headers: Mapping[str, Any] | None = None,
     secret: str | None = None,
+    retry_after: float | None = None,
 ) -> ProviderError:
-    """The synth error for an HTTP error status. ``where`` names the model (``openai:gpt-4o``)."""
+    """The synth error for an HTTP error status. ``where`` names the model (``openai:gpt-4o``);
+    ``retry_after`` is the wait the body asked for, when the headers name none."""
     detail = scrub(detail, secret)
     key = f" key {key_alias!r}" if key_alias else ""
     said = f": {detail}" if detail else ""
     if status == 429:
         wait = parse_retry_after(headers)
+        wait = retry_after if wait is None else wait
         hint = f"; retry after {wait:g}s" if wait is not None else ""
         return RateLimited(
             f"{where}{key}: rate limited (HTTP 429){said}{hint}",
@@ -182,7 +185,7 @@ def connection_error(where: str, url: str, key_alias: str | None, reason: str, *
     if refused:
         msg = f"{where}: cannot connect to {url}: the server refused the connection; start the server or fix base_url"
     else:
-        msg = f"{where}: connection to {url} failed: {reason}"
+        msg = f"{where}: connection to {url} failed: {scrub(reason)}"
     return Transient(msg, key_alias=key_alias)
 
 
@@ -193,12 +196,11 @@ def is_refused(exc: BaseException) -> bool:
     while e is not None and seen < 8:
         if isinstance(e, ConnectionRefusedError):
             return True
-        if "connection refused" in str(e).lower() or "connect call failed" in str(e).lower():
+        if isinstance(getattr(e, "os_error", None), ConnectionRefusedError):  # aiohttp keeps the OSError here
             return True
-        for attr in ("os_error",):  # aiohttp.ClientConnectorError keeps the OSError here
-            inner = getattr(e, attr, None)
-            if isinstance(inner, ConnectionRefusedError):
-                return True
+        text = str(e).lower()
+        if "connection refused" in text or "connect call failed" in text:
+            return True
         e = e.__cause__ or e.__context__
         seen += 1
     return False

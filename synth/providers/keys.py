@@ -116,14 +116,22 @@ class KeyPool:
             raise self.no_keys_left()
         return best, best_wait
 
+    def try_acquire(self, tokens: float) -> tuple[KeySlot, tuple[int, float, float]] | None:
+        """A key that can serve now, charged, when nobody is queued; else None (then :meth:`acquire`)."""
+        if self._gate is not None and self._gate.locked():
+            return None
+        slot, wait = self.pick(tokens)
+        if slot is None or wait > 0:
+            return None
+        return slot, slot.limiter.charge(tokens)
+
     async def acquire(self, tokens: float) -> tuple[KeySlot, tuple[int, float, float]]:
         """Wait, first come first served, for the key that can serve soonest, and charge it."""
+        got = self.try_acquire(tokens)
+        if got is not None:
+            return got
         if self._gate is None:
             self._gate = asyncio.Lock()
-        if not self._gate.locked():  # nobody queued: take a free key without touching the lock
-            slot, wait = self.pick(tokens)
-            if slot is not None and wait <= 0:
-                return slot, slot.limiter.charge(tokens)
         self.waiting += 1
         try:
             async with self._gate:

@@ -103,7 +103,8 @@ class KeyLimiter:
         self.tpm = _bucket(limits.tpm and limits.tpm * share, burst_s, now, 1.0)
         # rps is a per-second cap: its burst is one second's worth (at least one request)
         self.rps = _bucket(limits.rps and limits.rps * share * 60, 1.0, now, 1.0)
-        self.max_concurrency = limits.max_concurrency
+        mc = limits.max_concurrency
+        self.max_concurrency = None if mc is None else max(1, int(mc * share))
         self.in_flight = 0
         self.cooldown_until = -INF
         # learn unset limits from headers; meanwhile one request at a time

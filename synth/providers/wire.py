@@ -18,6 +18,7 @@ import time
 from typing import Any, Mapping
 
 import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from synth.errors import ConfigError, MalformedOutput, Transient
@@ -35,6 +36,7 @@ from synth.records import ChatMessage, Completion, EmbeddingRequest, Embeddings,
 OPENAI_KINDS = ("openai", "openrouter", "compat")
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "openrouter": "https://openrouter.ai/api/v1"}
 _NAME_OK = re.compile(r"[^A-Za-z0-9_-]")
+_NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
 
 def openai_base_url(kind: str, model: str, base_url: str | None) -> str:
@@ -283,9 +285,11 @@ class WireProvider:
             ) as resp:
                 raw = await resp.read()
                 status, headers = resp.status, resp.headers
-                if status >= 400:  # the cause our error keeps, as the SDK's errors keep theirs
-                    cause = aiohttp.ClientResponseError(resp.request_info, resp.history, status=status,
-                                                        message=resp.reason or "", headers=headers)
+                if status >= 400:  # the cause our error keeps, as the SDK's errors keep theirs; without
+                    # the request headers, whose Authorization would show in its repr
+                    info = aiohttp.RequestInfo(url, "POST", _NO_HEADERS, url)
+                    cause = aiohttp.ClientResponseError(info, (), status=status, message=resp.reason or "",
+                                                        headers=headers)
         except asyncio.TimeoutError as exc:  # aiohttp's ServerTimeoutError is one too
             raise timeout_error(self._where, alias, timeout) from exc
         except aiohttp.ClientError as exc:

@@ -304,7 +304,11 @@ async def test_secret_never_leaks(sim: SimulatorProcess, caplog: pytest.LogCaptu
                 for _ in range(2):
                     await p.complete(req(), KEY, timeout=10)
             except ProviderError as e:
-                texts += [str(e), repr(e), "".join(traceback.format_exception(e))]
+                texts += [str(e), repr(e), "".join(traceback.format_exception(e)), repr(e.__dict__)]
+                cause: BaseException | None = e.__cause__
+                while cause is not None:  # the SDKs' own errors, kept as causes
+                    texts += [str(cause), repr(cause)]
+                    cause = cause.__cause__ or cause.__context__
             undo()
         await p.aclose()
     out = capsys.readouterr()

@@ -142,7 +142,8 @@ async def test_same_request_on_the_wire(capture: Capture, kind: str, name: str) 
 async def test_same_embedding_request(capture: Capture) -> None:
     capture.answer(body={"object": "list", "model": "text-embedding-3-small", "data": [
         {"object": "embedding", "index": 1, "embedding": [0.0, 1.0]},
-        {"object": "embedding", "index": 0, "embedding": [1.0, 0.0]}], "usage": {"prompt_tokens": 4, "total_tokens": 4}})
+        {"object": "embedding", "index": 0, "embedding": [1.0, 0.0]}],
+        "usage": {"prompt_tokens": 4, "total_tokens": 4}})
     sdk, wire = await pair("openai", capture.url)  # type: ignore[attr-defined]
     out = []
     for p in (sdk, wire):
@@ -194,6 +195,9 @@ RL_HEADERS = {"x-ratelimit-limit-requests": "500", "x-ratelimit-remaining-reques
               "x-ratelimit-remaining-tokens": "1200", "x-ratelimit-reset-tokens": "6m0s"}
 
 
+CUT_JSON = '{"goal": "x", "steps": [{"ti'
+
+
 def error_body(message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": "x", "param": None, "code": None}}
 
@@ -212,8 +216,8 @@ FAILURES: dict[str, tuple[dict[str, Any], type[ProviderError], float | None]] = 
     "502-html": ({"status": 502, "body": b"<html>Bad gateway</html>", "content_type": "text/html"}, Transient, None),
     "200-not-json": ({"status": 200, "body": b"<html>oops</html>", "content_type": "text/html"}, Transient, None),
     "200-no-choices": ({"status": 200, "body": {"id": "x", "object": "chat.completion"}}, Transient, None),
-    "malformed": ({"status": 200, "body": {**COMPLETION, "choices": [{"index": 0, "finish_reason": "length", "message": {
-        "role": "assistant", "content": '{"goal": "x", "steps": [{"ti'}}]}}, MalformedOutput, None),
+    "malformed": ({"status": 200, "body": {**COMPLETION, "choices": [{"index": 0, "finish_reason": "length",
+                   "message": {"role": "assistant", "content": CUT_JSON}}]}}, MalformedOutput, None),
     "timeout": ({"status": 200, "delay": 5.0}, Transient, None),
 }
 
@@ -240,7 +244,7 @@ async def test_same_error_mapping(capture: Capture, case: str) -> None:
         if case == "429-ms":
             assert a.limits.reset_tokens_s == 360 and a.limits.remaining_tokens == 1200  # type: ignore[attr-defined]
     if kind is MalformedOutput:
-        assert a.raw == b.raw == '{"goal": "x", "steps": [{"ti'  # type: ignore[attr-defined]
+        assert a.raw == b.raw == CUT_JSON  # type: ignore[attr-defined]
         assert "max_tokens" in str(a)
     if case == "timeout":
         assert "timeout" in str(a)

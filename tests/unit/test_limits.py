@@ -150,6 +150,8 @@ async def test_share_scales_limits() -> None:
     lim = KeyLimiter(Limits(rpm=600, tpm=6000), share=0.25, clock=clock)
     assert lim.rpm is not None and lim.rpm.rate == pytest.approx(2.5)
     assert lim.tpm is not None and lim.tpm.rate == pytest.approx(25.0)
+    assert KeyLimiter(Limits(max_concurrency=10), share=0.5).max_concurrency == 5
+    assert KeyLimiter(Limits(max_concurrency=1), share=0.5).max_concurrency == 1
     with pytest.raises(ValueError):
         KeyLimiter(Limits(), share=0)
 

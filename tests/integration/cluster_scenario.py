@@ -1,0 +1,75 @@
+"""A two-node Ray cluster on one machine (ray.cluster_utils.Cluster) that loses its worker node while
+a job runs through the HTTP simulator. Run as a script by test_cluster.py; prints a JSON summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+
+import ray
+from ray.cluster_utils import Cluster
+
+from synth.api import load_job
+from synth.engine.manifest import Manifest
+from synth.engine.run import run_job
+from synth.engine.storage import Storage
+from tests.support.simulator import SimulatorProcess
+
+
+def main(out: str) -> None:
+    sim = SimulatorProcess(latency_ms=40).start()
+    os.environ["CLUSTER_KEY_1"] = "sk-cluster-one"
+    os.environ["CLUSTER_KEY_2"] = "sk-cluster-two"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1"})
+    doomed = cluster.add_node(num_cpus=2, node_ip_address="127.0.0.1")
+    ray.init(address=cluster.address, log_to_driver=False)
+    job = load_job({
+        "name": "cluster", "count": 1200, "seed": 1,
+        "generator": {"kind": "structured", "prompt": "Item {n}", "vars": {"n": {"kind": "range", "low": 1, "high": 10**6}},
+                      "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}},
+        "providers": [{"name": "default", "model": "compat:m", "base_url": sim.openai_url,
+                       "keys": [{"env": "CLUSTER_KEY_1", "rpm": 3000}, {"env": "CLUSTER_KEY_2", "rpm": 3000}]}],
+        "output": {"uri": out, "shard_size": 50},
+        "engine": {"workers": 3},
+    })
+    result: dict = {}
+
+    def go() -> None:
+        try:
+            result["run"] = run_job(job, progress=False)
+        except BaseException as e:  # noqa: BLE001
+            result["error"] = repr(e)
+
+    t = threading.Thread(target=go)
+    t.start()
+    manifest = Manifest(Storage(job.output))
+    deadline = time.monotonic() + 180
+    placement: dict[str, list[str]] = {}
+    while time.monotonic() < deadline and len(manifest.committed()) < 4:
+        time.sleep(0.2)
+    # where the actors run, just before the node goes
+    for a in ray.util.state.list_actors(filters=[("state", "=", "ALIVE")]):
+        placement.setdefault(a["class_name"], []).append(a["node_id"])
+    committed_at_loss = len(manifest.committed())
+    cluster.remove_node(doomed)
+    t.join(timeout=400)
+    run = result.get("run")
+    print("RESULT " + json.dumps({
+        "error": result.get("error"),
+        "complete": run.complete if run else False,
+        "records": run.records if run else 0,
+        "dead": run.dead_letters if run else 0,
+        "committed_at_loss": committed_at_loss,
+        "nodes": {k: sorted(set(v)) for k, v in placement.items()},
+        "doomed": doomed.node_id,
+    }), flush=True)
+    ray.shutdown()
+    cluster.shutdown()
+    sim.stop()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

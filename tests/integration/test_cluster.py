@@ -1,0 +1,33 @@
+"""Multi-node: gateways and workers on two nodes; the worker node is lost mid-run; the job completes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.dataset as pads
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_job_survives_losing_a_node(tmp_path):
+    out = str(tmp_path / "out")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(ROOT)
+    r = subprocess.run([sys.executable, "-m", "tests.integration.cluster_scenario", out], capture_output=True,
+                       text=True, env=env, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")][-1][7:])
+    assert summary["error"] is None, summary
+    # gateways and workers were placed on both nodes before one was lost
+    assert len(summary["nodes"].get("GatewayActor", [])) == 2, summary
+    assert summary["doomed"] in summary["nodes"]["GatewayActor"]
+    workers = [n for k, v in summary["nodes"].items() if "ShardWorker" in k for n in v]
+    assert summary["doomed"] in workers and len(set(workers)) == 2, summary
+    assert summary["committed_at_loss"] < 24
+    assert summary["complete"] and summary["records"] + summary["dead"] == 1200
+    ids = pads.dataset(f"{out}/data").to_table(columns=["id"])["id"].to_pylist()
+    assert len(ids) == len(set(ids)) == summary["records"]
