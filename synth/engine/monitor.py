@@ -11,7 +11,7 @@ from typing import Any
 import ray
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, max_restarts=-1)
 class MonitorActor:
     def __init__(self) -> None:
         self.totals: Counter[str] = Counter()

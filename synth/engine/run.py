@@ -144,9 +144,15 @@ def _start_gateways(job: JobSpec) -> tuple[dict[str, list[Any]], list[Any]]:
     keyed = [p.route for p in job.providers if p.route not in sim]
     slot_groups = plan_slots(job, keyed)
     job_json = job.model_dump_json()
+    # one gateway per node in turn; soft, so a gateway whose node is lost restarts elsewhere
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
     actors = [
-        GatewayActor.options(scheduling_strategy="SPREAD").remote(job_json, slots, 1.0 / len(slot_groups))
-        for slots in slot_groups
+        GatewayActor.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=True) if nodes else "SPREAD"
+        ).remote(job_json, slots, 1.0 / len(slot_groups))
+        for i, slots in enumerate(slot_groups)
     ]
     by_route: dict[str, list[Any]] = {}
     for actor, routes in zip(actors, ray.get([a.ready.remote() for a in actors])):
@@ -175,7 +181,7 @@ def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before
     items = [{"shard": s.index, "start": s.start, "stop": s.stop} for s in todo]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), workers * 4)))
     ds = ds.map_batches(
-        ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers), num_cpus=min(1.0, cpus / workers) * 0.9,
+        ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), scheduling_strategy="SPREAD", num_cpus=min(1.0, cpus / workers) * 0.9,
         fn_constructor_kwargs={"job_json": job.model_dump_json(), "gateways": gateways, "monitor": monitor},
         max_restarts=-1, max_task_retries=3,
     )

@@ -10,6 +10,7 @@ import threading
 import time
 
 import ray
+import ray.util.state
 from ray.cluster_utils import Cluster
 
 from synth.api import load_job
@@ -48,11 +49,15 @@ def main(out: str) -> None:
     manifest = Manifest(Storage(job.output))
     deadline = time.monotonic() + 180
     placement: dict[str, list[str]] = {}
-    while time.monotonic() < deadline and len(manifest.committed()) < 4:
+    while time.monotonic() < deadline:
+        # where the actors run, just before the node goes: wait until all workers are up and working
+        placement = {}
+        for a in ray.util.state.list_actors(filters=[("state", "=", "ALIVE")]):
+            placement.setdefault(a["class_name"], []).append(a["node_id"])
+        workers = [n for k, v in placement.items() if "ShardWorker" in k for n in v]
+        if len(workers) >= 3 and len(manifest.committed()) >= 2:
+            break
         time.sleep(0.2)
-    # where the actors run, just before the node goes
-    for a in ray.util.state.list_actors(filters=[("state", "=", "ALIVE")]):
-        placement.setdefault(a["class_name"], []).append(a["node_id"])
     committed_at_loss = len(manifest.committed())
     cluster.remove_node(doomed)
     t.join(timeout=400)
