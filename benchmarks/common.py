@@ -129,6 +129,7 @@ class Sample:
     pss: int  # proportional set size: shared pages divided among the processes sharing them
     procs: int
     probe: dict[str, Any] = field(default_factory=dict)
+    by_process: dict[str, float] = field(default_factory=dict)  # CPU seconds by kind of process
 
 
 class TreeSampler:
@@ -146,6 +147,8 @@ class TreeSampler:
         self.samples: list[Sample] = []
         self._procs: dict[int, psutil.Process] = {}
         self._cpu: dict[tuple[int, float], float] = {}  # (pid, create_time) -> last CPU seconds
+        self._label: dict[tuple[int, float], str] = {}  # what the process was last seen doing
+        self._by: dict[str, float] = {}  # CPU seconds by what the process was doing when it spent them
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tree-sampler", daemon=True)
         self.start = time.monotonic()
@@ -184,9 +187,17 @@ class TreeSampler:
                     c = p.cpu_times()
                     mem = p.memory_full_info()
                     key = (p.pid, p.create_time())
+                    label = _label(p)
             except psutil.Error:
                 continue
-            self._cpu[key] = c.user + c.system
+            cpu = c.user + c.system
+            # a pooled Ray worker changes title with each task: charge the CPU to what it is doing
+            # now, or to what it did last when it is idle again
+            if label != "ray::IDLE" or key not in self._label:
+                self._label[key] = label
+            label = self._label[key]
+            self._by[label] = self._by.get(label, 0.0) + cpu - self._cpu.get(key, 0.0)
+            self._cpu[key] = cpu
             rss += mem.rss
             pss += getattr(mem, "pss", mem.rss)
             n += 1
@@ -196,13 +207,17 @@ class TreeSampler:
                 probe = self.probe()
             except Exception:  # noqa: BLE001 - a missed probe leaves a gap, not a failed run
                 probe = {}
-        s = Sample(time.monotonic() - self.start, sum(self._cpu.values()), rss, pss, n, probe)
+        s = Sample(time.monotonic() - self.start, sum(self._cpu.values()), rss, pss, n, probe, self.cpu_by_process())
         self.samples.append(s)
         return s
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             self.tick()
+
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU seconds by kind of process (Ray actors by class, services by program name)."""
+        return dict(sorted(self._by.items(), key=lambda kv: -kv[1]))
 
     @property
     def peak_rss(self) -> int:
@@ -215,6 +230,21 @@ class TreeSampler:
     @property
     def cpu_s(self) -> float:
         return self.samples[-1].cpu_s if self.samples else 0.0
+
+
+def _label(p: psutil.Process) -> str:
+    cmd = p.cmdline()
+    if not cmd:
+        return p.name()
+    if cmd[0].startswith("ray::"):
+        return cmd[0].split()[0].split(".")[0]  # ray::Actor.method -> ray::Actor
+    prog = os.path.basename(cmd[0])
+    if prog.startswith("python"):
+        if "-m" in cmd[:-1]:
+            return f"python -m {cmd[cmd.index('-m') + 1]}"
+        script = next((a for a in cmd[1:] if not a.startswith("-")), "")
+        return f"python {os.path.basename(script)}"
+    return prog
 
 
 def at(samples: Sequence[Sample], t: float, value: Callable[[Sample], float]) -> float:
@@ -260,6 +290,7 @@ class RunOutcome:
     peak_rss: int
     peak_pss: int
     cpu_s: float
+    cpu_by_process: dict[str, float]
 
 
 def write_job(doc: dict[str, Any], path: Path) -> Path:
@@ -290,7 +321,7 @@ def synth_run(job_file: Path, output: Path, *, env: dict[str, str] | None = None
     stats_file = output / "stats.json"
     stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
     return RunOutcome(proc.returncode, wall, sampler.samples, "".join(err), stats, sampler.peak_rss,
-                      sampler.peak_pss, sampler.cpu_s)
+                      sampler.peak_pss, sampler.cpu_s, sampler.cpu_by_process())
 
 
 def check(outcome: RunOutcome, what: str) -> None:

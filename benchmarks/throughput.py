@@ -75,8 +75,12 @@ def window_numbers(samples: list[Any], total: int) -> dict[str, float] | None:
     t0, t1 = win
     answers = at(samples, t1, ok_of) - at(samples, t0, ok_of)
     cpu = at(samples, t1, lambda s: s.cpu_s) - at(samples, t0, lambda s: s.cpu_s)
+    first = min(samples, key=lambda s: abs(s.t - t0)).by_process
+    last = min(samples, key=lambda s: abs(s.t - t1)).by_process
+    by = {k: 1000 * (v - first.get(k, 0.0)) / max(answers, 1) for k, v in last.items()}
     return {"start_s": t0, "end_s": t1, "seconds": t1 - t0, "answers": answers, "rate": answers / (t1 - t0),
-            "cpu_s": cpu, "cpu_per_1k": 1000 * cpu / max(answers, 1)}
+            "cpu_s": cpu, "cpu_per_1k": 1000 * cpu / max(answers, 1),
+            "cpu_per_1k_by_process": dict(sorted(by.items(), key=lambda kv: -kv[1]))}
 
 
 # ---------------------------------------------------------------- (a) the ceiling
@@ -179,7 +183,8 @@ def synth_overhead_run(sim: Simulator, count: int, in_flight: int) -> dict[str, 
     check(run, "overhead run")
     first = next((s.t for s in run.samples if ok_of(s) > 0), 0.0)
     return {"wall_s": run.wall_s, "cpu_s": run.cpu_s, "window": window_numbers(run.samples, count),
-            "peak_rss": run.peak_rss, "startup_s": first, "records": run.stats.get("records")}
+            "peak_rss": run.peak_rss, "startup_s": first, "records": run.stats.get("records"),
+            "cpu_by_process": run.cpu_by_process}
 
 
 def overhead(records: int, in_flight: int) -> dict[str, Any]:
@@ -228,6 +233,10 @@ def report(a: dict[str, Any] | None, b: dict[str, Any] | None) -> None:
         e2e = base["wall_s"] / s["wall_s"]
         print(f"synth / baseline: {ratio:.2f}x steady, {e2e:.2f}x end to end (synth's includes "
               f"{s['startup_s']:.1f} s of Ray start-up before the first answer); target >= 1.0 on 2 cores")
+        by = sw.get("cpu_per_1k_by_process") or {}
+        if by:
+            print("synth CPU s/1k records in the steady window, by process: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in by.items() if v >= 0.01))
 
 
 def main() -> None:

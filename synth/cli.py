@@ -85,7 +85,8 @@ def _summary(res: Any) -> None:
         ("dead letters", f"{res.dead_letters:,}"),
         ("shards", f"{res.shards_written} written, {res.shards_skipped} already committed, {res.shards_total} total"),
         ("tokens", f"{res.prompt_tokens:,} prompt + {res.completion_tokens:,} completion"),
-        ("cost", f"${res.cost_usd:.4f}"),
+        ("cost", f"${res.cost_usd:.4f}" + (f" (offline sim; about ${est['usd']:.4f} on {est['model']})"
+                                              if (est := res.stats.get("cost_estimate")) else "")),
         ("429s", f"{res.stats.get('requests', {}).get('rate_limited', 0):,.0f}"),
         ("wall time", f"{res.wall_s:.1f} s"),
         ("complete", "yes" if res.complete else "no"),

@@ -68,8 +68,14 @@ def plan_slots(job: JobSpec, keyed: list[str], gateways: int | None = None) -> l
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000)
 class GatewayActor:
     def __init__(self, job_json: str, slots: list[Slot], budget_share: float) -> None:
+        import gc
+
         from synth.providers.dispatch import Dispatcher
 
+        # thousands of requests in flight make many short-lived objects: a third of the CPU went to
+        # the collector with default thresholds
+        gc.freeze()
+        gc.set_threshold(20_000, 50, 1_000)
         job = JobSpec.model_validate_json(job_json)
         if job.budget.max_usd is not None:
             job.budget.max_usd *= budget_share

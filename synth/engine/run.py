@@ -83,6 +83,24 @@ def _collect(manifest: Manifest) -> dict[str, Any]:
     return totals
 
 
+def estimate(job: JobSpec, prompt_tokens: int, completion_tokens: int) -> dict[str, Any] | None:
+    """For the offline sim: what the same tokens would cost on the model it stands for
+    (``sim:gpt-4o-mini`` stands for gpt-4o-mini; ``sim:default`` for gpt-4o-mini too)."""
+    from synth.providers.pricing import cost, estimate_price
+    from synth.records import Usage
+
+    targets = job.route_targets(job.generator.model)
+    spec = next((p for p in job.providers if p.route in targets), job.providers[0])
+    if not spec.model.startswith("sim:"):
+        return None
+    price = estimate_price(spec.model, job.prices)
+    model = spec.model.split(":", 1)[1]
+    if price is None:
+        model, price = "gpt-4o-mini", estimate_price("sim:gpt-4o-mini")
+    usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    return {"model": model, "usd": round(cost(usage, price), 6)}
+
+
 def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False, progress: bool = True,
             preflight: Any = None) -> RunResult:
     started = time.monotonic()
@@ -123,7 +141,8 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
         "job": job.name, "fingerprint": fp, "output": storage.uri, "planned_units": job.count,
         "shards": {"total": n_shards, "committed": totals["shards_committed"], "skipped_this_run": len(committed),
                    "written_this_run": len([r for r in sink_results if not r.get("aborted")])},
-        "complete": complete, "aborted": aborted, **{k: v for k, v in totals.items() if k != "shards_committed"},
+        "complete": complete, "aborted": aborted,
+        "cost_estimate": estimate(job, totals["prompt_tokens"], totals["completion_tokens"]), **{k: v for k, v in totals.items() if k != "shards_committed"},
         "requests": gw_stats,
         "timing": {"started_at": started_at.isoformat(), "wall_s": round(wall, 3),
                    "records_per_s_this_run": round(sum(r.get("records", 0) for r in sink_results) / max(wall, 1e-9), 2)},
