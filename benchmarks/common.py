@@ -299,10 +299,11 @@ def write_job(doc: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def synth_run(job_file: Path, output: Path, *, env: dict[str, str] | None = None, interval: float = 0.5,
-              probe: Callable[[], dict[str, Any]] | None = None, timeout_s: float = 7200) -> RunOutcome:
-    """``python -m synth run JOB -o OUTPUT --overwrite -q`` in a subprocess, its process tree sampled."""
-    cmd = [PYTHON, "-m", "synth", "run", str(job_file), "-o", str(output), "--overwrite", "-q"]
+def synth_run(job_file: Path, output: Path, *, args: Sequence[str] = (), env: dict[str, str] | None = None,
+              interval: float = 0.5, probe: Callable[[], dict[str, Any]] | None = None,
+              timeout_s: float = 7200) -> RunOutcome:
+    """``python -m synth run JOB -o OUTPUT --overwrite -q [ARGS]`` in a subprocess, its process tree sampled."""
+    cmd = [PYTHON, "-m", "synth", "run", str(job_file), "-o", str(output), "--overwrite", "-q", *args]
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=run_env(env),
                             cwd=ROOT)

@@ -1,8 +1,9 @@
 """A whole timeseries job on a local Ray: 100,000,000 points (25 series x 1,000,000 minutes x 4
 fields, the full model of benchmarks/timeseries.py) into date-partitioned Parquet.
 
-Reports wall time, points/s end to end, peak memory (RSS and PSS summed over this process and
-every Ray process it starts, sampled every 0.5 s) and what was written::
+The job runs as ``python -m synth run JOB.yaml`` in a subprocess. Reports wall time, points/s end
+to end, peak memory (RSS and PSS summed over that process and every Ray process it starts, sampled
+every 0.5 s from outside), CPU by process and what was written::
 
     python benchmarks/timeseries_job.py                   # 100,000,000 points
     python benchmarks/timeseries_job.py --points 20000000 # smaller
@@ -13,20 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-for _k, _v in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-               "AWS_EC2_METADATA_DISABLED": "true", "HF_HUB_OFFLINE": "1"}.items():
-    os.environ.setdefault(_k, _v)  # before Ray starts, so its processes inherit them
-os.environ.pop("RAY_ADDRESS", None)  # an embedded Ray of its own
-
-import synth  # noqa: E402
-from common import OUT, TreeSampler, header, mib, table  # noqa: E402
+from common import OUT, RunOutcome, check, header, mib, synth_run, table, write_job  # noqa: E402
 from timeseries import bench_job  # noqa: E402
 
 
@@ -45,32 +39,31 @@ def main() -> None:
         args.points = min(args.points, 8_000_000)
     header("a whole timeseries job on a local Ray, into date-partitioned Parquet")
     out = OUT / "timeseries-job"
-    result: dict[str, Any] = {}
+    result: dict[str, RunOutcome] = {}
 
     def run(spec: Any) -> None:
-        result["run"] = synth.run(spec, output=str(out), overwrite=True)
+        job_file = write_job(spec.model_dump(mode="json", exclude_defaults=True), OUT / "timeseries-job.yaml")
+        result["run"] = synth_run(job_file, out)
 
-    with TreeSampler(os.getpid(), interval=0.5) as sampler:
-        timing = bench_job(run, points=args.points, length=args.length)
+    timing = bench_job(run, points=args.points, length=args.length)
     res = result["run"]
-    if not res.complete:
-        raise SystemExit(f"the job did not complete: {res.aborted or 'shards left uncommitted'}")
+    check(res, "timeseries job")
+    stats = res.stats
     files, size = folder_size(out)
     print(table([
-        ["points", f"{timing['points']:,}", f"{res.rows:,} rows x 4 fields, {res.records} series"],
-        ["wall time", f"{timing['seconds']:.1f} s", "synth.run, Ray start-up included"],
+        ["points", f"{timing['points']:,}", f"{stats['rows']:,} rows x 4 fields, {stats['records']} series"],
+        ["wall time", f"{timing['seconds']:.1f} s", "synth run, Ray start-up included"],
         ["points/s", f"{timing['points_per_s']:,.0f}", "end to end"],
-        ["peak RSS", mib(sampler.peak_rss), "summed over the driver and every Ray process"],
-        ["peak PSS", mib(sampler.peak_pss), "shared pages counted once"],
-        ["CPU", f"{sampler.cpu_s:,.0f} s", "all processes"],
+        ["peak RSS", mib(res.peak_rss), "summed over the driver and every Ray process"],
+        ["peak PSS", mib(res.peak_pss), "shared pages counted once"],
+        ["CPU", f"{res.cpu_s:,.0f} s", "all processes"],
         ["written", f"{files:,} files, {size / 2**20:,.0f} MiB", "Parquet, zstd"],
     ], ["measure", "value", ""]))
-    by = sampler.cpu_by_process()
-    print("CPU s by process: " + ", ".join(f"{k} {v:.0f}" for k, v in by.items() if v >= 1))
+    print("CPU s by process: " + ", ".join(f"{k} {v:.0f}" for k, v in res.cpu_by_process.items() if v >= 1))
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "timeseries_job.json").write_text(json.dumps({
-        **timing, "rows": res.rows, "series": res.records, "peak_rss": sampler.peak_rss, "peak_pss": sampler.peak_pss,
-        "cpu_s": sampler.cpu_s, "cpu_by_process": by, "files": files, "bytes": size, "wall_s_run": res.wall_s,
+        **timing, "rows": stats["rows"], "series": stats["records"], "peak_rss": res.peak_rss, "peak_pss": res.peak_pss,
+        "cpu_s": res.cpu_s, "cpu_by_process": res.cpu_by_process, "files": files, "bytes": size,
     }, indent=2))
 
 

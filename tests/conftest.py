@@ -17,6 +17,10 @@ ENV = {
     "AWS_ACCESS_KEY_ID": "synth-test-access",
     "AWS_SECRET_ACCESS_KEY": "synth-test-secret",
     "AWS_DEFAULT_REGION": "us-east-1",
+    # API keys of engine tests: set before Ray starts, as on a cluster's nodes
+    "HTTP_KEY_A": "sk-http-secret-alpha-0001",
+    "HTTP_KEY_B": "sk-http-secret-bravo-0002",
+    "GEM_KEY": "gm-http-secret-charlie-03",
 }
 for k, v in ENV.items():
     os.environ.setdefault(k, v)

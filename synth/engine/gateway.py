@@ -82,10 +82,14 @@ class GatewayActor:
         if job.budget.max_tokens is not None:
             job.budget.max_tokens = max(1, int(job.budget.max_tokens * budget_share))
         self.routes = sorted({s[0] for s in slots})
-        self.dispatcher = Dispatcher.from_spec(job, slots=slots)
+        self.failure: tuple[str, str, int] | None = None
+        try:
+            self.dispatcher = Dispatcher.from_spec(job, slots=slots)
+        except E.SynthError as e:  # reported by ready(), so the driver shows it as one line
+            self.failure = error_to_wire(e)
 
-    def ready(self) -> list[str]:
-        return self.routes
+    def ready(self) -> list[str] | tuple[str, str, int]:
+        return self.failure or self.routes
 
     async def complete_stream(self, requests: list[Request], flush_ms: float = 10.0):  # type: ignore[no-untyped-def]
         """Yield groups of (position, completion or error tuple) as requests finish."""
@@ -128,7 +132,7 @@ class GatewayClient:
 
     def __init__(self, gateways: dict[str, list[Any]], *, batch_size: int = 256, wait_ms: float = 5.0,
                  local: Any = None, local_routes: set[str] | None = None, job: JobSpec | None = None) -> None:
-        self.gateways = gateways
+        self.gateways = {r: list(h) for r, h in gateways.items()}  # own copy: pruned as keys run out
         self.batch_size = batch_size
         self.wait = wait_ms / 1000
         self.local = local  # an in-process Dispatcher for keyless offline providers (sim)
@@ -179,6 +183,7 @@ class GatewayClient:
                     f.set_exception(err)
             return
         gw = handles[next(self._rr) % len(handles)]
+        exhausted: list[tuple[Request, asyncio.Future[Completion]]] = []
         try:
             async for ref in gw.complete_stream.options(num_returns="streaming").remote([r for r, _ in batch]):
                 for i, res in await ref:
@@ -186,7 +191,10 @@ class GatewayClient:
                     if f.done():
                         continue
                     if isinstance(res, tuple):
-                        f.set_exception(error_from_wire(*res))
+                        if res[0] == "no_keys_left" and len(handles) > 1:
+                            exhausted.append(batch[i])  # this gateway's keys are gone; others may have some
+                        else:
+                            f.set_exception(error_from_wire(*res))
                     else:
                         f.set_result(res)
         except RayActorError:
@@ -198,6 +206,10 @@ class GatewayClient:
                 return
             for _, f in left:
                 f.set_exception(E.Transient("gateway process died repeatedly; see the Ray logs"))
+            return
+        if exhausted:
+            self.gateways[route] = [h for h in handles if h is not gw]
+            await self._send(route, exhausted, tries)
 
     async def embed(self, request: EmbeddingRequest) -> Embeddings:
         route = self._route(request.model)

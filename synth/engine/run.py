@@ -14,7 +14,7 @@ import ray
 from pydantic import BaseModel, Field
 
 import synth
-from synth.engine.gateway import GatewayActor, plan_slots
+from synth.engine.gateway import GatewayActor, error_from_wire, plan_slots
 from synth.engine.manifest import Manifest
 from synth.engine.monitor import MonitorActor, Progress, merge_gateway_stats
 from synth.engine.plan import fingerprint, shard_count, shards
@@ -175,6 +175,13 @@ def _start_gateways(job: JobSpec) -> tuple[dict[str, list[Any]], list[Any]]:
     ]
     by_route: dict[str, list[Any]] = {}
     for actor, routes in zip(actors, ray.get([a.ready.remote() for a in actors])):
+        if isinstance(routes, tuple):  # the gateway could not start (e.g. a key variable unset on its node)
+            for a in actors:
+                ray.kill(a)
+            kind, msg, _ = routes
+            if kind == "key_missing":
+                msg += " (keys are read on the Ray node running the gateway: set the variable there)"
+            raise error_from_wire(kind, msg, 0)
         for r in routes:
             by_route.setdefault(r, []).append(actor)
     return by_route, actors

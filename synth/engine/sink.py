@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
 from urllib.parse import quote
 
@@ -23,11 +24,25 @@ from synth.spec import OutputSpec
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 
 
+PUBLISH_THREADS = 4  # more only adds contention: encoding is CPU work, and a worker has a core or two
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+_pool: ThreadPoolExecutor | None = None
+
+
+def _publisher() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(PUBLISH_THREADS, thread_name_prefix="synth-publish")
+    return _pool
+
+
 def to_ipc(table: pa.Table | None) -> bytes:
+    """A finished shard as Arrow IPC stream bytes, LZ4-compressed: the envelope columns repeat
+    a few values, so a shard takes a quarter of the room in Ray's object store."""
     if table is None:
         return b""
     sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, table.schema) as w:
+    with pa.ipc.new_stream(sink, table.schema, options=_IPC_OPTIONS) as w:
         w.write_table(table)
     return sink.getvalue()
 
@@ -98,19 +113,28 @@ class ShardSink(Datasink):
     def publish(self, storage: Storage, shard: int, records: pa.Table | None, dead: pa.Table | None, stats: dict[str, Any]) -> dict[str, Any]:
         manifest = Manifest(storage)
         ext = "jsonl" if self.out.format == "jsonl" else "parquet"
-        files: list[tuple[str, bytes]] = []
+        parts: list[tuple[str, pa.Table, str]] = []  # (file, rows, format)
         name = shard_name(shard)
         if records is not None and records.num_rows:
             cols = [c for c in self.partition_by if c in records.column_names]
             for folder, part in split_partitions(records, cols):
                 rel = f"data/{folder}/{name}.{ext}" if folder else f"data/{name}.{ext}"
-                files.append((rel, encode(part, self.out.format, self.out.compression)))
+                parts.append((rel, part, self.out.format))
         if dead is not None and dead.num_rows:
-            files.append((f"dead_letters/{name}.parquet", encode(dead, "parquet", self.out.compression)))
-        manifest.intend(shard, [rel for rel, _ in files])
-        for rel, data in files:
+            parts.append((f"dead_letters/{name}.parquet", dead, "parquet"))
+        files = [rel for rel, _, _ in parts]
+        manifest.intend(shard, files)
+
+        def put(item: tuple[str, pa.Table, str]) -> int:
+            rel, table, fmt = item
+            data = encode(table, fmt, self.out.compression)
             storage.write_bytes(rel, data)
-        entry = {"files": [rel for rel, _ in files], "bytes": sum(len(d) for _, d in files), **stats}
+            return len(data)
+
+        # a shard of many partitions is many small files: encode and upload them side by side
+        # (pyarrow and the object-store clients release the GIL while they work)
+        sizes = list(_publisher().map(put, parts)) if len(parts) > 1 else [put(p) for p in parts]
+        entry = {"files": files, "bytes": sum(sizes), **stats}
         manifest.commit(shard, entry)
         return {"shard": shard, **stats}
 
