@@ -143,12 +143,14 @@ async def run_shard(
     generator: Generator, ctx: GenContext, shard: Shard, fp: str, *, concurrency: int = 256
 ) -> ShardOutcome:
     """Make every unit of a shard: each ends as payload rows or as a dead letter with its reason."""
-    sem = asyncio.Semaphore(concurrency)
     results: dict[int, UnitResult | BaseException] = {}
     abort: list[str] = []
+    units = list(shard.units(fp, ctx.seed))
+    pending = iter(units)
 
-    async def one(unit: Unit) -> None:
-        async with sem:
+    async def lane() -> None:
+        # ``concurrency`` lanes take units in order: no task or semaphore per unit
+        for unit in pending:
             if abort:
                 return
             try:
@@ -158,8 +160,7 @@ async def run_shard(
             except Exception as e:  # noqa: BLE001 - every failure becomes a dead letter with its reason
                 results[unit.index] = e
 
-    units = list(shard.units(fp, ctx.seed))
-    await asyncio.gather(*(one(u) for u in units))
+    await asyncio.gather(*(lane() for _ in range(max(1, min(concurrency, len(units))))))
     if abort:
         return ShardOutcome(shard.index, None, None, {}, aborted=abort[0])
 
