@@ -166,3 +166,29 @@ async def _settle(rounds: int = 64) -> None:
 
 
 __all__ = ["REAL_CLOCK", "Clock", "FakeClock", "RealClock", "Timer"]
+
+
+class Waker:
+    """Sleep on a clock until a deadline (forever for ``math.inf``), or until :meth:`poke` is
+    called because something changed (capacity freed, limits learned, a key disabled)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._poke: asyncio.Future[None] | None = None
+
+    async def nap(self, seconds: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._poke = fut
+        timer = None if seconds == float("inf") else self.clock.call_later(
+            seconds, lambda: fut.done() or fut.set_result(None))
+        try:
+            await fut
+        finally:
+            self._poke = None
+            if timer is not None:
+                timer.cancel()
+
+    def poke(self) -> None:
+        poke = self._poke
+        if poke is not None and not poke.done():
+            poke.set_result(None)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from synth.errors import KeyMissing, NoKeysLeft
 from synth.providers.base import ApiKey
-from synth.providers.clock import REAL_CLOCK, Clock
+from synth.providers.clock import REAL_CLOCK, Clock, Waker
 from synth.providers.limits import DEFAULT_BURST_S, INF, KeyLimiter
 from synth.spec import KeySpec, Limits, ProviderSpec
 
@@ -72,7 +72,7 @@ class KeyPool:
         env = os.environ if env is None else env
         self.name = provider.route
         self.clock = clock
-        self._poke: asyncio.Future[None] | None = None
+        self._waker = Waker(clock)
         self._gate: asyncio.Lock | None = None
         self.waiting = 0
         owned = [(i, k, 1.0 / provider.gateways) for i, k in enumerate(provider.keys)] if keys is None else keys
@@ -144,24 +144,12 @@ class KeyPool:
             self.waiting -= 1
 
     async def _nap(self, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self._poke = fut
-        timer = None if seconds == INF else self.clock.call_later(
-            seconds, lambda: fut.done() or fut.set_result(None))
-        try:
-            await fut
-        finally:
-            self._poke = None
-            if timer is not None:
-                timer.cancel()
+        await self._waker.nap(seconds)
 
     def _changed(self) -> None:
         """A key got capacity back (request finished, limits learned, key disabled): wake the
         request at the head of the queue so it chooses again."""
-        poke = self._poke
-        if poke is not None and not poke.done():
-            poke.set_result(None)
+        self._waker.poke()
 
     # ------------------------------------------------------------------ outcomes
 

@@ -21,7 +21,7 @@ from typing import Callable
 
 from synth.errors import BudgetExceeded
 from synth.fakegen import estimate_tokens
-from synth.providers.clock import REAL_CLOCK, Clock
+from synth.providers.clock import REAL_CLOCK, Clock, Waker
 from synth.records import ChatMessage, RateLimitInfo
 from synth.spec import BudgetSpec, Limits
 
@@ -114,7 +114,7 @@ class KeyLimiter:
         self.tokens_sent = 0.0
         self._on_change = on_change
         self._gate: asyncio.Lock | None = None
-        self._poke: asyncio.Future[None] | None = None
+        self._waker = Waker(clock)
 
     # ------------------------------------------------------------------ non-blocking core
 
@@ -249,21 +249,10 @@ class KeyLimiter:
 
     async def _nap(self, seconds: float) -> None:
         """Sleep ``seconds`` (forever when inf), waking early when something changes."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self._poke = fut
-        timer = None if seconds == INF else self.clock.call_later(
-            seconds, lambda: fut.done() or fut.set_result(None))
-        try:
-            await fut
-        finally:
-            self._poke = None
-            if timer is not None:
-                timer.cancel()
+        await self._waker.nap(seconds)
 
     def _changed(self) -> None:
-        if self._poke is not None and not self._poke.done():
-            self._poke.set_result(None)
+        self._waker.poke()
         if self._on_change is not None:
             self._on_change()
 

@@ -26,7 +26,11 @@ def main(out: str) -> None:
     os.environ["CLUSTER_KEY_2"] = "sk-cluster-two"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1"})
     doomed = cluster.add_node(num_cpus=2, node_ip_address="127.0.0.1")
+    cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
+    deadline = time.monotonic() + 60
+    while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)  # both nodes must be registered before gateways are placed
     job = load_job({
         "name": "cluster", "count": 1200, "seed": 1,
         "generator": {"kind": "structured", "prompt": "Item {n}", "vars": {"n": {"kind": "range", "low": 1, "high": 10**6}},
