@@ -15,6 +15,7 @@
     python benchmarks/throughput.py                      # (a) 60 s steady window, (b) 20,000 records
     python benchmarks/throughput.py --quick              # a short smoke run of both
     python benchmarks/throughput.py --only b --records 50000
+    python benchmarks/throughput.py --only b --engine batch_wait_ms=25   # tune the engine section
 
 Writes a plot of the achieved rate against the ceiling to benchmarks/out/throughput_ceiling.png
 and the numbers to benchmarks/out/throughput.json.
@@ -52,6 +53,9 @@ MAX_TOKENS = 32
 WARMUP_S, TAIL_S = 3.0, 2.0
 
 
+ENGINE: dict[str, Any] = {}  # --engine overrides of the job's engine section
+
+
 def job_doc(name: str, count: int, url: str, keys: list[dict[str, Any]], shard_size: int,
             concurrency: int = 512) -> dict[str, Any]:
     """One request per record: a structured record with two fields, no re-draws for duplicates."""
@@ -64,7 +68,7 @@ def job_doc(name: str, count: int, url: str, keys: list[dict[str, Any]], shard_s
                       "keep_prompt": False, "dedup": False, "max_tokens": MAX_TOKENS},
         "providers": [{"name": "sim", "model": "compat:sim-model", "base_url": f"{url}/v1", "keys": keys}],
         "output": {"uri": "./out/${job}", "shard_size": shard_size},
-        "engine": {"concurrency": concurrency},
+        "engine": {"concurrency": concurrency, **ENGINE},
     }
 
 
@@ -246,6 +250,8 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=256, help="requests in flight in (b), both sides")
     parser.add_argument("--only", choices=["a", "b"], help="run one part only")
     parser.add_argument("--quick", action="store_true", help="short smoke run: 15 s window, 3,000 records")
+    parser.add_argument("--engine", action="append", default=[], metavar="FIELD=VALUE",
+                        help="set a field of the jobs' engine section, e.g. --engine batch_wait_ms=25")
     parser.add_argument("--baseline-worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_worker:
@@ -254,8 +260,13 @@ def main() -> None:
         return
     if args.quick:
         args.seconds, args.records = min(args.seconds, 15.0), min(args.records, 3_000)
+    for item in args.engine:
+        field, _, value = item.partition("=")
+        ENGINE[field.strip()] = json.loads(value)
     os.chdir(OUT.parent.parent)
     header("synth engine throughput against the LLM API simulator")
+    if ENGINE:
+        print(f"# engine section of the jobs: {ENGINE}\n")
     a = ceiling_run(args.seconds) if args.only in (None, "a") else None
     b = overhead(args.records, args.in_flight) if args.only in (None, "b") else None
     report(a, b)

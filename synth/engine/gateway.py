@@ -15,7 +15,6 @@ above that.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections import defaultdict
 from typing import Any
@@ -91,7 +90,7 @@ class GatewayActor:
     def ready(self) -> list[str] | tuple[str, str, int]:
         return self.failure or self.routes
 
-    async def complete_stream(self, requests: list[Request], flush_ms: float = 10.0):  # type: ignore[no-untyped-def]
+    async def complete_stream(self, requests: list[Request], flush_ms: float = 25.0):  # type: ignore[no-untyped-def]
         """Yield groups of (position, completion or error tuple) as requests finish."""
         done: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
 
@@ -131,8 +130,13 @@ class GatewayClient:
     """The LLM a worker's generator calls: batches concurrent requests per route to gateways."""
 
     def __init__(self, gateways: dict[str, list[Any]], *, batch_size: int = 256, wait_ms: float = 5.0,
-                 local: Any = None, local_routes: set[str] | None = None, job: JobSpec | None = None) -> None:
-        self.gateways = {r: list(h) for r, h in gateways.items()}  # own copy: pruned as keys run out
+                 local: Any = None, local_routes: set[str] | None = None, job: JobSpec | None = None,
+                 weights: dict[str, list[float]] | None = None) -> None:
+        # own copy, pruned as keys run out: route -> [(gateway, share of the route's capacity)]
+        self.gateways: dict[str, list[tuple[Any, float]]] = {
+            r: list(zip(h, (weights or {}).get(r) or [1.0] * len(h))) for r, h in gateways.items()
+        }
+        self._load: dict[int, int] = defaultdict(int)  # requests this worker has in flight per gateway
         self.batch_size = batch_size
         self.wait = wait_ms / 1000
         self.local = local  # an in-process Dispatcher for keyless offline providers (sim)
@@ -140,7 +144,9 @@ class GatewayClient:
         self.job = job
         self._pending: dict[str, list[tuple[Request, asyncio.Future[Completion]]]] = defaultdict(list)
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._rr = itertools.count()
+
+    def _least_loaded(self, route: str) -> tuple[Any, float]:
+        return min(self.gateways[route], key=lambda hw: self._load[id(hw[0])] / hw[1])
 
     def _route(self, model: str) -> str:
         if self.job is not None:
@@ -175,23 +181,34 @@ class GatewayClient:
             asyncio.ensure_future(self._send(route, batch))
 
     async def _send(self, route: str, batch: list[tuple[Request, asyncio.Future[Completion]]], tries: int = 0) -> None:
-        handles = self.gateways.get(route)
-        if not handles:
+        """Spread a batch over the route's gateways by load per unit of key capacity, so a big
+        batch never queues behind one key while the others idle."""
+        if not self.gateways.get(route):
             err = E.ConfigError(f"no gateway holds keys for route {route!r}")
             for _, f in batch:
                 if not f.done():
                     f.set_exception(err)
             return
-        gw = handles[next(self._rr) % len(handles)]
+        groups: dict[int, tuple[Any, list[tuple[Request, asyncio.Future[Completion]]]]] = {}
+        for item in batch:
+            gw, _ = self._least_loaded(route)
+            self._load[id(gw)] += 1
+            groups.setdefault(id(gw), (gw, []))[1].append(item)
+        await asyncio.gather(*(self._send_to(route, gw, items, tries) for gw, items in groups.values()))
+
+    async def _send_to(self, route: str, gw: Any, batch: list[tuple[Request, asyncio.Future[Completion]]], tries: int) -> None:
         exhausted: list[tuple[Request, asyncio.Future[Completion]]] = []
+        pending = len(batch)
         try:
             async for ref in gw.complete_stream.options(num_returns="streaming").remote([r for r, _ in batch]):
                 for i, res in await ref:
+                    pending -= 1
+                    self._load[id(gw)] -= 1
                     f = batch[i][1]
                     if f.done():
                         continue
                     if isinstance(res, tuple):
-                        if res[0] == "no_keys_left" and len(handles) > 1:
+                        if res[0] == "no_keys_left" and len(self.gateways.get(route, ())) > 1:
                             exhausted.append(batch[i])  # this gateway's keys are gone; others may have some
                         else:
                             f.set_exception(error_from_wire(*res))
@@ -199,6 +216,7 @@ class GatewayClient:
                         f.set_result(res)
         except RayActorError:
             # the gateway died: its requests are sent again (it restarts; others may take them)
+            self._load[id(gw)] -= pending
             left = [(r, f) for r, f in batch if not f.done()]
             if left and tries < 8:
                 await asyncio.sleep(min(10.0, 0.25 * 2**tries))  # let Ray restart it elsewhere
@@ -208,17 +226,21 @@ class GatewayClient:
                 f.set_exception(E.Transient("gateway process died repeatedly; see the Ray logs"))
             return
         if exhausted:
-            self.gateways[route] = [h for h in handles if h is not gw]
+            self.gateways[route] = [hw for hw in self.gateways[route] if hw[0] is not gw]
             await self._send(route, exhausted, tries)
 
     async def embed(self, request: EmbeddingRequest) -> Embeddings:
         route = self._route(request.model)
         if self._is_local(route):
             return await self.local.embed(request)
-        handles = self.gateways.get(route) or []
-        if not handles:
+        if not self.gateways.get(route):
             raise E.ConfigError(f"no gateway holds keys for route {route!r}")
-        res = await handles[next(self._rr) % len(handles)].embed.remote(request)
+        gw, _ = self._least_loaded(route)
+        self._load[id(gw)] += 1
+        try:
+            res = await gw.embed.remote(request)
+        finally:
+            self._load[id(gw)] -= 1
         if isinstance(res, tuple):
             raise error_from_wire(*res)
         return res

@@ -158,7 +158,18 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
     )
 
 
-def _start_gateways(job: JobSpec) -> tuple[dict[str, list[Any]], list[Any]]:
+def slot_weight(job: JobSpec, slots: list[Any], route: str) -> float:
+    """A gateway's share of a route's capacity: its keys' requests per minute (1 when unknown)."""
+    spec = next(p for p in job.providers if p.route == route)
+    total = 0.0
+    for r, index, share in slots:
+        if r == route:
+            key = spec.keys[index] if spec.keys else None
+            total += share * ((key.rpm if key else None) or spec.rpm or 1.0)
+    return total
+
+
+def _start_gateways(job: JobSpec) -> tuple[dict[str, list[Any]], dict[str, list[float]], list[Any]]:
     sim = local_routes(job)
     keyed = [p.route for p in job.providers if p.route not in sim]
     slot_groups = plan_slots(job, keyed)
@@ -174,7 +185,8 @@ def _start_gateways(job: JobSpec) -> tuple[dict[str, list[Any]], list[Any]]:
         for i, slots in enumerate(slot_groups)
     ]
     by_route: dict[str, list[Any]] = {}
-    for actor, routes in zip(actors, ray.get([a.ready.remote() for a in actors])):
+    weights: dict[str, list[float]] = {}
+    for actor, slots, routes in zip(actors, slot_groups, ray.get([a.ready.remote() for a in actors])):
         if isinstance(routes, tuple):  # the gateway could not start (e.g. a key variable unset on its node)
             for a in actors:
                 ray.kill(a)
@@ -184,7 +196,8 @@ def _start_gateways(job: JobSpec) -> tuple[dict[str, list[Any]], list[Any]]:
             raise error_from_wire(kind, msg, 0)
         for r in routes:
             by_route.setdefault(r, []).append(actor)
-    return by_route, actors
+            weights.setdefault(r, []).append(slot_weight(job, slots, r))
+    return by_route, weights, actors
 
 
 def _quiet_ray_data() -> None:
@@ -200,7 +213,7 @@ def _quiet_ray_data() -> None:
 
 def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before: int, show: bool) -> tuple[dict[str, float], list[dict[str, Any]]]:
     _quiet_ray_data()
-    gateways, actors = _start_gateways(job)
+    gateways, weights, actors = _start_gateways(job)
     monitor = MonitorActor.remote()
     cpus = int(ray.cluster_resources().get("CPU", 1))
     workers = job.engine.workers or max(1, cpus)
@@ -208,7 +221,7 @@ def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), workers * 4)))
     ds = ds.map_batches(
         ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), scheduling_strategy="SPREAD", num_cpus=min(1.0, cpus / workers) * 0.9,
-        fn_constructor_kwargs={"job_json": job.model_dump_json(), "gateways": gateways, "monitor": monitor},
+        fn_constructor_kwargs={"job_json": job.model_dump_json(), "gateways": gateways, "weights": weights, "monitor": monitor},
         max_restarts=-1, max_task_retries=3,
     )
     sink = _CollectingSink(job.output, partition_by)

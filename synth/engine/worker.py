@@ -25,7 +25,8 @@ def local_routes(job: JobSpec) -> set[str]:
 
 
 class ShardWorker:
-    def __init__(self, job_json: str, gateways: dict[str, list[Any]], monitor: Any = None, worker: int = 0) -> None:
+    def __init__(self, job_json: str, gateways: dict[str, list[Any]], weights: dict[str, list[float]] | None = None,
+                 monitor: Any = None, worker: int = 0) -> None:
         from synth.generators.registry import create_generator
         from synth.providers.dispatch import Dispatcher
 
@@ -36,7 +37,7 @@ class ShardWorker:
         local = Dispatcher.from_spec(self.job, slots=[(r, 0, 1.0) for r in sorted(sim)]) if sim else None
         eng = self.job.engine
         self.llm = GatewayClient(gateways, batch_size=eng.batch_size, wait_ms=eng.batch_wait_ms,
-                                 local=local, local_routes=sim, job=self.job)
+                                 local=local, local_routes=sim, job=self.job, weights=weights)
         self.ctx = GenContext(job=self.job.name, seed=self.job.seed, llm=self.llm, worker=worker)
         self.monitor = monitor
         self._setup: asyncio.Future[None] | None = None
