@@ -22,6 +22,13 @@ from tests.support.simulator import SimulatorProcess
 
 def main(out: str) -> None:
     sim = SimulatorProcess(latency_ms=40).start()
+    try:
+        scenario(out, sim)
+    finally:
+        sim.stop()
+
+
+def scenario(out: str, sim: SimulatorProcess) -> None:
     os.environ["CLUSTER_KEY_1"] = "sk-cluster-one"
     os.environ["CLUSTER_KEY_2"] = "sk-cluster-two"
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1"})
@@ -77,7 +84,6 @@ def main(out: str) -> None:
     }), flush=True)
     ray.shutdown()
     cluster.shutdown()
-    sim.stop()
 
 
 if __name__ == "__main__":
