@@ -1,11 +1,11 @@
 """Memory stays flat whatever N is: peak memory of a 1,000,000-record job against the same job
 with 100,000 records.
 
-The job is an offline ``sim`` structured job with a two-field schema (cheap per record, so the
-engine, not the generator, is what is measured), run as ``python -m synth run JOB.yaml --count N``
-(the same job file for both) in a subprocess. Memory is the RSS summed over that process and every Ray process it starts (and
-the PSS, which counts shared pages such as Ray's object store once), sampled every 0.5 s from
-outside. Target: peak(1M) / peak(100k) <= 1.2::
+The job is an offline ``sim`` structured job with a two-field schema (cheap per record, so that a
+million records take minutes on 2 cores), run as ``python -m synth run JOB.yaml --count N``
+(the same job file for both) in a subprocess. Memory is the RSS summed over that process and
+every Ray process it starts (and the PSS, which counts shared pages such as Ray's object store
+once), sampled every 0.5 s from outside. Target: peak(1M) / peak(100k) <= 1.2::
 
     python benchmarks/memory.py                 # 100,000 vs 1,000,000 records
     python benchmarks/memory.py --quick         # 10,000 vs 100,000
@@ -63,7 +63,7 @@ def main() -> None:
     job_file = write_job(JOB, OUT / "memory" / "job.yaml")
     rows, results = [], []
     for count in (args.small, args.large):
-        run, r = one(count, job_file)
+        _, r = one(count, job_file)
         results.append(r)
         rows.append([f"{count:,}", f"{r['wall_s']:.1f}", f"{r['records_per_s']:,.0f}", mib(r["peak_rss"]),
                      mib(r["peak_pss"]), f"{r['cpu_s']:.0f}"])
@@ -77,7 +77,8 @@ def main() -> None:
     print("CPU s by process, large run: " + ", ".join(
         f"{k} {v:.0f}" for k, v in results[1]["cpu_by_process"].items() if v >= 1))
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "memory.json").write_text(json.dumps({"runs": results, "ratio_rss": ratio, "ratio_pss": ratio_pss}, indent=2))
+    summary = {"runs": results, "ratio_rss": ratio, "ratio_pss": ratio_pss}
+    (OUT / "memory.json").write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -36,14 +36,15 @@ def scenario(out: str, sim: SimulatorProcess) -> None:
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     deadline = time.monotonic() + 60
-    while len([n for n in ray.nodes() if n["Alive"]]) < 2 and time.monotonic() < deadline:
+    while (len([n for n in ray.nodes() if n["Alive"]]) < 2 or ray.available_resources().get("CPU", 0) < 3) \
+            and time.monotonic() < deadline:
         time.sleep(0.2)  # both nodes must be registered before gateways are placed
     job = load_job({
         "name": "cluster", "count": 1200, "seed": 1,
         "generator": {"kind": "structured", "prompt": "Item {n}", "vars": {"n": {"kind": "range", "low": 1, "high": 10**6}},
                       "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}},
         "providers": [{"name": "default", "model": "compat:m", "base_url": sim.openai_url,
-                       "keys": [{"env": "CLUSTER_KEY_1", "rpm": 3000}, {"env": "CLUSTER_KEY_2", "rpm": 3000}]}],
+                       "keys": [{"env": "CLUSTER_KEY_1", "rpm": 1200}, {"env": "CLUSTER_KEY_2", "rpm": 1200}]}],
         "output": {"uri": out, "shard_size": 50},
         "engine": {"workers": 3},
     })
