@@ -141,7 +141,7 @@ class CacheSpec(Strict):
 class EngineSpec(Strict):
     workers: int | None = Field(None, ge=1, description="generator worker actors (default: one per CPU)")
     batch_size: int = Field(256, ge=1, description="most requests in one call from a worker to a gateway")
-    batch_wait_ms: float = Field(5.0, ge=0, description="how long a worker gathers requests into one batch")
+    batch_wait_ms: float = Field(20.0, ge=0, description="how long a worker gathers requests into one batch")
     concurrency: int = Field(512, ge=1, description="units in flight per worker")
 
 

@@ -10,12 +10,15 @@ How keys map to gateways: a provider's key is held by ``gateways`` processes (Pr
 1), each enforcing ``1/gateways`` of the key's RPM, TPM and concurrency. One asyncio process with the
 lean HTTP client drives a few thousand requests/s; raise ``gateways`` only for a key whose ceiling is
 above that.
+
+Gateways are placed one per node in turn. A gateway process that crashes restarts on its node and
+the requests it held are sent again; when its node is lost, its requests move to the other
+gateways and its keys sit out the rest of the run (run the job again to use them).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import defaultdict
 from typing import Any
 
@@ -104,15 +107,10 @@ class GatewayActor:
         remaining = len(tasks)
         while remaining:
             group = [await done.get()]
-            deadline = time.monotonic() + flush_ms / 1000
-            while len(group) < remaining:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
-                try:
-                    group.append(await asyncio.wait_for(done.get(), timeout))
-                except asyncio.TimeoutError:
-                    break
+            if len(group) < remaining:
+                await asyncio.sleep(flush_ms / 1000)  # gather what finishes meanwhile into one Ray object
+                while not done.empty():
+                    group.append(done.get_nowait())
             remaining -= len(group)
             yield group
 
@@ -124,6 +122,10 @@ class GatewayActor:
 
     def stats(self) -> dict[str, Any]:
         return self.dispatcher.stats()
+
+
+class _StreamLost(Exception):
+    """A gateway's result stream ended without results."""
 
 
 class GatewayClient:
@@ -201,7 +203,10 @@ class GatewayClient:
         pending = len(batch)
         try:
             async for ref in gw.complete_stream.options(num_returns="streaming").remote([r for r, _ in batch]):
-                for i, res in await ref:
+                items = await ref
+                if not isinstance(items, list):  # the stream was cut (e.g. the gateway's node went away)
+                    raise _StreamLost(type(items).__name__)
+                for i, res in items:
                     pending -= 1
                     self._load[id(gw)] -= 1
                     f = batch[i][1]
@@ -214,10 +219,13 @@ class GatewayClient:
                             f.set_exception(error_from_wire(*res))
                     else:
                         f.set_result(res)
-        except RayActorError:
-            # the gateway died: its requests are sent again (it restarts; others may take them)
+        except (RayActorError, _StreamLost):
+            # the gateway died: its requests are sent again. A crashed process restarts on its node;
+            # a gateway whose node is gone cannot, so after repeated failures it leaves the route.
             self._load[id(gw)] -= pending
             left = [(r, f) for r, f in batch if not f.done()]
+            if tries >= 1 and len(self.gateways.get(route, ())) > 1:
+                self.gateways[route] = [hw for hw in self.gateways[route] if hw[0] is not gw]
             if left and tries < 8:
                 await asyncio.sleep(min(10.0, 0.25 * 2**tries))  # let Ray restart it elsewhere
                 await self._send(route, left, tries + 1)

@@ -3,6 +3,7 @@ into the datasink, show progress, and write the stats file. It holds no data."""
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import threading
@@ -23,6 +24,10 @@ from synth.engine.storage import Storage
 from synth.engine.worker import ShardWorker, local_routes
 from synth.errors import BudgetExceeded, NoKeysLeft, SynthError
 from synth.spec import JobSpec
+
+
+log = logging.getLogger("synth.engine")
+ROUNDS = 3  # passes over the uncommitted shards when infrastructure fails under a run
 
 
 class RunResult(BaseModel):
@@ -127,7 +132,23 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
     if todo:
         started_here = init_ray(address)
         try:
-            gw_stats, sink_results = _execute(job, todo, partition_by, len(committed), progress)
+            for attempt in range(ROUNDS):
+                try:
+                    gw_stats, results = _execute(job, todo, partition_by, len(committed), progress)
+                    sink_results += results
+                    break
+                except SynthError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - a lost node or worker: run what is left again
+                    if attempt + 1 == ROUNDS:
+                        raise
+                    log.warning("a round of the run failed (%s: %s); running the uncommitted shards again",
+                                type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+                    done = manifest.committed()
+                    manifest.clean_interrupted(done)
+                    todo = list(shards(job.count, job.output.shard_size, skip=done))
+                    if not todo:
+                        break
         finally:
             if started_here:
                 ray.shutdown()
@@ -174,13 +195,13 @@ def _start_gateways(job: JobSpec) -> tuple[dict[str, list[Any]], dict[str, list[
     keyed = [p.route for p in job.providers if p.route not in sim]
     slot_groups = plan_slots(job, keyed)
     job_json = job.model_dump_json()
-    # one gateway per node in turn; soft, so a gateway whose node is lost restarts elsewhere
+    # one gateway per node in turn, so keys are spread over the cluster
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
     actors = [
         GatewayActor.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=True) if nodes else "SPREAD"
+            scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=False) if nodes else "SPREAD"
         ).remote(job_json, slots, 1.0 / len(slot_groups))
         for i, slots in enumerate(slot_groups)
     ]
