@@ -146,7 +146,12 @@ async def cpu_per_1000(call: Any, n: int, batch: int = 256) -> float:
 
 
 def overhead_runs(n: int, rounds: int = 3) -> dict[str, float]:
-    """Median over ``rounds`` interleaved rounds: other work on a shared machine moves single figures."""
+    """Median over ``rounds`` interleaved rounds: other work on a shared machine moves single figures.
+    The process's garbage collector is set as a gateway actor sets it (synth/engine/gateway.py)."""
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 1_000)
     sim = Simulator()  # no limits, no latency
     got: dict[str, list[float]] = {}
     try:
