@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -38,7 +38,9 @@ class Request(_Data):
     id: str
     model: str = Field("default", description="route name from the job file, or 'kind:model'")
     messages: list[ChatMessage]
-    json_schema: dict[str, Any] | None = Field(None, description="ask for JSON matching this schema")
+    # kept as the very object given (not a validated copy): every request of a generator shares one
+    # schema, so a batch pickles it once and the gateway compiles and caches it by identity
+    json_schema: SkipValidation[dict[str, Any] | None] = Field(None, description="ask for JSON matching this schema")
     schema_name: str = "output"
     tools: list[dict[str, Any]] | None = Field(None, description="OpenAI-format tool declarations")
     temperature: float | None = None

@@ -143,6 +143,8 @@ class EngineSpec(Strict):
     batch_size: int = Field(256, ge=1, description="most requests in one call from a worker to a gateway")
     batch_wait_ms: float = Field(20.0, ge=0, description="how long a worker gathers requests into one batch")
     concurrency: int = Field(512, ge=1, description="units in flight per worker")
+    gateways_per_node: int = Field(
+        1, ge=1, description="gateway processes per node; keys are dealt to them, each key to one")
 
 
 class GeneratorSpec(BaseModel):

@@ -6,10 +6,11 @@ are enforced in one place across the cluster without locks. Workers reach gatewa
 streams results back in small groups as they finish, so Ray costs a fraction of a millisecond per
 request and a slow request never holds up the rest of its batch.
 
-How keys map to gateways: a provider's key is held by ``gateways`` processes (ProviderSpec, default
-1), each enforcing ``1/gateways`` of the key's RPM, TPM and concurrency. One asyncio process with the
-lean HTTP client drives a few thousand requests/s; raise ``gateways`` only for a key whose ceiling is
-above that.
+How keys map to gateways: each node runs ``engine.gateways_per_node`` gateway processes (default
+1) and the keys are dealt to them round robin, so every key lives in exactly one process. A
+provider's key can be split over ``gateways`` processes (ProviderSpec, default 1), each enforcing
+``1/gateways`` of the key's RPM, TPM and concurrency. One asyncio process with the lean HTTP client
+drives a few thousand requests/s; split a key only when its ceiling is above that.
 
 Gateways are placed one per node in turn. A gateway process that crashes restarts on its node and
 the requests it held are sent again; when its node is lost, its requests move to the other
@@ -60,11 +61,15 @@ def plan_slots(job: JobSpec, keyed: list[str], gateways: int | None = None) -> l
         n_keys = max(1, len(p.keys))
         for k in range(n_keys):
             per += [(p.route, k, 1.0 / p.gateways)] * p.gateways
-    g = gateways or max(1, len(per))
-    out: list[list[Slot]] = [[] for _ in range(g)]
-    for i, slot in enumerate(per):
-        out[i % g].append(slot)
-    return [s for s in out if s]
+    if not per:
+        return []
+    # at least as many gateways as the most split key has shares, at most one per slot
+    g = min(len(per), max(gateways or len(per), *(p.gateways for p in job.providers if p.route in keyed)))
+    out: list[dict[tuple[str, int], float]] = [{} for _ in range(g)]
+    for i, (route, index, share) in enumerate(per):
+        held = out[i % g]
+        held[(route, index)] = held.get((route, index), 0.0) + share  # two shares in one process are one
+    return [[(r, k, s) for (r, k), s in held.items()] for held in out if held]
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000)

@@ -61,8 +61,11 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool
     if addr:
         ray.init(address=addr, **common)
     else:
+        # write tasks come every few seconds; by default Ray ends an idle worker after 1 s, and a
+        # fresh one spends a second or two of CPU importing pyarrow before each write
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                 object_store_memory=512 * 1024**2, **common)
+                 object_store_memory=512 * 1024**2,
+                 _system_config={"idle_worker_killing_time_threshold_ms": 600_000}, **common)
     return True
 
 
@@ -193,12 +196,12 @@ def slot_weight(job: JobSpec, slots: list[Any], route: str) -> float:
 def _start_gateways(job: JobSpec) -> tuple[dict[str, list[Any]], dict[str, list[float]], list[Any]]:
     sim = local_routes(job)
     keyed = [p.route for p in job.providers if p.route not in sim]
-    slot_groups = plan_slots(job, keyed)
-    job_json = job.model_dump_json()
-    # one gateway per node in turn, so keys are spread over the cluster
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    slot_groups = plan_slots(job, keyed, gateways=max(1, len(nodes)) * job.engine.gateways_per_node)
+    job_json = job.model_dump_json()
+    # one gateway per node in turn, so keys are spread over the cluster
     actors = [
         GatewayActor.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=False) if nodes else "SPREAD"
@@ -232,10 +235,19 @@ def _quiet_ray_data() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+@ray.remote(num_cpus=0)
+def _warm() -> None:
+    import synth.engine.sink  # noqa: F401 - pyarrow, fsspec and the sink, loaded once per pooled worker
+
+
 def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before: int, show: bool) -> tuple[dict[str, float], list[dict[str, Any]]]:
     _quiet_ray_data()
+    # the first write tasks would otherwise each start a worker process and import pyarrow in the
+    # middle of the run; started now, those workers are ready (and kept: see init_ray) by then
+    warm = [_warm.remote() for _ in range(2)]
     gateways, weights, actors = _start_gateways(job)
     monitor = MonitorActor.remote()
+    ray.wait(warm, num_returns=len(warm), timeout=30)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     workers = job.engine.workers or max(1, cpus)
     items = [{"shard": s.index, "start": s.start, "stop": s.stop} for s in todo]

@@ -53,12 +53,20 @@ def openai_base_url(kind: str, model: str, base_url: str | None) -> str:
 # ---------------------------------------------------------------- request
 
 
+_STRICT: dict[int, tuple[Any, bool]] = {}  # by identity: the requests of a batch share their schema
+
+
 def strict_ok(schema: Any) -> bool:
     """Whether OpenAI's strict structured-output mode accepts the schema unchanged: the root is
     an object and every object lists all its properties as required and forbids extra ones."""
-    if not isinstance(schema, dict) or schema.get("type") != "object":
-        return False
-    return _strict_node(schema)
+    hit = _STRICT.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    ok = isinstance(schema, dict) and schema.get("type") == "object" and _strict_node(schema)
+    if len(_STRICT) >= 1024:
+        _STRICT.clear()
+    _STRICT[id(schema)] = (schema, ok)
+    return ok
 
 
 def _strict_node(node: Any) -> bool:
