@@ -151,16 +151,17 @@ class GatewayClient:
         self.job = job
         self._pending: dict[str, list[tuple[Request, asyncio.Future[Completion]]]] = defaultdict(list)
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._routes: dict[str, str] = {}  # model -> the route its requests go to
 
     def _least_loaded(self, route: str) -> tuple[Any, float]:
         return min(self.gateways[route], key=lambda hw: self._load[id(hw[0])] / hw[1])
 
     def _route(self, model: str) -> str:
-        if self.job is not None:
-            targets = self.job.route_targets(model)
-            if targets:
-                return targets[0]
-        return model
+        route = self._routes.get(model)
+        if route is None:
+            targets = self.job.route_targets(model) if self.job is not None else []
+            route = self._routes[model] = targets[0] if targets else model
+        return route
 
     def _is_local(self, route: str) -> bool:
         return route in self.local_routes

@@ -241,9 +241,10 @@ class StructuredGenerator:
         """The request of one attempt, with the variables and prompt it was built from."""
         values = self.vars.sample(unit.seed, attempt)
         prompt = self.template.render(values)
-        messages = [ChatMessage(role="system", content=self.options.system)] if self.options.system else []
-        messages.append(ChatMessage(role="user", content=prompt))
-        req = Request(
+        # built without validation: every field comes from validated options (this runs per record)
+        messages = [ChatMessage.model_construct(role="system", content=self.options.system)] if self.options.system else []
+        messages.append(ChatMessage.model_construct(role="user", content=prompt))
+        req = Request.model_construct(
             id=unit.id if attempt == 0 else f"{unit.id}:a{attempt}",
             model=self.route, messages=messages, json_schema=self.json_schema,
             schema_name=self.options.schema_name, temperature=self.options.temperature,

@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from synth.errors import KeyMissing, NoKeysLeft
 from synth.providers.base import ApiKey
-from synth.providers.clock import REAL_CLOCK, Clock, Waker
+from synth.providers.clock import REAL_CLOCK, Clock, Timer
 from synth.providers.limits import DEFAULT_BURST_S, INF, KeyLimiter
 from synth.spec import KeySpec, Limits, ProviderSpec
 
@@ -72,8 +73,9 @@ class KeyPool:
         env = os.environ if env is None else env
         self.name = provider.route
         self.clock = clock
-        self._waker = Waker(clock)
-        self._gate: asyncio.Lock | None = None
+        self._queue: deque[tuple[float, asyncio.Future[tuple[KeySlot, tuple[int, float, float]]]]] = deque()
+        self._timer: Timer | None = None
+        self._pumping = False
         self.waiting = 0
         owned = [(i, k, 1.0 / provider.gateways) for i, k in enumerate(provider.keys)] if keys is None else keys
         self.slots: list[KeySlot] = []
@@ -118,7 +120,7 @@ class KeyPool:
 
     def try_acquire(self, tokens: float) -> tuple[KeySlot, tuple[int, float, float]] | None:
         """A key that can serve now, charged, when nobody is queued; else None (then :meth:`acquire`)."""
-        if self._gate is not None and self._gate.locked():
+        if self._queue:
             return None
         slot, wait = self.pick(tokens)
         if slot is None or wait > 0:
@@ -130,26 +132,57 @@ class KeyPool:
         got = self.try_acquire(tokens)
         if got is not None:
             return got
-        if self._gate is None:
-            self._gate = asyncio.Lock()
+        fut: asyncio.Future[tuple[KeySlot, tuple[int, float, float]]] = asyncio.get_running_loop().create_future()
+        self._queue.append((tokens, fut))
         self.waiting += 1
         try:
-            async with self._gate:
-                while True:
-                    slot, wait = self.pick(tokens)
-                    if slot is not None and wait <= 0:
-                        return slot, slot.limiter.charge(tokens)
-                    await self._nap(wait)
+            self._pump()
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                fut.result()[0].limiter.cancel(tokens)  # granted, but its caller is gone: give it back
+            raise
         finally:
             self.waiting -= 1
 
-    async def _nap(self, seconds: float) -> None:
-        await self._waker.nap(seconds)
+    def _pump(self) -> None:
+        """Grant keys to the queued requests in order, as many as can be served now, in one pass
+        (handing them over one by one through a lock costs an event-loop turn each, which starves
+        the keys of requests under load); then wait for the head's key to have capacity."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            queue = self._queue
+            while queue:
+                tokens, fut = queue[0]
+                if fut.done():  # its caller was cancelled
+                    queue.popleft()
+                    continue
+                try:
+                    slot, wait = self.pick(tokens)
+                except NoKeysLeft as e:
+                    while queue:
+                        _, f = queue.popleft()
+                        if not f.done():
+                            f.set_exception(e)
+                    return
+                if slot is None or wait > 0:
+                    if wait < INF:
+                        self._timer = self.clock.call_later(wait, self._pump)
+                    return  # else a request finishing (or limits learned) calls _changed
+                queue.popleft()
+                fut.set_result((slot, slot.limiter.charge(tokens)))
+        finally:
+            self._pumping = False
 
     def _changed(self) -> None:
-        """A key got capacity back (request finished, limits learned, key disabled): wake the
-        request at the head of the queue so it chooses again."""
-        self._waker.poke()
+        """A key got capacity back (request finished, limits learned, key disabled): serve the queue."""
+        if self._queue:
+            self._pump()
 
     # ------------------------------------------------------------------ outcomes
 
