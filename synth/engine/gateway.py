@@ -27,7 +27,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from synth import errors as E
-from synth.records import Completion, EmbeddingRequest, Embeddings, Request
+from synth.records import Completion, EmbeddingRequest, Embeddings, Request, ToolCall, Usage
 from synth.spec import JobSpec
 
 Slot = tuple[str, int, float]  # (provider route, key index, share of the key's limits)
@@ -50,6 +50,25 @@ def error_from_wire(kind: str, message: str, attempts: int) -> BaseException:
         err.kind = kind  # type: ignore[attr-defined]
     err.attempts = attempts  # type: ignore[attr-defined]
     return err
+
+
+def completion_to_wire(c: Completion) -> tuple[Any, ...]:
+    """A completion as a plain tuple: a third of the pickling cost of the model, both ways. The
+    rate-limit headers stay behind: the gateway has learned from them; workers have no use for them."""
+    u = c.usage
+    calls = [(t.id, t.name, t.arguments) for t in c.tool_calls] if c.tool_calls else None
+    return (c.request_id, c.text, c.parsed, calls, u.prompt_tokens, u.completion_tokens, u.total_tokens,
+            c.finish_reason, c.model, c.provider, c.key_alias, c.latency_ms, c.attempts, c.cost_usd, c.cached)
+
+
+def completion_from_wire(t: tuple[Any, ...]) -> Completion:
+    (rid, text, parsed, calls, pt, ct, tt, finish, model, provider, alias, latency, attempts, cost, cached) = t
+    tool_calls = [ToolCall.model_construct(id=i, name=n, arguments=a) for i, n, a in calls] if calls else None
+    usage = Usage.model_construct(prompt_tokens=pt, completion_tokens=ct, total_tokens=tt)
+    return Completion.model_construct(
+        request_id=rid, text=text, parsed=parsed, tool_calls=tool_calls, usage=usage, finish_reason=finish,
+        model=model, provider=provider, key_alias=alias, latency_ms=latency, attempts=attempts, cost_usd=cost,
+        cached=cached, ratelimit=None)
 
 
 def plan_slots(job: JobSpec, keyed: list[str], gateways: int | None = None) -> list[list[Slot]]:
@@ -99,14 +118,14 @@ class GatewayActor:
         return self.failure or self.routes
 
     async def complete_stream(self, requests: list[Request], flush_ms: float = 25.0):  # type: ignore[no-untyped-def]
-        """Yield groups of (position, completion or error tuple) as requests finish."""
+        """Yield groups of (position, ok, completion or error tuple) as requests finish."""
         done: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
 
         async def one(i: int, r: Request) -> None:
             try:
-                done.put_nowait((i, await self.dispatcher.complete(r)))
+                done.put_nowait((i, True, completion_to_wire(await self.dispatcher.complete(r))))
             except BaseException as e:  # noqa: BLE001 - sent back to the caller as data
-                done.put_nowait((i, error_to_wire(e)))
+                done.put_nowait((i, False, error_to_wire(e)))
 
         tasks = [asyncio.ensure_future(one(i, r)) for i, r in enumerate(requests)]
         remaining = len(tasks)
@@ -146,6 +165,7 @@ class GatewayClient:
         self._load: dict[int, int] = defaultdict(int)  # requests this worker has in flight per gateway
         self.batch_size = batch_size
         self.wait = wait_ms / 1000
+        self.flush_ms = max(5.0, wait_ms)  # gateways gather results as long as workers gather requests
         self.local = local  # an in-process Dispatcher for keyless offline providers (sim)
         self.local_routes = local_routes or set()
         self.job = job
@@ -208,23 +228,23 @@ class GatewayClient:
         exhausted: list[tuple[Request, asyncio.Future[Completion]]] = []
         pending = len(batch)
         try:
-            async for ref in gw.complete_stream.options(num_returns="streaming").remote([r for r, _ in batch]):
+            stream = gw.complete_stream.options(num_returns="streaming").remote([r for r, _ in batch], self.flush_ms)
+            async for ref in stream:
                 items = await ref
                 if not isinstance(items, list):  # the stream was cut (e.g. the gateway's node went away)
                     raise _StreamLost(type(items).__name__)
-                for i, res in items:
+                for i, ok, res in items:
                     pending -= 1
                     self._load[id(gw)] -= 1
                     f = batch[i][1]
                     if f.done():
                         continue
-                    if isinstance(res, tuple):
-                        if res[0] == "no_keys_left" and len(self.gateways.get(route, ())) > 1:
-                            exhausted.append(batch[i])  # this gateway's keys are gone; others may have some
-                        else:
-                            f.set_exception(error_from_wire(*res))
+                    if ok:
+                        f.set_result(completion_from_wire(res))
+                    elif res[0] == "no_keys_left" and len(self.gateways.get(route, ())) > 1:
+                        exhausted.append(batch[i])  # this gateway's keys are gone; others may have some
                     else:
-                        f.set_result(res)
+                        f.set_exception(error_from_wire(*res))
         except (RayActorError, _StreamLost):
             # the gateway died: its requests are sent again. A crashed process restarts on its node;
             # a gateway whose node is gone cannot, so after repeated failures it leaves the route.

@@ -199,6 +199,10 @@ class StructuredOptions(BaseModel):
     schema_name: str = Field("record", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="name of the schema sent to the model")
 
 
+def _message(role: str, content: str) -> ChatMessage:
+    return ChatMessage.model_construct(role=role, content=content, name=None, tool_calls=None, tool_call_id=None)
+
+
 class StructuredGenerator:
     """Records matching a JSON Schema, from sampled prompts."""
 
@@ -242,13 +246,14 @@ class StructuredGenerator:
         values = self.vars.sample(unit.seed, attempt)
         prompt = self.template.render(values)
         # built without validation: every field comes from validated options (this runs per record)
-        messages = [ChatMessage.model_construct(role="system", content=self.options.system)] if self.options.system else []
-        messages.append(ChatMessage.model_construct(role="user", content=prompt))
+        # (every field given: model_construct inspects each default factory it has to call)
+        messages = [_message("system", self.options.system)] if self.options.system else []
+        messages.append(_message("user", prompt))
         req = Request.model_construct(
             id=unit.id if attempt == 0 else f"{unit.id}:a{attempt}",
             model=self.route, messages=messages, json_schema=self.json_schema,
-            schema_name=self.options.schema_name, temperature=self.options.temperature,
-            max_tokens=self.options.max_tokens, seed=sub_seed(unit.seed, "structured", attempt),
+            schema_name=self.options.schema_name, tools=None, temperature=self.options.temperature, top_p=None,
+            max_tokens=self.options.max_tokens, seed=sub_seed(unit.seed, "structured", attempt), n=1, metadata={},
         )
         return req, values, prompt
 
