@@ -66,7 +66,10 @@ class Target:
         self.price = price
         self.policy = RetryPolicy(max_retries=spec.max_retries)
         self.timeout = spec.timeout_s
-        self.backstop = spec.timeout_s * 1.1 + 0.1  # the provider's own timeout should fire first
+        # a second, outer timeout for providers whose client may overrun its own (SDKs retrying
+        # inside); a client that enforces a total deadline itself says so and saves a timer per call
+        own = getattr(provider, "enforces_timeout", False)
+        self.backstop: float | None = None if own else spec.timeout_s * 1.1 + 0.1
         self.defaults = {k: spec.params[k] for k in _PARAM_FIELDS if spec.params.get(k) is not None}
         self.counts: Counter[str] = Counter()
 
@@ -312,7 +315,9 @@ class Dispatcher:
             slot.requests += 1
             spent[0] += 1
             try:
-                if _timeout is not None:
+                if t.backstop is None:
+                    result = await call(slot.key)
+                elif _timeout is not None:
                     async with _timeout(t.backstop):
                         result = await call(slot.key)
                 else:  # pragma: no cover - Python 3.10

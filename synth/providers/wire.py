@@ -240,6 +240,8 @@ def not_json(where: str, status: int, key_alias: str | None) -> Transient:
 class WireProvider:
     """OpenAI-compatible chat completions and embeddings over one pooled aiohttp session."""
 
+    enforces_timeout = True  # aiohttp's total timeout covers connecting, sending and reading
+
     def __init__(self, kind: str, model: str, *, base_url: str | None = None,
                  params: Mapping[str, Any] | None = None, max_connections: int = 0) -> None:
         if kind not in OPENAI_KINDS:
