@@ -18,6 +18,7 @@ import time
 from typing import Any, Mapping
 
 import aiohttp
+import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -291,7 +292,7 @@ class WireProvider:
         alias = key.alias if key else None
         try:
             async with self._get_session().post(
-                url, data=json.dumps(body).encode(), headers=self._auth(key), timeout=self._timeout(timeout)
+                url, data=orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS), headers=self._auth(key), timeout=self._timeout(timeout)
             ) as resp:
                 raw = await resp.read()
                 status, headers = resp.status, resp.headers
@@ -309,8 +310,8 @@ class WireProvider:
             raise status_error(status, error_detail(raw), where=self._where, key_alias=alias, headers=headers,
                                secret=key.secret if key else None) from cause
         try:
-            return json.loads(raw), headers
-        except ValueError as exc:
+            return orjson.loads(raw), headers
+        except orjson.JSONDecodeError as exc:
             raise not_json(self._where, status, alias) from exc
 
     async def complete(self, request: Request, key: ApiKey | None, *, timeout: float) -> Completion:
