@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from synth.engine.gateway import GatewayClient
+from synth.engine.gateway import GatewayClient, quiet_gc
 from synth.engine.plan import Shard, fingerprint
 from synth.engine.shardrun import run_shard
 from synth.engine.sink import to_ipc
@@ -41,6 +41,7 @@ class ShardWorker:
         self.ctx = GenContext(job=self.job.name, seed=self.job.seed, llm=self.llm, worker=worker)
         self.monitor = monitor
         self._setup: asyncio.Future[None] | None = None
+        quiet_gc()  # workers hold thousands of units in flight too
 
     async def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         if self._setup is None:
