@@ -27,7 +27,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from synth import errors as E
-from synth.records import Completion, EmbeddingRequest, Embeddings, Request, ToolCall, Usage
+from synth.records import ChatMessage, Completion, EmbeddingRequest, Embeddings, Request, ToolCall, Usage
 from synth.spec import JobSpec
 
 Slot = tuple[str, int, float]  # (provider route, key index, share of the key's limits)
@@ -50,6 +50,25 @@ def error_from_wire(kind: str, message: str, attempts: int) -> BaseException:
         err.kind = kind  # type: ignore[attr-defined]
     err.attempts = attempts  # type: ignore[attr-defined]
     return err
+
+
+def request_to_wire(r: Request) -> tuple[Any, ...]:
+    """A request as a plain tuple (its schema and tools stay shared objects, pickled once per batch)."""
+    msgs = [(m.role, m.content, m.name, [(t.id, t.name, t.arguments) for t in m.tool_calls] if m.tool_calls else None,
+             m.tool_call_id) for m in r.messages]
+    return (r.id, r.model, msgs, r.json_schema, r.schema_name, r.tools, r.temperature, r.top_p, r.max_tokens,
+            r.seed, r.n, r.metadata)
+
+
+def request_from_wire(t: tuple[Any, ...]) -> Request:
+    rid, model, msgs, schema, schema_name, tools, temperature, top_p, max_tokens, seed, n, metadata = t
+    messages = [ChatMessage.model_construct(
+        role=role, content=content, name=name, tool_call_id=call_id,
+        tool_calls=[ToolCall.model_construct(id=i, name=fn, arguments=a) for i, fn, a in calls] if calls else None)
+        for role, content, name, calls, call_id in msgs]
+    return Request.model_construct(id=rid, model=model, messages=messages, json_schema=schema, schema_name=schema_name,
+                                   tools=tools, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                                   seed=seed, n=n, metadata=metadata)
 
 
 def completion_to_wire(c: Completion) -> tuple[Any, ...]:
@@ -122,13 +141,13 @@ class GatewayActor:
     def ready(self) -> list[str] | tuple[str, str, int]:
         return self.failure or self.routes
 
-    async def complete_stream(self, requests: list[Request], flush_ms: float = 25.0):  # type: ignore[no-untyped-def]
+    async def complete_stream(self, requests: list[tuple[Any, ...]], flush_ms: float = 25.0):  # type: ignore[no-untyped-def]
         """Yield groups of (position, ok, completion or error tuple) as requests finish."""
         done: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
 
-        async def one(i: int, r: Request) -> None:
+        async def one(i: int, r: tuple[Any, ...]) -> None:
             try:
-                done.put_nowait((i, True, completion_to_wire(await self.dispatcher.complete(r))))
+                done.put_nowait((i, True, completion_to_wire(await self.dispatcher.complete(request_from_wire(r)))))
             except BaseException as e:  # noqa: BLE001 - sent back to the caller as data
                 done.put_nowait((i, False, error_to_wire(e)))
 
@@ -233,7 +252,7 @@ class GatewayClient:
         exhausted: list[tuple[Request, asyncio.Future[Completion]]] = []
         pending = len(batch)
         try:
-            stream = gw.complete_stream.options(num_returns="streaming").remote([r for r, _ in batch], self.flush_ms)
+            stream = gw.complete_stream.options(num_returns="streaming").remote([request_to_wire(r) for r, _ in batch], self.flush_ms)
             async for ref in stream:
                 items = await ref
                 if not isinstance(items, list):  # the stream was cut (e.g. the gateway's node went away)

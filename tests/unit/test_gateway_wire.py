@@ -4,8 +4,10 @@ attempts), each rebuilt to what it was."""
 from __future__ import annotations
 
 from synth import errors as E
-from synth.engine.gateway import completion_from_wire, completion_to_wire, error_from_wire, error_to_wire
-from synth.records import Completion, RateLimitInfo, ToolCall, Usage
+from synth.engine.gateway import (
+    completion_from_wire, completion_to_wire, error_from_wire, error_to_wire, request_from_wire, request_to_wire,
+)
+from synth.records import ChatMessage, Completion, RateLimitInfo, Request, ToolCall, Usage
 
 
 def test_completions_cross_unchanged_except_the_rate_limit_headers() -> None:
@@ -27,3 +29,16 @@ def test_errors_cross_as_their_own_kind() -> None:
     assert isinstance(back, E.RateLimited) and str(back) == str(err) and back.attempts == 4  # type: ignore[attr-defined]
     other = error_from_wire(*error_to_wire(ValueError("boom")))
     assert isinstance(other, E.ProviderError) and "ValueError: boom" in str(other)
+
+
+def test_requests_cross_unchanged_and_share_their_schema() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    req = Request(id="u1", model="fast", json_schema=schema, tools=tools, temperature=0.3, top_p=0.9, max_tokens=64,
+                  seed=7, n=2, metadata={"turn": 1}, messages=[
+                      ChatMessage(role="system", content="be brief"),
+                      ChatMessage(role="assistant", tool_calls=[ToolCall(id="c1", name="lookup", arguments="{}")]),
+                      ChatMessage(role="tool", content="42", tool_call_id="c1", name="lookup")])
+    back = request_from_wire(request_to_wire(req))
+    assert back == req and back.model_dump() == req.model_dump()
+    assert back.json_schema is schema  # not copied: the gateway caches its compiled check by identity
