@@ -43,46 +43,16 @@ from synth.providers.keys import KeyPool, redact_causes
 from synth.providers.limits import DEFAULT_BURST_S, Budget, prompt_tokens
 from synth.providers.pricing import cost as price_cost
 from synth.providers.pricing import price_for
-from synth.providers.retry import RetryPolicy, SchemaCheck, reask, retry_delay, should_retry
+from synth.providers.retry import SchemaCheck, reask, retry_delay, should_retry
+from synth.providers.target import Target
 from synth.records import Completion, EmbeddingRequest, Embeddings, Request, Usage
 from synth.spec import BudgetSpec, JobSpec, PriceSpec, ProviderSpec
 
 log = logging.getLogger("synth.providers")
 
 DEFAULT_MAX_TOKENS = 256  # reserved when neither the request nor the provider's params set max_tokens
-_PARAM_FIELDS = ("temperature", "top_p", "max_tokens", "seed")
 
 Slot = tuple[str, int, float]  # (provider route, key index, share of that key's limits)
-
-
-class Target:
-    """One provider of the job as this process holds it."""
-
-    def __init__(self, spec: ProviderSpec, provider: Provider, pool: KeyPool, price: PriceSpec | None) -> None:
-        self.spec = spec
-        self.route = spec.route
-        self.provider = provider
-        self.pool = pool
-        self.price = price
-        self.policy = RetryPolicy(max_retries=spec.max_retries)
-        self.timeout = spec.timeout_s
-        # a second, outer timeout for providers whose client may overrun its own (SDKs retrying
-        # inside); a client that enforces a total deadline itself says so and saves a timer per call
-        own = getattr(provider, "enforces_timeout", False)
-        self.backstop: float | None = None if own else spec.timeout_s * 1.1 + 0.1
-        self.defaults = {k: spec.params[k] for k in _PARAM_FIELDS if spec.params.get(k) is not None}
-        self.counts: Counter[str] = Counter()
-
-    def prepare(self, request: Request) -> Request:
-        """The request with the provider's default params filled into fields it leaves unset."""
-        if not self.defaults:
-            return request
-        update = {k: v for k, v in self.defaults.items() if getattr(request, k) is None}
-        return request.model_copy(update=update) if update else request
-
-    def est_usd(self, prompt: int, output: int) -> float:
-        p = self.price
-        return 0.0 if p is None else (prompt * p.input_per_mtok + output * p.output_per_mtok) / 1e6
 
 
 _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+: no extra task, unlike wait_for before 3.12
