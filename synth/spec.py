@@ -142,7 +142,9 @@ class EngineSpec(Strict):
     workers: int | None = Field(None, ge=1, description="generator worker actors (default: one per CPU)")
     batch_size: int = Field(256, ge=1, description="most requests in one call from a worker to a gateway")
     batch_wait_ms: float = Field(20.0, ge=0, description="how long a worker gathers requests into one batch")
-    concurrency: int = Field(512, ge=1, description="units in flight per worker")
+    concurrency: int = Field(512, ge=1, description="units in flight per shard")
+    shards_per_worker: int = Field(
+        2, ge=1, description="shards a worker makes at once (a worker's memory is about this many shards)")
     gateways_per_node: int = Field(
         1, ge=1, description="gateway processes per node; keys are dealt to them, each key to one")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from synth.engine.gateway import GatewayClient, quiet_gc
+from synth.engine.gateway import GatewayClient, QuietGc
 from synth.engine.plan import Shard, fingerprint
 from synth.engine.shardrun import run_shard
 from synth.engine.sink import to_ipc
@@ -41,12 +41,19 @@ class ShardWorker:
         self.ctx = GenContext(job=self.job.name, seed=self.job.seed, llm=self.llm, worker=worker)
         self.monitor = monitor
         self._setup: asyncio.Future[None] | None = None
-        quiet_gc()  # workers hold thousands of units in flight too
+        self._slots: asyncio.Semaphore | None = None
+        self.gc = QuietGc()  # workers hold thousands of units in flight too
 
     async def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         if self._setup is None:
             self._setup = asyncio.ensure_future(self.generator.setup(self.ctx))
         await self._setup
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.job.engine.shards_per_worker)
+        async with self._slots:  # Ray Data hands a worker several batches at once; memory is bounded here
+            return await self._make(batch)
+
+    async def _make(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {"shard": [], "records": [], "dead": [], "stats": [], "aborted": []}
         for k, start, stop in zip(batch["shard"], batch["start"], batch["stop"]):
             shard = Shard(int(k), int(start), int(stop))
@@ -69,4 +76,5 @@ class ShardWorker:
             out["aborted"].append(res.aborted)
             if self.monitor is not None:
                 self.monitor.report.remote({**res.stats, "shards": 1, "aborted": 1 if res.aborted else 0})
+            self.gc.tick()
         return out
