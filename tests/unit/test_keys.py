@@ -66,6 +66,38 @@ async def test_concurrent_waiters_are_served_first_come_first_served() -> None:
     assert order == list(range(10)) and clock.now() == 4.0
 
 
+async def test_freed_capacity_goes_to_every_queued_request_at_once() -> None:
+    """When requests finish, all the waiters that now fit are granted in the same pass, in order,
+    not one per event-loop turn (which starves the keys while the loop is busy)."""
+    pool = KeyPool(spec(2, rpm=10**6, tpm=10**9, max_concurrency=3), env=SECRETS, clock=FakeClock())
+    held = [await pool.acquire(1) for _ in range(6)]  # both keys full
+    waiters = [asyncio.create_task(pool.acquire(1)) for _ in range(5)]
+    await asyncio.sleep(0)
+    assert pool.waiting == 5 and not any(w.done() for w in waiters)
+    for slot, _ in held[:4]:
+        slot.limiter.settle(1, 1)  # four requests finish in one callback
+    await asyncio.sleep(0)  # one turn of the loop
+    assert [w.done() for w in waiters] == [True] * 4 + [False]
+    assert Counter(w.result()[0].alias for w in waiters[:4]) == Counter(s.alias for s, _ in held[:4])
+    held[4][0].limiter.settle(1, 1)
+    await asyncio.sleep(0)
+    assert waiters[4].done() and pool.waiting == 0
+
+
+async def test_a_cancelled_waiter_gives_back_what_it_was_granted() -> None:
+    pool = KeyPool(spec(1, rpm=10**6, tpm=10**9, max_concurrency=1), env=SECRETS, clock=FakeClock())
+    slot, _ = await pool.acquire(1)
+    waiter = asyncio.create_task(pool.acquire(1))
+    await asyncio.sleep(0)
+    slot.limiter.settle(1, 1)  # granted to the waiter ...
+    waiter.cancel()  # ... which is cancelled before it runs
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert slot.limiter.in_flight == 0 and pool.waiting == 0
+    again, _ = await asyncio.wait_for(pool.acquire(1), 1)
+    assert again is slot
+
+
 async def test_picks_the_key_that_can_serve_soonest() -> None:
     clock = FakeClock()
     pool = KeyPool(spec(2, rpm=60, tpm=10**9), env=SECRETS, clock=clock)
