@@ -233,6 +233,8 @@ def _quiet_ray_data() -> None:
     ctx.print_on_execution_start = False
     for name in ("ray.data", "ray.data._internal"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # it only says that the bars are off, as a warning, in the middle of our progress line
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 @ray.remote(num_cpus=0)
