@@ -318,6 +318,31 @@ async def test_secret_never_leaks(sim: SimulatorProcess, caplog: pytest.LogCaptu
     assert not [t for t in texts if SECRET[3:15] in t]  # nor a recognisable piece of it
 
 
+async def test_wire_transport_errors_name_no_secret() -> None:
+    """A refused connection and a key a header cannot carry: clear errors, no key in any cause."""
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    p = WireProvider("compat", "m", base_url=url)
+    bad = ApiKey("broken", SECRET + "\n")
+    try:
+        with pytest.raises(Transient) as refused:
+            await p.complete(req(), KEY, timeout=5)
+        with pytest.raises(AuthError) as unusable:
+            await p.complete(req(), bad, timeout=5)
+    finally:
+        await p.aclose()
+    assert "refused the connection" in str(refused.value)
+    assert "'broken'" in str(unusable.value) and "line break" in str(unusable.value)
+    assert not unusable.value.retryable
+    texts = []
+    for e in (refused.value, unusable.value):
+        texts += [str(e), repr(e), "".join(traceback.format_exception(e))]
+        cause: BaseException | None = e.__cause__
+        while cause is not None:
+            texts += [str(cause), repr(cause), repr(getattr(cause, "details", None))]
+            cause = cause.__cause__ or cause.__context__
+    assert not [t for t in texts if SECRET[3:15] in t]
+
+
 # ------------------------------------------------------------------------------------ factory
 
 
