@@ -201,10 +201,11 @@ def _start_gateways(job: JobSpec) -> tuple[dict[str, list[Any]], dict[str, list[
     nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
     slot_groups = plan_slots(job, keyed, gateways=max(1, len(nodes)) * job.engine.gateways_per_node)
     job_json = job.model_dump_json()
-    # one gateway per node in turn, so keys are spread over the cluster
+    # one gateway per node in turn, so keys are spread over the cluster; soft, so a gateway whose
+    # node is lost restarts on another one and its keys keep working (still in one process each)
     actors = [
         GatewayActor.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=False) if nodes else "SPREAD"
+            scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=True) if nodes else "SPREAD"
         ).remote(job_json, slots, 1.0 / len(slot_groups))
         for i, slots in enumerate(slot_groups)
     ]

@@ -70,16 +70,27 @@ def scenario(out: str, sim: SimulatorProcess) -> None:
         if len(workers) >= 3 and len(manifest.committed()) >= 2:
             break
         time.sleep(0.2)
-    committed_at_loss = len(manifest.committed())
+    before_loss = len(manifest.committed())
     cluster.remove_node(doomed)
+    # once two more shards are in (requests in flight at the loss long answered), count each key's
+    # answers at the simulator; the lost node's gateway must come back and its key serve again
+    while t.is_alive() and len(manifest.committed()) < before_loss + 2:
+        time.sleep(0.1)
+    after_loss = {k: v["ok"] for k, v in sim.stats()["by_key"].items()}
+    gateways_after = [(a["state"], a["node_id"]) for a in ray.util.state.list_actors()
+                      if a["class_name"] == "GatewayActor"]
     t.join(timeout=400)
     run = result.get("run")
+    at_end = {k: v["ok"] for k, v in sim.stats()["by_key"].items()}
+    keys_after = sorted(k for k, n in at_end.items() if n > after_loss.get(k, 0))
     print("RESULT " + json.dumps({
         "error": result.get("error"),
         "complete": run.complete if run else False,
         "records": run.records if run else 0,
         "dead": run.dead_letters if run else 0,
-        "committed_at_loss": committed_at_loss,
+        "committed_at_loss": before_loss,
+        "keys_after_loss": keys_after,
+        "gateways_after_loss": gateways_after,
         "nodes": {k: sorted(set(v)) for k, v in placement.items()},
         "doomed": doomed.node_id,
     }), flush=True)
