@@ -145,7 +145,9 @@ def _tools(body: dict[str, Any]) -> list[dict[str, Any]] | None:
     out = []
     for tool in body.get("tools") or ():
         for fn in tool.get("functionDeclarations") or ():
-            params = fn.get("parametersJsonSchema") or to_json_schema(fn.get("parameters")) or {"type": "object"}
+            # the API takes both spellings, and google-genai sends this field in snake case
+            params = (fn.get("parametersJsonSchema") or fn.get("parameters_json_schema")
+                      or to_json_schema(fn.get("parameters")) or {"type": "object"})
             out.append({"name": fn["name"], "parameters": params})
     return out or None
 

@@ -182,8 +182,6 @@ async def test_tool_calls(client: str, sim: SimulatorProcess) -> None:
         await p.aclose()
 
 
-@pytest.mark.xfail(strict=True, reason="google-genai sends functionDeclarations[].parameters_json_schema in "
-                   "snake case (the real API accepts both spellings); the simulator reads only camelCase")
 async def test_tool_calls_gemini(sim: SimulatorProcess) -> None:
     p = make("gemini", sim.url)
     try:
