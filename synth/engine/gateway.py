@@ -132,6 +132,29 @@ def plan_slots(job: JobSpec, keyed: list[str], gateways: int | None = None) -> l
     return [[(r, k, s) for (r, k), s in held.items()] for held in out if held]
 
 
+def slot_weight(job: JobSpec, slots: list[Slot], route: str) -> float:
+    """A gateway's share of a route's capacity: its keys' requests per minute (1 when unknown)."""
+    spec = next(p for p in job.providers if p.route == route)
+    total = 0.0
+    for r, index, share in slots:
+        if r == route:
+            key = spec.keys[index] if spec.keys else None
+            total += share * ((key.rpm if key else None) or spec.rpm or 1.0)
+    return total
+
+
+def budget_shares(job: JobSpec, groups: list[list[Slot]]) -> list[float]:
+    """Each gateway's part of the job's budget. Workers send a route's requests to its gateways in
+    proportion to their capacity, so that is how each spends: a gateway holding two of three equal
+    keys gets two thirds, not half (with half it would stop the job at three quarters of the
+    budget). Several routes count alike."""
+    routes = sorted({s[0] for g in groups for s in g})
+    if not routes:
+        return [1.0 / max(1, len(groups))] * len(groups)
+    totals = {r: sum(slot_weight(job, g, r) for g in groups) or 1.0 for r in routes}
+    return [sum(slot_weight(job, g, r) / totals[r] for r in routes) / len(routes) for g in groups]
+
+
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000)
 class GatewayActor:
     def __init__(self, job_json: str, slots: list[Slot], budget_share: float) -> None:

@@ -15,7 +15,7 @@ import ray
 from pydantic import BaseModel, Field
 
 import synth
-from synth.engine.gateway import GatewayActor, error_from_wire, plan_slots
+from synth.engine.gateway import GatewayActor, budget_shares, error_from_wire, plan_slots, slot_weight
 from synth.engine.manifest import Manifest
 from synth.engine.monitor import MonitorActor, Progress, merge_gateway_stats
 from synth.engine.plan import fingerprint, shard_count, shards
@@ -182,17 +182,6 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
     )
 
 
-def slot_weight(job: JobSpec, slots: list[Any], route: str) -> float:
-    """A gateway's share of a route's capacity: its keys' requests per minute (1 when unknown)."""
-    spec = next(p for p in job.providers if p.route == route)
-    total = 0.0
-    for r, index, share in slots:
-        if r == route:
-            key = spec.keys[index] if spec.keys else None
-            total += share * ((key.rpm if key else None) or spec.rpm or 1.0)
-    return total
-
-
 def _start_gateways(job: JobSpec) -> tuple[dict[str, list[Any]], dict[str, list[float]], list[Any]]:
     sim = local_routes(job)
     keyed = [p.route for p in job.providers if p.route not in sim]
@@ -206,8 +195,8 @@ def _start_gateways(job: JobSpec) -> tuple[dict[str, list[Any]], dict[str, list[
     actors = [
         GatewayActor.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=True) if nodes else "SPREAD"
-        ).remote(job_json, slots, 1.0 / len(slot_groups))
-        for i, slots in enumerate(slot_groups)
+        ).remote(job_json, slots, share)
+        for i, (slots, share) in enumerate(zip(slot_groups, budget_shares(job, slot_groups)))
     ]
     by_route: dict[str, list[Any]] = {}
     weights: dict[str, list[float]] = {}
