@@ -191,7 +191,8 @@ class StructuredOptions(BaseModel):
         "auto", description="auto: jinja when the template contains '{{' or '{%', else str.format")
     temperature: float | None = Field(None, ge=0, le=2, description="sampling temperature")
     max_tokens: int | None = Field(None, gt=0, description="most output tokens per call")
-    dedup: bool = Field(True, description="drop exact duplicate records and try again")
+    dedup: bool = Field(True, description="drop a record that repeats one made earlier in the same shard and try "
+                        "again (within a shard, so a shard makes the same records on any worker and on resume)")
     max_attempts: int = Field(5, ge=1, le=50, description="attempts per unit when records come out duplicated")
     layout: Literal["record", "columns"] = Field(
         "record", description="record: one struct column 'record'; columns: the record's fields as top-level columns")

@@ -35,7 +35,7 @@ from synth.errors import (
     AuthError, BadRequest, BudgetExceeded, ConfigError, MalformedOutput, ProviderError, RateLimited, SynthError,
     Transient,
 )
-from synth.fakegen import estimate_tokens
+from synth.tokens import estimate_tokens
 from synth.providers.base import ApiKey, Provider
 from synth.providers.cache import ResponseCache, request_key
 from synth.providers.clock import REAL_CLOCK, Clock

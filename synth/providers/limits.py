@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Callable
 
 from synth.errors import BudgetExceeded
-from synth.fakegen import estimate_tokens
+from synth.tokens import estimate_tokens
 from synth.providers.clock import REAL_CLOCK, Clock, Waker
 from synth.records import ChatMessage, RateLimitInfo
 from synth.spec import BudgetSpec, Limits
