@@ -42,8 +42,8 @@ def test_structured_example_through_the_openai_sdk(simulator, tmp_path, monkeypa
 
 def test_budget_stops_spending(simulator, tmp_path):
     # about $0.015 per answer (7 prompt and 8 output tokens at $1,000 per million), $1.47 for all 100;
-    # each call out holds $0.071 (64 output tokens). The budget stops the job well before its end
-    # whatever the timing: spending alone would cross it.
+    # each call out holds $0.071 (64 output tokens). Spending alone crosses the budget, and with two
+    # calls out at a time a few shards are committed before it does, whatever the timing.
     price = {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}
     doc = {
         "name": "budget", "count": 100,
@@ -53,6 +53,7 @@ def test_budget_stops_spending(simulator, tmp_path):
                        "keys": [{"env": "HTTP_KEY_A", "rpm": 6000}], "params": {"max_tokens": 64}}],
         "budget": {"max_usd": 0.5},
         "output": {"uri": str(tmp_path / "o"), "shard_size": 10},
+        "engine": {"workers": 1, "shards_per_worker": 1, "concurrency": 2},
     }
     res = synth.run(doc)
     assert res.aborted and res.aborted.startswith("budget")
