@@ -88,6 +88,9 @@ def _summary(res: Any) -> None:
         ("cost", f"${res.cost_usd:.4f}" + (f" (offline sim; about ${est['usd']:.4f} on {est['model']})"
                                               if (est := res.stats.get("cost_estimate")) else "")),
         ("429s", f"{res.stats.get('requests', {}).get('rate_limited', 0):,.0f}"),
+        # what the providers were paid this run, including calls of shards that did not finish
+        *([("spent this run", f"${req['cost_usd']:.4f} on {req.get('requests', 0):,.0f} calls")]
+          if (req := res.stats.get("requests") or {}).get("requests") else []),
         ("wall time", f"{res.wall_s:.1f} s"),
         ("complete", "yes" if res.complete else "no"),
     ]

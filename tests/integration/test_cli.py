@@ -52,3 +52,19 @@ def test_sim_serve_prints_its_url_first():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_summary_shows_what_this_run_paid(capsys):
+    """The dataset's cost counts committed records; what the providers were paid this run (calls of
+    unfinished shards too) is its own row, shown when gateways made calls."""
+    from types import SimpleNamespace
+
+    from synth.cli import _summary
+
+    base = dict(job="j", output="/o", records=20, rows=20, dead_letters=0, shards_written=2, shards_skipped=0,
+                shards_total=10, prompt_tokens=140, completion_tokens=170, cost_usd=0.31, wall_s=1.0, complete=False)
+    _summary(SimpleNamespace(**base, stats={"requests": {"requests": 27, "cost_usd": 0.4399, "rate_limited": 0}}))
+    paid = capsys.readouterr().err
+    assert "$0.3100" in paid and "spent this run" in paid and "$0.4399 on 27 calls" in paid
+    _summary(SimpleNamespace(**base, stats={"requests": {}}))  # offline sim: no calls out
+    assert "spent this run" not in capsys.readouterr().err

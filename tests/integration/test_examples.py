@@ -59,6 +59,8 @@ def test_budget_stops_spending(simulator, tmp_path):
     assert res.aborted and res.aborted.startswith("budget")
     assert not res.complete
     assert 0 < res.cost_usd <= 0.5
+    # what the provider was paid, calls of unfinished shards included, stays within the budget too
+    assert res.cost_usd <= res.stats["requests"]["cost_usd"] <= 0.5
     # a later run with more budget finishes the job without redoing committed shards
     doc["budget"] = {"max_usd": 1000.0}
     again = synth.run(doc)
