@@ -176,9 +176,6 @@ class GatewayActor:
     def ready(self) -> list[str] | tuple[str, str, int]:
         return self.failure or self.routes
 
-    def node(self) -> str:
-        return str(ray.get_runtime_context().get_node_id())
-
     async def complete_stream(self, requests: list[tuple[Any, ...]], flush_ms: float = 25.0):  # type: ignore[no-untyped-def]
         """Yield groups of (position, ok, completion or error tuple) as requests finish."""
         done: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()

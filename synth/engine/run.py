@@ -191,25 +191,13 @@ def _start_gateways(job: JobSpec) -> tuple[dict[str, list[Any]], dict[str, list[
     slot_groups = plan_slots(job, keyed, gateways=max(1, len(nodes)) * job.engine.gateways_per_node)
     job_json = job.model_dump_json()
     shares = budget_shares(job, slot_groups)
-    targets = [nodes[i % len(nodes)] if nodes else None for i in range(len(slot_groups))]
-
-    def place(i: int) -> Any:
-        # soft, so a gateway whose node is lost restarts on another one and its keys keep working
-        # (still in one process each)
-        where = NodeAffinitySchedulingStrategy(targets[i], soft=True) if targets[i] else "SPREAD"
-        return GatewayActor.options(scheduling_strategy=where).remote(job_json, slot_groups[i], shares[i])
-
-    # one gateway per node in turn, so keys are spread over the cluster. Soft affinity may also put
-    # a gateway elsewhere while its node is still joining: those are placed again, a few times
-    actors = [place(i) for i in range(len(slot_groups))]
-    for _ in range(3):
-        misplaced = [i for i, at in enumerate(ray.get([a.node.remote() for a in actors]))
-                     if targets[i] is not None and at != targets[i]]
-        for i in misplaced:
-            ray.kill(actors[i])
-            actors[i] = place(i)
-        if not misplaced:
-            break
+    # one gateway per node in turn, so keys are spread over the cluster
+    actors = [
+        GatewayActor.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=False) if nodes else "SPREAD"
+        ).remote(job_json, slots, share)
+        for i, (slots, share) in enumerate(zip(slot_groups, shares))
+    ]
     by_route: dict[str, list[Any]] = {}
     weights: dict[str, list[float]] = {}
     for actor, slots, routes in zip(actors, slot_groups, ray.get([a.ready.remote() for a in actors])):

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pyarrow.dataset as pads
 
-from synth.simulator.stats import key_label
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -31,10 +29,5 @@ def test_job_survives_losing_a_node(tmp_path):
     assert summary["doomed"] in workers and len(set(workers)) == 2, summary
     assert summary["committed_at_loss"] < 24
     assert summary["complete"] and summary["records"] + summary["dead"] == 1200
-    # the lost node's gateway restarted on the other node (the same two gateways, no second round)
-    # and both keys served the rest of the run
-    assert [state for state, _ in summary["gateways_after_loss"]] == ["ALIVE", "ALIVE"], summary
-    assert summary["doomed"] not in [node for _, node in summary["gateways_after_loss"]], summary
-    assert summary["keys_after_loss"] == sorted(key_label(k) for k in ("sk-cluster-one", "sk-cluster-two")), summary
     ids = pads.dataset(f"{out}/data").to_table(columns=["id"])["id"].to_pylist()
     assert len(ids) == len(set(ids)) == summary["records"]
