@@ -82,7 +82,9 @@ def window_numbers(samples: list[Any], total: int) -> dict[str, float] | None:
     first = min(samples, key=lambda s: abs(s.t - t0)).by_process
     last = min(samples, key=lambda s: abs(s.t - t1)).by_process
     by = {k: 1000 * (v - first.get(k, 0.0)) / max(answers, 1) for k, v in last.items()}
-    return {"start_s": t0, "end_s": t1, "seconds": t1 - t0, "answers": answers, "rate": answers / (t1 - t0),
+    held = [s.probe["in_flight"] for s in samples if t0 <= s.t <= t1 and "in_flight" in s.probe]
+    return {"sim_in_flight": sum(held) / len(held) if held else None,
+            "start_s": t0, "end_s": t1, "seconds": t1 - t0, "answers": answers, "rate": answers / (t1 - t0),
             "cpu_s": cpu, "cpu_per_1k": 1000 * cpu / max(answers, 1),
             "cpu_per_1k_by_process": dict(sorted(by.items(), key=lambda kv: -kv[1]))}
 
@@ -237,6 +239,10 @@ def report(a: dict[str, Any] | None, b: dict[str, Any] | None) -> None:
         e2e = base["wall_s"] / s["wall_s"]
         print(f"synth / baseline: {ratio:.2f}x steady, {e2e:.2f}x end to end (synth's includes "
               f"{s['startup_s']:.1f} s of Ray start-up before the first answer); target >= 1.0 on 2 cores")
+        if sw.get("sim_in_flight") and bw.get("sim_in_flight"):
+            print(f"requests open at the simulator, mean over the steady window: synth {sw['sim_in_flight']:.0f}, "
+                  f"baseline {bw['sim_in_flight']:.0f}; time per request (in flight / rate): synth "
+                  f"{1000 * sw['sim_in_flight'] / sw['rate']:.1f} ms, baseline {1000 * bw['sim_in_flight'] / bw['rate']:.1f} ms")
         by = sw.get("cpu_per_1k_by_process") or {}
         if by:
             print("synth CPU s/1k records in the steady window, by process: "
