@@ -2,7 +2,7 @@
 
 Each key slot (a provider's key, or a share of it) lives in exactly one gateway, so a key's limits
 are enforced in one place across the cluster without locks. Workers reach gateways through
-:class:`GatewayClient`, which gathers the requests of many concurrent units into one call and
+:class:`~synth.engine.client.GatewayClient`, which gathers the requests of many concurrent units into one call and
 streams results back in small groups as they finish, so Ray costs a fraction of a millisecond per
 request and a slow request never holds up the rest of its batch.
 
@@ -13,8 +13,10 @@ provider's key can be split over ``gateways`` processes (ProviderSpec, default 1
 drives a few thousand requests/s; split a key only when its ceiling is above that.
 
 Gateways are placed one per node in turn. A gateway process that crashes restarts on its node and
-the requests it held are sent again; when its node is lost, its requests move to the other
-gateways and its keys sit out the rest of the run (run the job again to use them).
+the requests it held are sent again. When its node is lost, its requests move to the other
+gateways at once, and the driver starts a replacement holding the same keys on a surviving node,
+with what is left of the lost one's budget share; workers switch to it when they see it
+(:mod:`synth.engine.gateways`).
 """
 
 from __future__ import annotations
@@ -22,11 +24,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections import defaultdict
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
 
 from synth import errors as E
 from synth.records import ChatMessage, Completion, EmbeddingRequest, Embeddings, Request, ToolCall, Usage
@@ -157,15 +157,17 @@ def budget_shares(job: JobSpec, groups: list[list[Slot]]) -> list[float]:
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000)
 class GatewayActor:
-    def __init__(self, job_json: str, slots: list[Slot], budget_share: float) -> None:
+    def __init__(self, job_json: str, slots: list[Slot], budget_share: float,
+                 spent: tuple[float, int] = (0.0, 0)) -> None:
+        """``spent``: dollars and tokens a lost gateway this one replaces had spent or held."""
         from synth.providers.dispatch import Dispatcher
 
         self.gc = QuietGc()
         job = JobSpec.model_validate_json(job_json)
         if job.budget.max_usd is not None:
-            job.budget.max_usd *= budget_share
+            job.budget.max_usd = max(0.0, job.budget.max_usd * budget_share - spent[0])
         if job.budget.max_tokens is not None:
-            job.budget.max_tokens = max(1, int(job.budget.max_tokens * budget_share))
+            job.budget.max_tokens = max(1, int(job.budget.max_tokens * budget_share) - spent[1])
         self.routes = sorted({s[0] for s in slots})
         self.failure: tuple[str, str, int] | None = None
         try:
@@ -206,135 +208,3 @@ class GatewayActor:
 
     def stats(self) -> dict[str, Any]:
         return self.dispatcher.stats()
-
-
-class _StreamLost(Exception):
-    """A gateway's result stream ended without results."""
-
-
-class GatewayClient:
-    """The LLM a worker's generator calls: batches concurrent requests per route to gateways."""
-
-    def __init__(self, gateways: dict[str, list[Any]], *, batch_size: int = 256, wait_ms: float = 5.0,
-                 local: Any = None, local_routes: set[str] | None = None, job: JobSpec | None = None,
-                 weights: dict[str, list[float]] | None = None) -> None:
-        # own copy, pruned as keys run out: route -> [(gateway, share of the route's capacity)]
-        self.gateways: dict[str, list[tuple[Any, float]]] = {
-            r: list(zip(h, (weights or {}).get(r) or [1.0] * len(h))) for r, h in gateways.items()
-        }
-        self._load: dict[int, int] = defaultdict(int)  # requests this worker has in flight per gateway
-        self.batch_size = batch_size
-        self.wait = wait_ms / 1000
-        self.flush_ms = max(5.0, wait_ms)  # gateways gather results as long as workers gather requests
-        self.local = local  # an in-process Dispatcher for keyless offline providers (sim)
-        self.local_routes = local_routes or set()
-        self.job = job
-        self._pending: dict[str, list[tuple[Request, asyncio.Future[Completion]]]] = defaultdict(list)
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._routes: dict[str, str] = {}  # model -> the route its requests go to
-
-    def _least_loaded(self, route: str) -> tuple[Any, float]:
-        return min(self.gateways[route], key=lambda hw: self._load[id(hw[0])] / hw[1])
-
-    def _route(self, model: str) -> str:
-        route = self._routes.get(model)
-        if route is None:
-            targets = self.job.route_targets(model) if self.job is not None else []
-            route = self._routes[model] = targets[0] if targets else model
-        return route
-
-    def _is_local(self, route: str) -> bool:
-        return route in self.local_routes
-
-    async def complete(self, request: Request) -> Completion:
-        route = self._route(request.model)
-        if self._is_local(route):
-            return await self.local.complete(request)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Completion] = loop.create_future()
-        q = self._pending[route]
-        q.append((request, fut))
-        if len(q) >= self.batch_size:
-            self._flush(route)
-        elif route not in self._timers:
-            self._timers[route] = loop.call_later(self.wait, self._flush, route)
-        return await fut
-
-    def _flush(self, route: str) -> None:
-        timer = self._timers.pop(route, None)
-        if timer is not None:
-            timer.cancel()
-        batch, self._pending[route] = self._pending[route], []
-        if batch:
-            asyncio.ensure_future(self._send(route, batch))
-
-    async def _send(self, route: str, batch: list[tuple[Request, asyncio.Future[Completion]]], tries: int = 0) -> None:
-        """Spread a batch over the route's gateways by load per unit of key capacity, so a big
-        batch never queues behind one key while the others idle."""
-        if not self.gateways.get(route):
-            err = E.ConfigError(f"no gateway holds keys for route {route!r}")
-            for _, f in batch:
-                if not f.done():
-                    f.set_exception(err)
-            return
-        groups: dict[int, tuple[Any, list[tuple[Request, asyncio.Future[Completion]]]]] = {}
-        for item in batch:
-            gw, _ = self._least_loaded(route)
-            self._load[id(gw)] += 1
-            groups.setdefault(id(gw), (gw, []))[1].append(item)
-        await asyncio.gather(*(self._send_to(route, gw, items, tries) for gw, items in groups.values()))
-
-    async def _send_to(self, route: str, gw: Any, batch: list[tuple[Request, asyncio.Future[Completion]]], tries: int) -> None:
-        exhausted: list[tuple[Request, asyncio.Future[Completion]]] = []
-        pending = len(batch)
-        try:
-            stream = gw.complete_stream.options(num_returns="streaming").remote([request_to_wire(r) for r, _ in batch], self.flush_ms)
-            async for ref in stream:
-                items = await ref
-                if not isinstance(items, list):  # the stream was cut (e.g. the gateway's node went away)
-                    raise _StreamLost(type(items).__name__)
-                for i, ok, res in items:
-                    pending -= 1
-                    self._load[id(gw)] -= 1
-                    f = batch[i][1]
-                    if f.done():
-                        continue
-                    if ok:
-                        f.set_result(completion_from_wire(res))
-                    elif res[0] == "no_keys_left" and len(self.gateways.get(route, ())) > 1:
-                        exhausted.append(batch[i])  # this gateway's keys are gone; others may have some
-                    else:
-                        f.set_exception(error_from_wire(*res))
-        except (RayActorError, _StreamLost):
-            # the gateway died: its requests are sent again. A crashed process restarts on its node;
-            # a gateway whose node is gone cannot, so after repeated failures it leaves the route.
-            self._load[id(gw)] -= pending
-            left = [(r, f) for r, f in batch if not f.done()]
-            if tries >= 1 and len(self.gateways.get(route, ())) > 1:
-                self.gateways[route] = [hw for hw in self.gateways[route] if hw[0] is not gw]
-            if left and tries < 8:
-                await asyncio.sleep(min(10.0, 0.25 * 2**tries))  # let Ray restart it elsewhere
-                await self._send(route, left, tries + 1)
-                return
-            for _, f in left:
-                f.set_exception(E.Transient("gateway process died repeatedly; see the Ray logs"))
-            return
-        if exhausted:
-            self.gateways[route] = [hw for hw in self.gateways[route] if hw[0] is not gw]
-            await self._send(route, exhausted, tries)
-
-    async def embed(self, request: EmbeddingRequest) -> Embeddings:
-        route = self._route(request.model)
-        if self._is_local(route):
-            return await self.local.embed(request)
-        if not self.gateways.get(route):
-            raise E.ConfigError(f"no gateway holds keys for route {route!r}")
-        gw, _ = self._least_loaded(route)
-        self._load[id(gw)] += 1
-        try:
-            res = await gw.embed.remote(request)
-        finally:
-            self._load[id(gw)] -= 1
-        if isinstance(res, tuple):
-            raise error_from_wire(*res)
-        return res

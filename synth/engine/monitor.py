@@ -13,8 +13,20 @@ import ray
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class MonitorActor:
+    """Finished-shard totals for the progress line, and the directory of the run's gateways that
+    workers consult when one is lost (the driver publishes each replacement here)."""
+
     def __init__(self) -> None:
         self.totals: Counter[str] = Counter()
+        self.version = 0
+        self.table: list[Any] = []
+
+    def publish_gateways(self, version: int, table: list[Any]) -> None:
+        if version > self.version:
+            self.version, self.table = version, table
+
+    def gateways(self) -> tuple[int, list[Any]]:
+        return self.version, self.table
 
     def report(self, stats: dict[str, Any]) -> None:
         for k, v in stats.items():

@@ -13,15 +13,16 @@ from typing import Any
 
 import ray
 from pydantic import BaseModel, Field
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import synth
-from synth.engine.gateway import GatewayActor, budget_shares, error_from_wire, plan_slots, slot_weight
+from synth.engine.gateways import Gateways
 from synth.engine.manifest import Manifest
-from synth.engine.monitor import MonitorActor, Progress, merge_gateway_stats
+from synth.engine.monitor import MonitorActor, Progress
 from synth.engine.plan import fingerprint, shard_count, shards
 from synth.engine.sink import ShardSink
 from synth.engine.storage import Storage
-from synth.engine.worker import ShardWorker, local_routes
+from synth.engine.worker import ShardWorker
 from synth.errors import BudgetExceeded, NoKeysLeft, SynthError
 from synth.spec import JobSpec
 
@@ -132,12 +133,15 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
     sink_results: list[dict[str, Any]] = []
     gw_stats: dict[str, float] = {}
     aborted: str | None = None
+    rounds = 0
+    tally = {"gateways_replaced": 0}
     if todo:
         started_here = init_ray(address)
         try:
             for attempt in range(ROUNDS):
+                rounds += 1
                 try:
-                    gw_stats, results = _execute(job, todo, partition_by, len(committed), progress)
+                    gw_stats, results = _execute(job, todo, partition_by, len(committed), progress, tally)
                     sink_results += results
                     break
                 except SynthError:
@@ -167,7 +171,7 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
                    "written_this_run": len([r for r in sink_results if not r.get("aborted")])},
         "complete": complete, "aborted": aborted,
         "cost_estimate": estimate(job, totals["prompt_tokens"], totals["completion_tokens"]), **{k: v for k, v in totals.items() if k != "shards_committed"},
-        "requests": gw_stats,
+        "requests": gw_stats, "rounds": rounds, "gateways_replaced": tally["gateways_replaced"],
         "timing": {"started_at": started_at.isoformat(), "wall_s": round(wall, 3),
                    "records_per_s_this_run": round(sum(r.get("records", 0) for r in sink_results) / max(wall, 1e-9), 2)},
         "versions": _versions(), "spec": job.redacted(),
@@ -180,38 +184,6 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
         prompt_tokens=totals["prompt_tokens"], completion_tokens=totals["completion_tokens"],
         cost_usd=totals["cost_usd"], wall_s=wall, complete=complete, aborted=aborted, stats=stats,
     )
-
-
-def _start_gateways(job: JobSpec) -> tuple[dict[str, list[Any]], dict[str, list[float]], list[Any]]:
-    sim = local_routes(job)
-    keyed = [p.route for p in job.providers if p.route not in sim]
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
-    slot_groups = plan_slots(job, keyed, gateways=max(1, len(nodes)) * job.engine.gateways_per_node)
-    job_json = job.model_dump_json()
-    shares = budget_shares(job, slot_groups)
-    # one gateway per node in turn, so keys are spread over the cluster
-    actors = [
-        GatewayActor.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=False) if nodes else "SPREAD"
-        ).remote(job_json, slots, share)
-        for i, (slots, share) in enumerate(zip(slot_groups, shares))
-    ]
-    by_route: dict[str, list[Any]] = {}
-    weights: dict[str, list[float]] = {}
-    for actor, slots, routes in zip(actors, slot_groups, ray.get([a.ready.remote() for a in actors])):
-        if isinstance(routes, tuple):  # the gateway could not start (e.g. a key variable unset on its node)
-            for a in actors:
-                ray.kill(a)
-            kind, msg, _ = routes
-            if kind == "key_missing":
-                msg += " (keys are read on the Ray node running the gateway: set the variable there)"
-            raise error_from_wire(kind, msg, 0)
-        for r in routes:
-            by_route.setdefault(r, []).append(actor)
-            weights.setdefault(r, []).append(slot_weight(job, slots, r))
-    return by_route, weights, actors
 
 
 def _quiet_ray_data() -> None:
@@ -232,13 +204,17 @@ def _warm() -> None:
     import synth.engine.sink  # noqa: F401 - pyarrow, fsspec and the sink, loaded once per pooled worker
 
 
-def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before: int, show: bool) -> tuple[dict[str, float], list[dict[str, Any]]]:
+def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before: int, show: bool,
+             tally: dict[str, int]) -> tuple[dict[str, float], list[dict[str, Any]]]:
     _quiet_ray_data()
     # the first write tasks would otherwise each start a worker process and import pyarrow in the
     # middle of the run; started now, those workers are ready (and kept: see init_ray) by then
     warm = [_warm.remote() for _ in range(2)]
-    gateways, weights, actors = _start_gateways(job)
-    monitor = MonitorActor.remote()
+    gateways = Gateways(job)
+    gateways.start()
+    # on the driver's node: the progress totals and the gateway directory must outlive any worker node
+    monitor = MonitorActor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        ray.get_runtime_context().get_node_id(), soft=False)).remote()
     ray.wait(warm, num_returns=len(warm), timeout=30)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     workers = job.engine.workers or max(1, cpus)
@@ -246,7 +222,8 @@ def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), workers * 4)))
     ds = ds.map_batches(
         ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), scheduling_strategy="SPREAD", num_cpus=min(1.0, cpus / workers) * 0.9,
-        fn_constructor_kwargs={"job_json": job.model_dump_json(), "gateways": gateways, "weights": weights, "monitor": monitor},
+        fn_constructor_kwargs={"job_json": job.model_dump_json(), "gateways": gateways.by_route,
+                               "weights": gateways.weights, "index": gateways.index, "monitor": monitor},
         max_restarts=-1, max_task_retries=3,
     )
     sink = _CollectingSink(job.output, partition_by)
@@ -265,21 +242,19 @@ def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before
     try:
         while thread.is_alive():
             thread.join(0.5)
+            gateways.check(monitor)
             try:
                 snap = ray.get(monitor.snapshot.remote(), timeout=5)
-                gw = merge_gateway_stats(ray.get([a.stats.remote() for a in actors], timeout=5)) if actors else {}
+                gw = gateways.stats(timeout=5)
                 bar.update(snap, gw)
             except Exception:  # noqa: BLE001 - progress is best effort; the run goes on
                 pass
-        if actors:
-            try:
-                gw = merge_gateway_stats(ray.get([a.stats.remote() for a in actors], timeout=10))
-            except Exception:  # noqa: BLE001
-                pass
+        gw = gateways.stats(timeout=10)
     finally:
+        tally["gateways_replaced"] += gateways.replaced
         bar.close()
-        for a in [*actors, monitor]:
-            ray.kill(a)
+        gateways.kill()
+        ray.kill(monitor)
     if failure:
         raise _unwrap(failure[0])
     return gw, sink.results

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from synth.engine.gateway import GatewayClient, QuietGc
+from synth.engine.client import GatewayClient
+from synth.engine.gateway import QuietGc
 from synth.engine.plan import Shard, fingerprint
 from synth.engine.shardrun import run_shard
 from synth.engine.sink import to_ipc
@@ -26,7 +27,7 @@ def local_routes(job: JobSpec) -> set[str]:
 
 class ShardWorker:
     def __init__(self, job_json: str, gateways: dict[str, list[Any]], weights: dict[str, list[float]] | None = None,
-                 monitor: Any = None, worker: int = 0) -> None:
+                 monitor: Any = None, worker: int = 0, index: dict[str, list[int]] | None = None) -> None:
         from synth.generators.registry import create_generator
         from synth.providers.dispatch import Dispatcher
 
@@ -37,7 +38,8 @@ class ShardWorker:
         local = Dispatcher.from_spec(self.job, slots=[(r, 0, 1.0) for r in sorted(sim)]) if sim else None
         eng = self.job.engine
         self.llm = GatewayClient(gateways, batch_size=eng.batch_size, wait_ms=eng.batch_wait_ms,
-                                 local=local, local_routes=sim, job=self.job, weights=weights)
+                                 local=local, local_routes=sim, job=self.job, weights=weights,
+                                 index=index, directory=monitor)
         self.ctx = GenContext(job=self.job.name, seed=self.job.seed, llm=self.llm, worker=worker)
         self.monitor = monitor
         self._setup: asyncio.Future[None] | None = None

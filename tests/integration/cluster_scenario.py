@@ -72,9 +72,18 @@ def scenario(out: str, sim: SimulatorProcess) -> None:
         time.sleep(0.2)
     committed_at_loss = len(manifest.committed())
     cluster.remove_node(doomed)
+    # once two more shards are in (the requests in flight at the loss long answered), count each
+    # key's answers at the simulator: the lost node's key must serve again after that
+    while t.is_alive() and len(manifest.committed()) < committed_at_loss + 2:
+        time.sleep(0.1)
+    after_loss = {k: v["ok"] for k, v in sim.stats()["by_key"].items()}
     t.join(timeout=400)
     run = result.get("run")
+    at_end = {k: v["ok"] for k, v in sim.stats()["by_key"].items()}
     print("RESULT " + json.dumps({
+        "keys_after_loss": sorted(k for k, n in at_end.items() if n > after_loss.get(k, 0)),
+        "rounds": run.stats.get("rounds") if run else None,
+        "gateways_replaced": run.stats.get("gateways_replaced") if run else None,
         "error": result.get("error"),
         "complete": run.complete if run else False,
         "records": run.records if run else 0,

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pyarrow.dataset as pads
 
+from synth.simulator.stats import key_label
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,5 +31,9 @@ def test_job_survives_losing_a_node(tmp_path):
     assert summary["doomed"] in workers and len(set(workers)) == 2, summary
     assert summary["committed_at_loss"] < 24
     assert summary["complete"] and summary["records"] + summary["dead"] == 1200
+    # the lost node's gateway was replaced on the other node, and its key served the rest of the run
+    assert summary["gateways_replaced"] >= 1, summary
+    assert summary["keys_after_loss"] == sorted(key_label(k) for k in ("sk-cluster-one", "sk-cluster-two")), summary
+    assert summary["doomed"] not in summary["nodes"]["MonitorActor"]  # progress and the directory live on
     ids = pads.dataset(f"{out}/data").to_table(columns=["id"])["id"].to_pylist()
     assert len(ids) == len(set(ids)) == summary["records"]
