@@ -92,8 +92,8 @@ def _summary(res: Any) -> None:
         *([("spent this run", f"${req['cost_usd']:.4f} on {req.get('requests', 0):,.0f} calls")]
           if (req := res.stats.get("requests") or {}).get("requests") else []),
         # shown when infrastructure failed under the run and it carried on
-        *([("recovered", f"{res.stats.get('gateways_replaced', 0)} gateways replaced, "
-                         f"{res.stats.get('rounds', 1)} passes over the shards")]
+        *([("recovered", f"{(g := res.stats.get('gateways_replaced', 0))} gateway{'' if g == 1 else 's'} replaced, "
+                         f"{(n := res.stats.get('rounds', 1))} pass{'' if n == 1 else 'es'} over the shards")]
           if res.stats.get("gateways_replaced") or res.stats.get("rounds", 1) > 1 else []),
         ("wall time", f"{res.wall_s:.1f} s"),
         ("complete", "yes" if res.complete else "no"),

@@ -68,3 +68,19 @@ def test_summary_shows_what_this_run_paid(capsys):
     assert "$0.3100" in paid and "spent this run" in paid and "$0.4399 on 27 calls" in paid
     _summary(SimpleNamespace(**base, stats={"requests": {}}))  # offline sim: no calls out
     assert "spent this run" not in capsys.readouterr().err
+
+
+def test_summary_says_when_the_run_recovered(capsys):
+    """A replaced gateway or a second pass over the shards is shown; a plain run shows neither."""
+    from types import SimpleNamespace
+
+    from synth.cli import _summary
+
+    base = dict(job="j", output="/o", records=20, rows=20, dead_letters=0, shards_written=2, shards_skipped=0,
+                shards_total=2, prompt_tokens=140, completion_tokens=170, cost_usd=0.31, wall_s=1.0, complete=True)
+    _summary(SimpleNamespace(**base, stats={"requests": {}, "gateways_replaced": 1, "rounds": 1}))
+    assert "1 gateway replaced, 1 pass over the shards" in capsys.readouterr().err
+    _summary(SimpleNamespace(**base, stats={"requests": {}, "gateways_replaced": 0, "rounds": 2}))
+    assert "0 gateways replaced, 2 passes over the shards" in capsys.readouterr().err
+    _summary(SimpleNamespace(**base, stats={"requests": {}, "gateways_replaced": 0, "rounds": 1}))
+    assert "recovered" not in capsys.readouterr().err
