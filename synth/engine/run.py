@@ -242,7 +242,10 @@ def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before
     try:
         while thread.is_alive():
             thread.join(0.5)
-            gateways.check(monitor)
+            try:
+                gateways.check(monitor)
+            except Exception:  # noqa: BLE001 - a failed look at the cluster is tried again next time
+                log.debug("checking for lost gateways failed", exc_info=True)
             try:
                 snap = ray.get(monitor.snapshot.remote(), timeout=5)
                 gw = gateways.stats(timeout=5)

@@ -17,7 +17,7 @@ import hashlib
 import importlib
 import json
 import re
-from typing import Any, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -98,23 +98,41 @@ def _value_type(values: list[Any]) -> pa.DataType:
 def conform(value: Any, t: pa.DataType) -> Any:
     """Shape a JSON value for an Arrow type from :func:`json_schema_to_arrow`: JSON-encode what
     lands in a string column, drop keys a struct does not declare."""
-    if value is None:
-        return None
+    return conformer(t)(value)
+
+
+_CONFORMERS: dict[pa.DataType, Callable[[Any], Any]] = {}
+
+
+def conformer(t: pa.DataType) -> Callable[[Any], Any]:
+    """:func:`conform` for one type, built once: this runs for every record, and asking Arrow what
+    each field's type is, record after record, cost more than the shaping itself."""
+    fn = _CONFORMERS.get(t)
+    if fn is None:
+        fn = _CONFORMERS[t] = _build_conformer(t)
+    return fn
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _build_conformer(t: pa.DataType) -> Callable[[Any], Any]:
     if pa.types.is_struct(t):
-        if not isinstance(value, dict):
-            return None
-        return {f.name: conform(value.get(f.name), f.type) for f in t}
+        fields = [(f.name, conformer(f.type)) for f in t]
+        return lambda v: {n: fn(v.get(n)) for n, fn in fields} if isinstance(v, dict) else None
     if pa.types.is_list(t):
-        return [conform(v, t.value_type) for v in value] if isinstance(value, list) else None
+        item = conformer(t.value_type)
+        return lambda v: [item(x) for x in v] if isinstance(v, list) else None
     if pa.types.is_string(t):
-        return value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False)
+        return lambda v: v if v is None or isinstance(v, str) else json.dumps(v, sort_keys=True, ensure_ascii=False)
     if pa.types.is_integer(t):
-        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        return lambda v: int(v) if _number(v) else None
     if pa.types.is_floating(t):
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        return lambda v: float(v) if _number(v) else None
     if pa.types.is_boolean(t):
-        return value if isinstance(value, bool) else None
-    return value
+        return lambda v: v if isinstance(v, bool) else None
+    return lambda v: v
 
 
 def canonical_json(value: Any) -> str:
@@ -291,7 +309,7 @@ class StructuredGenerator:
         return parsed
 
     def _row(self, record: dict[str, Any], values: dict[str, Any], prompt: str) -> dict[str, Any]:
-        shaped = conform(record, self.record_type)
+        shaped = conformer(self.record_type)(record)
         row: dict[str, Any] = dict(shaped) if self.options.layout == "columns" else {"record": shaped}
         row["vars"] = vars_json(values)
         if self.options.keep_prompt:

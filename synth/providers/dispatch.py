@@ -392,8 +392,10 @@ class Dispatcher:
             },
         }
         if self.budget is not None:
-            out["budget"] = {"spent_usd": round(self.budget.spent_usd, 8), "held_usd": round(self.budget.held_usd, 8),
-                             "spent_tokens": self.budget.spent_tokens, "held_tokens": self.budget.held_tokens}
+            b = self.budget
+            out["budget"] = {"spent_usd": round(b.spent_usd, 8), "held_usd": round(b.held_usd, 8),
+                             "spent_tokens": b.spent_tokens, "held_tokens": b.held_tokens,
+                             "max_usd": b.max_usd, "max_tokens": b.max_tokens}
         return out
 
     async def aclose(self) -> None:

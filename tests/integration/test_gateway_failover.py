@@ -102,3 +102,37 @@ def test_lost_gateway_leaves_the_route_and_its_replacement_takes_its_key_back(sl
     assert "alpha" in after, (after, rounds)  # its key serves again, through the replacement
     for a in (bravo, directory):
         ray.kill(a)
+
+
+def test_driver_replaces_a_gateway_whose_node_is_gone_with_the_rest_of_its_budget(slow_sim):
+    """Gateways.check, as the driver runs it: the gateway recorded on a node that is no longer in the
+    cluster gets a replacement on a live node, holding the same key, with its budget share less
+    what the lost one had spent or held; the directory publishes it for the workers."""
+    from synth.engine.gateways import Gateways
+
+    doc = _job(slow_sim.url).model_dump()
+    doc["budget"] = {"max_usd": 2.0, "max_tokens": 10_000}
+    doc["providers"][0]["price"] = {"input_per_mtok": 0.15, "output_per_mtok": 0.6}
+    job = load_job(doc)
+    gws = Gateways(job)
+    gws.start()
+    directory = MonitorActor.remote()
+    try:
+        assert len(gws.actors) == 1 and gws.index == {"default": [0]}  # one node here: both keys in one
+        assert gws.check(directory, force=True) == 0  # nothing lost
+        lost = gws.actors[0]
+        gws.nodes[0] = "f" * 56  # as if its node had left the cluster
+        gws.last_stats[0] = {"requests": 5, "budget": {"spent_usd": 0.5, "held_usd": 0.25,
+                                                       "spent_tokens": 1000, "held_tokens": 500}}
+        assert gws.check(directory, force=True) == 1
+        new = gws.actors[0]
+        assert new != lost and gws.nodes[0] == ray.get_runtime_context().get_node_id()
+        budget = ray.get(new.stats.remote())["budget"]
+        assert budget["max_usd"] == pytest.approx(1.25) and budget["max_tokens"] == 8_500
+        version, table = ray.get(directory.gateways.remote())
+        assert version == 1 and table == [new]
+        assert gws.stats(timeout=10)["requests"] == 5  # the lost one's calls still count
+        ray.kill(lost)
+    finally:
+        gws.kill()
+        ray.kill(directory)
