@@ -208,3 +208,12 @@ class GatewayActor:
 
     def stats(self) -> dict[str, Any]:
         return self.dispatcher.stats()
+
+    def set_budget(self, max_usd: float | None, max_tokens: int | None) -> None:
+        """The driver moves unspent budget between gateways (:meth:`Gateways.rebalance`)."""
+        b = getattr(self, "dispatcher", None) and self.dispatcher.budget
+        if b:
+            if max_usd is not None:
+                b.max_usd = max_usd
+            if max_tokens is not None:
+                b.max_tokens = max_tokens

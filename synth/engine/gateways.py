@@ -45,6 +45,9 @@ class Gateways:
         self.last_stats: list[dict[str, Any]] = []
         self.retired: list[dict[str, Any]] = []  # last known stats of gateways that were lost
         self.replaced = 0
+        self.gone: set[int] = set()  # lost and not replaced: their keys sit out the run
+        self._used: dict[tuple[str, int], float] = {}  # budget used at the last rebalance
+        self._calls: list[Any] = []
         self._checked = 0.0
 
     def _create(self, i: int, node: str | None, spent: tuple[float, int] = (0.0, 0)) -> Any:
@@ -99,6 +102,7 @@ class Gateways:
             if isinstance(ready, tuple):
                 ray.kill(actor)
                 self.nodes[i] = None
+                self.gone.add(i)
                 log.warning("gateway %d's node left the cluster and no replacement started (%s); its keys sit "
                             "out the rest of this run", i, ready[1])
                 continue
@@ -128,7 +132,57 @@ class Gateways:
                     pass
         return merge_gateway_stats(self.last_stats + self.retired)
 
+    def rebalance(self) -> None:
+        """Move the budget no gateway has used yet to where it is being spent.
+
+        Each gateway stops the job when its own part of the budget is gone, so a fixed split would
+        stop it early whenever spending is uneven (a revoked key, a lost node, a slow provider).
+        From the gateways' last reports, what is left of the whole budget is dealt again: half by
+        key capacity, half by what each spent since the last deal. The parts still add up to the
+        budget, so together they can never spend more; a gateway that spent past its report
+        finds that much less room."""
+        b = self.job.budget
+        live = [i for i in range(len(self.actors)) if i not in self.gone]
+        if (b.max_usd is None and b.max_tokens is None) or len(live) < 2:
+            return
+        reports = [self.last_stats[i].get("budget") for i in live]
+        if any(r is None for r in reports):
+            return  # until every gateway has reported once
+        capacity = [self.shares[i] for i in live]
+        caps: dict[str, list[float]] = {}
+        for unit, total in (("usd", b.max_usd), ("tokens", b.max_tokens)):
+            if total is None:
+                continue
+            def used(r: dict[str, Any], unit: str = unit) -> float:
+                return float(r.get(f"spent_{unit}", 0) + r.get(f"held_{unit}", 0))
+            # gateways lost before: what they used is gone from the budget for good
+            out = [s.get("budget") or {} for s in self.retired] + [self.last_stats[i].get("budget") or {} for i in self.gone]
+            now = [used(r) for r in reports]
+            left = max(0.0, total - sum(used(r) for r in out) - sum(now))
+            recent = [max(0.0, u - self._used.get((unit, i), 0.0)) for i, u in zip(live, now)]
+            self._used.update({(unit, i): u for i, u in zip(live, now)})
+            weights = [0.5 * c / sum(capacity) + 0.5 * (r / sum(recent) if sum(recent) else c / sum(capacity))
+                       for c, r in zip(capacity, recent)]
+            caps[unit] = [u + left * w for u, w in zip(now, weights)]
+        self._settle_calls()
+        for k, i in enumerate(live):
+            usd = caps["usd"][k] if "usd" in caps else None
+            tokens = int(caps["tokens"][k]) if "tokens" in caps else None
+            self._calls.append(self.actors[i].set_budget.remote(usd, tokens))
+
+    def _settle_calls(self) -> None:
+        """Collect answered budget calls, errors too (a dead gateway's), so Ray has none to report."""
+        if not self._calls:
+            return
+        ready, self._calls = ray.wait(self._calls, num_returns=len(self._calls), timeout=0)
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except Exception:  # noqa: BLE001 - its loss is handled by check()
+                pass
+
     def kill(self) -> None:
+        self._calls.clear()
         for a in self.actors:
             ray.kill(a)
 

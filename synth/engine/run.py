@@ -249,6 +249,7 @@ def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before
             try:
                 snap = ray.get(monitor.snapshot.remote(), timeout=5)
                 gw = gateways.stats(timeout=5)
+                gateways.rebalance()
                 bar.update(snap, gw)
             except Exception:  # noqa: BLE001 - progress is best effort; the run goes on
                 pass

@@ -136,3 +136,32 @@ def test_driver_replaces_a_gateway_whose_node_is_gone_with_the_rest_of_its_budge
     finally:
         gws.kill()
         ray.kill(directory)
+
+
+def test_budget_follows_spending_across_gateways(slow_sim, tmp_path):
+    """Two gateways share a $1 budget by key capacity ($0.50 each). One key is revoked, so all
+    spending lands on the other gateway: with a fixed split it would stop the job at $0.50. The
+    driver deals the unspent budget again as it goes, so the job spends close to the whole budget,
+    and never more."""
+    import synth
+
+    price = {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}  # about $0.015 an answer
+    doc = {
+        "name": "pooled", "count": 100,
+        "generator": {"kind": "structured", "prompt": "Item {n}", "vars": {"n": {"kind": "range", "low": 1, "high": 10**6}},
+                      "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}},
+        "providers": [{"name": "default", "model": "compat:m", "base_url": slow_sim.openai_url, "price": price,
+                       "keys": [{"env": "HTTP_KEY_A", "alias": "alpha"}, {"env": "HTTP_KEY_B", "alias": "bravo"}],
+                       "params": {"max_tokens": 16}}],
+        "budget": {"max_usd": 1.0},
+        "output": {"uri": str(tmp_path / "o"), "shard_size": 10},
+        "engine": {"workers": 1, "shards_per_worker": 1, "concurrency": 4, "gateways_per_node": 2},
+    }
+    slow_sim.configure(revoked=["sk-http-secret-bravo-0002"])
+    try:
+        res = synth.run(doc)
+    finally:
+        slow_sim.restore()
+    assert res.aborted and res.aborted.startswith("budget")
+    paid = res.stats["requests"]["cost_usd"]
+    assert 0.75 < paid <= 1.0, paid
