@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
+M = TypeVar("M", bound=BaseModel)
 Role = Literal["system", "user", "assistant", "tool"]
 
 
@@ -137,4 +138,26 @@ __all__ = [
     "Role",
     "ToolCall",
     "Usage",
+    "trusted",
 ]
+
+
+_FIELDS: dict[type[BaseModel], int] = {}
+
+
+def trusted(cls: type[M], fields: dict[str, Any]) -> M:
+    """An instance of ``cls`` from values validated where they were made (a request rebuilt from
+    its tuple in a gateway, a completion back in a worker). ``fields`` must give every field; then
+    this costs a third of ``model_construct``, which walks every field's default. Otherwise it is
+    ``model_construct``."""
+    n = _FIELDS.get(cls)
+    if n is None:
+        n = _FIELDS[cls] = len(cls.model_fields)
+    if len(fields) != n:
+        return cls.model_construct(**fields)
+    m = cls.__new__(cls)
+    object.__setattr__(m, "__dict__", fields)
+    object.__setattr__(m, "__pydantic_fields_set__", set(fields))
+    object.__setattr__(m, "__pydantic_extra__", None)
+    object.__setattr__(m, "__pydantic_private__", None)
+    return m

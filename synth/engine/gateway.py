@@ -29,7 +29,7 @@ from typing import Any
 import ray
 
 from synth import errors as E
-from synth.records import ChatMessage, Completion, EmbeddingRequest, Embeddings, Request, ToolCall, Usage
+from synth.records import ChatMessage, Completion, EmbeddingRequest, Embeddings, Request, ToolCall, Usage, trusted
 from synth.spec import JobSpec
 
 Slot = tuple[str, int, float]  # (provider route, key index, share of the key's limits)
@@ -64,13 +64,13 @@ def request_to_wire(r: Request) -> tuple[Any, ...]:
 
 def request_from_wire(t: tuple[Any, ...]) -> Request:
     rid, model, msgs, schema, schema_name, tools, temperature, top_p, max_tokens, seed, n, metadata = t
-    messages = [ChatMessage.model_construct(
-        role=role, content=content, name=name, tool_call_id=call_id,
-        tool_calls=[ToolCall.model_construct(id=i, name=fn, arguments=a) for i, fn, a in calls] if calls else None)
+    messages = [trusted(ChatMessage, {
+        "role": role, "content": content, "name": name, "tool_call_id": call_id,
+        "tool_calls": [trusted(ToolCall, {"id": i, "name": fn, "arguments": a}) for i, fn, a in calls] if calls else None})
         for role, content, name, calls, call_id in msgs]
-    return Request.model_construct(id=rid, model=model, messages=messages, json_schema=schema, schema_name=schema_name,
-                                   tools=tools, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                                   seed=seed, n=n, metadata=metadata)
+    return trusted(Request, {"id": rid, "model": model, "messages": messages, "json_schema": schema,
+                             "schema_name": schema_name, "tools": tools, "temperature": temperature, "top_p": top_p,
+                             "max_tokens": max_tokens, "seed": seed, "n": n, "metadata": metadata})
 
 
 def completion_to_wire(c: Completion) -> tuple[Any, ...]:
@@ -84,12 +84,12 @@ def completion_to_wire(c: Completion) -> tuple[Any, ...]:
 
 def completion_from_wire(t: tuple[Any, ...]) -> Completion:
     (rid, text, parsed, calls, pt, ct, tt, finish, model, provider, alias, latency, attempts, cost, cached) = t
-    tool_calls = [ToolCall.model_construct(id=i, name=n, arguments=a) for i, n, a in calls] if calls else None
-    usage = Usage.model_construct(prompt_tokens=pt, completion_tokens=ct, total_tokens=tt)
-    return Completion.model_construct(
-        request_id=rid, text=text, parsed=parsed, tool_calls=tool_calls, usage=usage, finish_reason=finish,
-        model=model, provider=provider, key_alias=alias, latency_ms=latency, attempts=attempts, cost_usd=cost,
-        cached=cached, ratelimit=None)
+    tool_calls = [trusted(ToolCall, {"id": i, "name": n, "arguments": a}) for i, n, a in calls] if calls else None
+    usage = trusted(Usage, {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": tt})
+    return trusted(Completion, {
+        "request_id": rid, "text": text, "parsed": parsed, "tool_calls": tool_calls, "usage": usage,
+        "finish_reason": finish, "model": model, "provider": provider, "key_alias": alias, "latency_ms": latency,
+        "attempts": attempts, "cost_usd": cost, "cached": cached, "ratelimit": None})
 
 
 class QuietGc:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from synth.errors import ConfigError, MalformedOutput, SynthError
 from synth.generators.base import GenContext, Unit, UnitResult
 from synth.generators.templates import PromptTemplate, VarSampler, VarSpec, read_text, resolve_uri, sub_seed, vars_json
-from synth.records import ChatMessage, Request
+from synth.records import ChatMessage, Request, trusted
 
 # columns the engine adds to every record; a payload column of the same name would be lost
 ENVELOPE_COLUMNS = frozenset({
@@ -219,7 +219,7 @@ class StructuredOptions(BaseModel):
 
 
 def _message(role: str, content: str) -> ChatMessage:
-    return ChatMessage.model_construct(role=role, content=content, name=None, tool_calls=None, tool_call_id=None)
+    return trusted(ChatMessage, {"role": role, "content": content, "name": None, "tool_calls": None, "tool_call_id": None})
 
 
 class StructuredGenerator:
@@ -265,15 +265,15 @@ class StructuredGenerator:
         values = self.vars.sample(unit.seed, attempt)
         prompt = self.template.render(values)
         # built without validation: every field comes from validated options (this runs per record)
-        # (every field given: model_construct inspects each default factory it has to call)
         messages = [_message("system", self.options.system)] if self.options.system else []
         messages.append(_message("user", prompt))
-        req = Request.model_construct(
-            id=unit.id if attempt == 0 else f"{unit.id}:a{attempt}",
-            model=self.route, messages=messages, json_schema=self.json_schema,
-            schema_name=self.options.schema_name, tools=None, temperature=self.options.temperature, top_p=None,
-            max_tokens=self.options.max_tokens, seed=sub_seed(unit.seed, "structured", attempt), n=1, metadata={},
-        )
+        req = trusted(Request, {
+            "id": unit.id if attempt == 0 else f"{unit.id}:a{attempt}",
+            "model": self.route, "messages": messages, "json_schema": self.json_schema,
+            "schema_name": self.options.schema_name, "tools": None, "temperature": self.options.temperature,
+            "top_p": None, "max_tokens": self.options.max_tokens, "seed": sub_seed(unit.seed, "structured", attempt),
+            "n": 1, "metadata": {},
+        })
         return req, values, prompt
 
     async def generate(self, unit: Unit, ctx: GenContext) -> UnitResult:

@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 
 from synth.errors import BadRequest, RateLimited, Transient
+from synth.providers.wire import json_value
 from synth.records import ChatMessage, Completion, Request
 
 REASK = ("Your previous answer does not match the required JSON Schema ({error}). Answer again with "
@@ -132,7 +133,7 @@ class SchemaCheck:
             if comp.tool_calls:
                 return None  # the model asked for a tool; the caller's loop handles it
             try:
-                value = comp.parsed = json.loads(comp.text or "")
+                value = comp.parsed = json_value(comp.text or "")
             except ValueError as e:
                 return f"not valid JSON ({e.msg} at position {e.pos})"
         if validator.fast is not None:

@@ -147,6 +147,15 @@ def embed_body(model: str, request: EmbeddingRequest) -> dict[str, Any]:
 # ---------------------------------------------------------------- answer
 
 
+def json_value(text: str) -> Any:
+    """JSON text a model wrote, decoded. orjson takes a fifth of the time; what it refuses and the
+    standard library accepts (NaN, Infinity) is still read."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def decode_output(
     text: str | None, request: Request, *, where: str, key_alias: str | None, finish_reason: str | None,
     refusal: str | None = None,
@@ -161,7 +170,7 @@ def decode_output(
     if body.startswith("```"):  # models without a schema mode often fence their JSON
         body = body.strip("`").removeprefix("json").strip()
     try:
-        return json.loads(body)
+        return json_value(body)
     except ValueError as exc:
         hint = "; it was cut at max_tokens: raise max_tokens" if finish_reason == "length" else ""
         raise MalformedOutput(

@@ -3,11 +3,16 @@ attempts), each rebuilt to what it was."""
 
 from __future__ import annotations
 
+import math
+
+import pytest
+
 from synth import errors as E
 from synth.engine.gateway import (
     completion_from_wire, completion_to_wire, error_from_wire, error_to_wire, request_from_wire, request_to_wire,
 )
-from synth.records import ChatMessage, Completion, RateLimitInfo, Request, ToolCall, Usage
+from synth.providers.wire import json_value
+from synth.records import ChatMessage, Completion, RateLimitInfo, Request, ToolCall, Usage, trusted
 
 
 def test_completions_cross_unchanged_except_the_rate_limit_headers() -> None:
@@ -42,3 +47,21 @@ def test_requests_cross_unchanged_and_share_their_schema() -> None:
     back = request_from_wire(request_to_wire(req))
     assert back == req and back.model_dump() == req.model_dump()
     assert back.json_schema is schema  # not copied: the gateway caches its compiled check by identity
+    again = back.model_copy(update={"seed": 8})  # what a re-ask does to a request rebuilt here
+    assert again.seed == 8 and again.messages == req.messages and back.seed == 7
+
+
+def test_trusted_builds_what_validation_builds_and_falls_back_when_fields_are_missing() -> None:
+    fields = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    built = trusted(Usage, dict(fields))
+    assert built == Usage(**fields) and built.model_dump() == fields and repr(built) == repr(Usage(**fields))
+    part = trusted(Completion, {"request_id": "r9", "text": "hi"})  # defaults needed: model_construct fills them
+    assert part == Completion(request_id="r9", text="hi") and part.usage == Usage()
+
+
+def test_model_json_is_read_fast_and_still_read_where_orjson_refuses() -> None:
+    assert json_value('{"a": [1, 2.5, "x", null]}') == {"a": [1, 2.5, "x", None]}
+    assert json_value('{"n": 18446744073709551615}') == {"n": 2**64 - 1}  # exact up to 64 bits, as Arrow holds
+    assert math.isnan(json_value('{"x": NaN}')["x"])
+    with pytest.raises(ValueError):
+        json_value('{"a": 1')
