@@ -188,7 +188,8 @@ class GatewayActor:
             except BaseException as e:  # noqa: BLE001 - sent back to the caller as data
                 done.put_nowait((i, False, error_to_wire(e)))
 
-        tasks = [asyncio.ensure_future(one(i, r)) for i, r in enumerate(requests)]
+        start = asyncio.get_running_loop().create_task
+        tasks = [start(one(i, r)) for i, r in enumerate(requests)]
         remaining = len(tasks)
         while remaining:
             group = [await done.get()]

@@ -186,7 +186,8 @@ async def run_shard(
             prompt += c.usage.prompt_tokens
             completion += c.usage.completion_tokens
             cost += c.cost_usd
-        extra.update(res.stats)
+        if res.stats:
+            extra.update(res.stats)
     records = records_table(ok, ctx.job, generator.kind, generator.arrow_schema())
     stats = {
         "units": len(units),

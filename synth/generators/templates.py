@@ -27,6 +27,7 @@ import string
 from typing import Annotated, Any, Literal, Union
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from synth.errors import ConfigError
@@ -228,9 +229,16 @@ def sub_seed(seed: int, *salt: object) -> int:
     return int.from_bytes(digest, "little") % (2**31 - 1)
 
 
+_VARS_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
 def vars_json(values: dict[str, Any]) -> str:
-    """Canonical JSON of a unit's variables (the ``vars`` lineage column)."""
-    return json.dumps(values, sort_keys=True, ensure_ascii=False, default=str)
+    """Canonical JSON of a unit's variables (the ``vars`` lineage column): keys sorted, text as
+    written (UTF-8, not escaped), anything else JSON has no type for as its ``str``."""
+    try:
+        return orjson.dumps(values, option=_VARS_OPTS, default=str).decode()
+    except orjson.JSONEncodeError:  # e.g. integers past 64 bits, which the standard library writes
+        return json.dumps(values, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
 # ---------------------------------------------------------------- templates
