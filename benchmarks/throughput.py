@@ -10,9 +10,11 @@
     all its descendants: Ray services, workers, gateways; not the simulator), next to a
     single-process asyncio baseline calling the simulator directly (aiohttp, same requests, same
     number in flight, one Parquet file at the end), in the same invocation. Target: synth at
-    least as fast as the baseline on 2 cores.
+    least as fast as the baseline on 2 cores. Run at several numbers of requests in flight (both
+    sides alike): 256 is bound by latency (neither can pass 256 / 100 ms = 2,560/s), 1,024 by CPU.
 
-    python benchmarks/throughput.py                      # (a) 60 s steady window, (b) 20,000 records
+    python benchmarks/throughput.py                      # (a) 60 s steady window, (b) 40,000 records at 256, 512, 1,024
+    python benchmarks/throughput.py --only b --in-flight 256
     python benchmarks/throughput.py --quick              # a short smoke run of both
     python benchmarks/throughput.py --only b --records 50000
     python benchmarks/throughput.py --only b --repeat 3         # three pairs in turn, median shown
@@ -254,11 +256,29 @@ def report(a: dict[str, Any] | None, b: dict[str, Any] | None) -> None:
                   + ", ".join(f"{k} {v:.2f}" for k, v in by.items() if v >= 0.01))
 
 
+def summary(points: list[dict[str, Any]]) -> None:
+    """One line per number in flight. Cores busy: the client's CPU over the steady window plus the
+    simulator's per record, times the rate; near 2.0 the machine, not latency, sets the rate."""
+    rows = []
+    for b in points:
+        s, base = b["synth"], b["baseline"]
+        sw, bw = s["window"] or {}, base["window"] or {}
+        cores = [(w.get("cpu_per_1k", 0) + r["sim_cpu_per_1k"]) * w.get("rate", 0) / 1000 for r, w in ((s, sw), (base, bw))]
+        rows.append([f"{b['in_flight']:,}", f"{bw.get('rate', 0):,.0f}", f"{sw.get('rate', 0):,.0f}",
+                     f"{steady_ratio(b):.2f}x", f"{base['wall_s'] / s['wall_s']:.2f}x",
+                     f"{bw.get('cpu_per_1k', 0):.2f} / {sw.get('cpu_per_1k', 0):.2f}",
+                     f"{cores[1]:.1f} / {cores[0]:.1f}"])
+    print(f"(b) summary, {points[0]['records']:,} records per run")
+    print(table(rows, ["in flight", "baseline rec/s", "synth rec/s", "synth/baseline steady", "end to end",
+                       "CPU s/1k baseline / synth", "cores busy baseline / synth"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="steady window of the ceiling run (a)")
-    parser.add_argument("--records", type=int, default=20_000, help="records of the overhead run (b)")
-    parser.add_argument("--in-flight", type=int, default=256, help="requests in flight in (b), both sides")
+    parser.add_argument("--records", type=int, default=40_000, help="records of each overhead run (b)")
+    parser.add_argument("--in-flight", default="256,512,1024",
+                        help="requests in flight in (b), both sides; several, comma-separated, run in turn")
     parser.add_argument("--only", choices=["a", "b"], help="run one part only")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run (b) this many times, baseline and synth in turn; shows every ratio and the median run")
@@ -273,6 +293,7 @@ def main() -> None:
         return
     if args.quick:
         args.seconds, args.records = min(args.seconds, 15.0), min(args.records, 3_000)
+        args.in_flight = str(args.in_flight).split(",")[0]
     for item in args.engine:
         field, _, value = item.partition("=")
         ENGINE[field.strip()] = json.loads(value)
@@ -281,19 +302,25 @@ def main() -> None:
     if ENGINE:
         print(f"# engine section of the jobs: {ENGINE}\n")
     a = ceiling_run(args.seconds) if args.only in (None, "a") else None
-    b = None
+    points: list[dict[str, Any]] = []
     if args.only in (None, "b"):
-        runs = [overhead(args.records, args.in_flight) for _ in range(max(1, args.repeat))]
-        ratios = [steady_ratio(r) for r in runs]
-        b = sorted(runs, key=steady_ratio)[len(runs) // 2]  # the median run, shown in full
-        b["steady_ratios"] = ratios
-    report(a, b)
-    if b is not None and len(b["steady_ratios"]) > 1:
+        for in_flight in (int(x) for x in str(args.in_flight).split(",") if x.strip()):
+            runs = [overhead(args.records, in_flight) for _ in range(max(1, args.repeat))]
+            b = sorted(runs, key=steady_ratio)[len(runs) // 2]  # the median run, shown in full
+            b["steady_ratios"] = [steady_ratio(r) for r in runs]
+            points.append(b)
+    report(a, None)
+    for b in points:
+        report(None, b)
         rs = b["steady_ratios"]
-        print(f"synth / baseline steady, {len(rs)} runs in turn: {', '.join(f'{r:.2f}x' for r in rs)}; "
-              f"median {sorted(rs)[len(rs) // 2]:.2f}x (the run shown above)")
+        if len(rs) > 1:
+            print(f"synth / baseline steady, {len(rs)} runs in turn: {', '.join(f'{r:.2f}x' for r in rs)}; "
+                  f"median {sorted(rs)[len(rs) // 2]:.2f}x (the run shown above)")
+        print()
+    if len(points) > 1:
+        summary(points)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "throughput.json").write_text(json.dumps({"ceiling": a, "overhead": b}, indent=2, default=str))
+    (OUT / "throughput.json").write_text(json.dumps({"ceiling": a, "overhead": points}, indent=2, default=str))
 
 
 if __name__ == "__main__":
