@@ -172,6 +172,8 @@ class GatewayActor:
         self.failure: tuple[str, str, int] | None = None
         try:
             self.dispatcher = Dispatcher.from_spec(job, slots=slots)
+            if self.dispatcher.budget is not None and budget_share < 1.0:
+                self.dispatcher.budget.shared = True  # a part the driver deals again: wait for more
         except E.SynthError as e:  # reported by ready(), so the driver shows it as one line
             self.failure = error_to_wire(e)
 
@@ -210,11 +212,9 @@ class GatewayActor:
     def stats(self) -> dict[str, Any]:
         return self.dispatcher.stats()
 
-    def set_budget(self, max_usd: float | None, max_tokens: int | None) -> None:
-        """The driver moves unspent budget between gateways (:meth:`Gateways.rebalance`)."""
+    async def set_budget(self, max_usd: float | None, max_tokens: int | None) -> None:
+        """The driver moves unspent budget between gateways (:meth:`Gateways.rebalance`); async, so
+        it runs on the event loop, where calls wait for room."""
         b = getattr(self, "dispatcher", None) and self.dispatcher.budget
         if b:
-            if max_usd is not None:
-                b.max_usd = max_usd
-            if max_tokens is not None:
-                b.max_tokens = max_tokens
+            b.set_limits(max_usd, max_tokens)

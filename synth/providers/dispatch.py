@@ -40,7 +40,8 @@ from synth.providers.base import ApiKey, Provider
 from synth.providers.cache import ResponseCache, request_key
 from synth.providers.clock import REAL_CLOCK, Clock
 from synth.providers.keys import KeyPool, redact_causes
-from synth.providers.limits import DEFAULT_BURST_S, Budget, prompt_tokens
+from synth.providers.budget import Budget
+from synth.providers.limits import DEFAULT_BURST_S, prompt_tokens
 from synth.providers.pricing import cost as price_cost
 from synth.providers.pricing import price_for
 from synth.providers.retry import SchemaCheck, reask, retry_delay, should_retry
@@ -77,7 +78,7 @@ class Dispatcher:
         self.clock = clock
         self.cache = cache
         budget = job.budget if budget is None else budget
-        self.budget = Budget(budget) if (budget.max_usd or budget.max_tokens) else None
+        self.budget = Budget(budget, clock=clock) if (budget.max_usd or budget.max_tokens) else None
         self._cost = cost
         self._rng = rng or random.Random()
         self._routes: dict[str, list[Target]] = {}
@@ -268,20 +269,26 @@ class Dispatcher:
         tokens = prompt + max_out
         retries = 0
         pool = t.pool
+        budget = self.budget
+        held_usd = t.est_usd(prompt, max_out)
+        reserved = False  # the budget already holds this call's worst case (it waited for room)
         while True:
-            held_usd = t.est_usd(prompt, max_out)
-            if self.budget is not None:
-                self.budget.check(held_usd, tokens)  # fail fast, before queueing for a key
-            got = pool.try_acquire(tokens)  # the common case, without a coroutine
-            slot, ticket = got if got is not None else await pool.acquire(tokens)
+            if budget is not None and not reserved and (budget.waiting or not budget.fits(held_usd, tokens)):
+                await budget.reserve(held_usd, tokens)  # in turn; BudgetExceeded once it is spent
+                reserved = True
+            try:
+                got = pool.try_acquire(tokens)  # the common case, without a coroutine
+                slot, ticket = got if got is not None else await pool.acquire(tokens)
+            except BaseException:
+                if reserved:
+                    self._release(held_usd, tokens)
+                raise
             lim = slot.limiter
-            if self.budget is not None:
-                # held only while the call is out: requests queued for a key hold nothing
-                try:
-                    self.budget.hold(held_usd, tokens)
-                except BudgetExceeded:
-                    lim.cancel(tokens)
-                    raise
+            # held only while the call is out: requests queued for a key hold nothing
+            if budget is not None and not reserved and not budget.try_hold(held_usd, tokens):
+                lim.cancel(tokens)  # others took the room while this one waited for a key
+                continue
+            reserved = False
             slot.requests += 1
             spent[0] += 1
             try:

@@ -19,11 +19,10 @@ import math
 from collections.abc import Iterable
 from typing import Callable
 
-from synth.errors import BudgetExceeded
 from synth.tokens import estimate_tokens
 from synth.providers.clock import REAL_CLOCK, Clock, Waker
 from synth.records import ChatMessage, RateLimitInfo
-from synth.spec import BudgetSpec, Limits
+from synth.spec import Limits
 
 INF = math.inf
 DEFAULT_BURST_S = 0.5  # the simulator and most providers allow a 1 s burst; keep well inside it
@@ -284,36 +283,4 @@ def prompt_tokens(messages: Iterable[ChatMessage]) -> int:
     return total
 
 
-class Budget:
-    """Spending so far plus what in-flight calls may still cost; refuses a call that could cross it."""
-
-    def __init__(self, spec: BudgetSpec) -> None:
-        self.max_usd = spec.max_usd
-        self.max_tokens = spec.max_tokens
-        self.spent_usd = self.held_usd = 0.0
-        self.spent_tokens = self.held_tokens = 0
-
-    def hold(self, usd: float, tokens: int) -> None:
-        self.check(usd, tokens)
-        self.held_usd += usd
-        self.held_tokens += tokens
-
-    def check(self, usd: float, tokens: int) -> None:
-        """Raise BudgetExceeded when a call that may cost ``usd`` and ``tokens`` could cross it."""
-        if self.max_usd is not None and self.spent_usd + self.held_usd + usd > self.max_usd:
-            raise BudgetExceeded(
-                f"budget reached: ${self.spent_usd:.4f} spent and ${self.held_usd:.4f} in flight of "
-                f"budget.max_usd ${self.max_usd:g}; raise budget.max_usd to generate more")
-        if self.max_tokens is not None and self.spent_tokens + self.held_tokens + tokens > self.max_tokens:
-            raise BudgetExceeded(
-                f"budget reached: {self.spent_tokens} tokens spent and {self.held_tokens} in flight of "
-                f"budget.max_tokens {self.max_tokens}; raise budget.max_tokens to generate more")
-
-    def settle(self, held_usd: float, held_tokens: int, usd: float, tokens: int) -> None:
-        self.held_usd -= held_usd
-        self.held_tokens -= held_tokens
-        self.spent_usd += usd
-        self.spent_tokens += tokens
-
-
-__all__ = ["DEFAULT_BURST_S", "Budget", "Bucket", "KeyLimiter", "prompt_tokens"]
+__all__ = ["DEFAULT_BURST_S", "Bucket", "KeyLimiter", "prompt_tokens"]

@@ -141,8 +141,8 @@ def test_driver_replaces_a_gateway_whose_node_is_gone_with_the_rest_of_its_budge
 def test_budget_follows_spending_across_gateways(slow_sim, tmp_path):
     """Two gateways share a $1 budget by key capacity ($0.50 each). One key is revoked, so all
     spending lands on the other gateway: with a fixed split it would stop the job at $0.50. The
-    driver deals the unspent budget again as it goes, so the job spends close to the whole budget,
-    and never more."""
+    driver deals the unspent budget again as it goes, and a call that does not fit waits for the
+    calls out and for the next deal, so the job spends close to the whole budget, and never more."""
     import synth
 
     price = {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}  # about $0.015 an answer
@@ -164,4 +164,4 @@ def test_budget_follows_spending_across_gateways(slow_sim, tmp_path):
         slow_sim.restore()
     assert res.aborted and res.aborted.startswith("budget")
     paid = res.stats["requests"]["cost_usd"]
-    assert 0.75 < paid <= 1.0, paid
+    assert 0.95 < paid <= 1.0, paid  # within a few answers (about $0.015 each) of the budget

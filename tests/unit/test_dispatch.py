@@ -343,6 +343,26 @@ async def test_budget_is_held_only_by_calls_out_not_by_requests_queued() -> None
     assert sum(c.cost_usd for c in ok) <= 1.0
 
 
+async def test_budget_waits_for_calls_out_to_settle_and_ends_close_to_the_budget() -> None:
+    """Four keys keep four calls out, each holding its worst case; the answers use half of it. A
+    call that does not fit waits for those to settle rather than failing, so spending ends within
+    one answer of the budget."""
+    price = {"input_per_mtok": 1000.0, "output_per_mtok": 2000.0}
+    spec = job([provider("main", keys=4, price=price, max_concurrency=1)], budget={"max_usd": 1.0})
+    d, made, clock = build(spec)
+    half = lambda r, k, n: Completion(request_id=r.id, text="{}", usage=Usage(  # noqa: E731
+        prompt_tokens=prompt_tokens(r.messages), completion_tokens=25))
+    made["main"].complete = _answering(made["main"], half)  # type: ignore[method-assign]
+    p = prompt_tokens(req(0).messages)
+    reserve, actual = (p * 1000 + 50 * 2000) / 1e6, (p * 1000 + 25 * 2000) / 1e6
+    out = await d.complete_many([req(i, max_tokens=50) for i in range(100)])
+    ok = [c for c in out if isinstance(c, Completion)]
+    spent = sum(c.cost_usd for c in ok)
+    assert spent <= 1.0 and 1.0 - spent < reserve  # not one more worst case would have fitted
+    assert len(ok) == max(k for k in range(1, 100) if (k - 1) * actual + reserve <= 1.0)
+    assert all(isinstance(c, BudgetExceeded) for c in out if not isinstance(c, Completion))
+
+
 def _answering(p: ScriptedProvider, make: Callable[..., Completion]) -> Callable[..., Any]:
     async def complete(request: Request, key: ApiKey | None, *, timeout: float) -> Completion:
         p.calls.append((request, key.alias if key else None, p.clock.now()))
