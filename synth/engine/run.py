@@ -8,6 +8,7 @@ import os
 import platform
 import threading
 import time
+import warnings
 from datetime import datetime, timezone
 from typing import Any
 
@@ -220,12 +221,17 @@ def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before
     workers = job.engine.workers or max(1, cpus)
     items = [{"shard": s.index, "start": s.start, "stop": s.stop} for s in todo]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), workers * 4)))
-    ds = ds.map_batches(
-        ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), scheduling_strategy="SPREAD", num_cpus=min(1.0, cpus / workers) * 0.9,
-        fn_constructor_kwargs={"job_json": job.model_dump_json(), "gateways": gateways.by_route,
-                               "weights": gateways.weights, "index": gateways.index, "monitor": monitor},
-        max_restarts=-1, max_task_retries=3,
-    )
+    with warnings.catch_warnings():
+        # the actor options below have no named replacement yet; pyproject keeps Ray below the
+        # release that drops them, so users need not read about it on every run
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated", category=DeprecationWarning)
+        ds = ds.map_batches(
+            ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), scheduling_strategy="SPREAD",
+            num_cpus=min(1.0, cpus / workers) * 0.9,
+            fn_constructor_kwargs={"job_json": job.model_dump_json(), "gateways": gateways.by_route,
+                                   "weights": gateways.weights, "index": gateways.index, "monitor": monitor},
+            max_restarts=-1, max_task_retries=3,
+        )
     sink = _CollectingSink(job.output, partition_by)
     failure: list[BaseException] = []
 
