@@ -109,6 +109,7 @@ class Budget:
 
     def _hopeless(self) -> bool:
         if self.in_flight > 0:
+            self._stuck_since = None  # the grace counts from when the last call out settled
             return False  # a call out will settle, most likely for less than it holds
         if not self.shared:
             return True
@@ -130,6 +131,7 @@ class Budget:
             q.popleft()
             self.hold(u, t)
             fut.set_result(None)
+            self._stuck_since = None
         if not q:
             self._stuck_since = None
             return

@@ -80,3 +80,24 @@ async def test_tokens_name_their_own_limit_and_a_cancelled_wait_holds_nothing() 
     assert b.held_tokens == 0 and b.in_flight == 0 and not b.waiting
     with pytest.raises(BudgetExceeded, match=r"budget.max_tokens 100"):
         b.check(0, 95)
+
+
+async def test_the_grace_counts_from_the_last_call_out_not_from_an_earlier_wait() -> None:
+    b, clock = budget(1.0, shared=True, grace_s=2.0)
+    b.hold(1.0, 0)
+    b.settle(1.0, 0, 1.0, 0)  # spent, nothing out
+    first = asyncio.ensure_future(b.reserve(0.5, 0))
+    second = asyncio.ensure_future(b.reserve(0.5, 0))
+    await asyncio.sleep(0)
+    await clock.advance(1.5)
+    b.set_limits(1.5, None)  # room for the first only; it goes out
+    await asyncio.sleep(0)
+    assert first.done() and not second.done()
+    await clock.advance(1.0)  # 2.5 s after the wait began, but the first call is still out
+    assert not second.done()
+    b.settle(0.5, 0, 0.5, 0)  # now nothing is out: a full grace from here
+    await clock.advance(1.9)
+    assert not second.done()
+    await clock.advance(0.2)
+    with pytest.raises(BudgetExceeded):
+        second.result()
