@@ -21,7 +21,11 @@ from synth.spec import JobSpec
 
 
 def local_routes(job: JobSpec) -> set[str]:
-    """Provider routes served in-process: the offline sim, which has no keys or limits."""
+    """Provider routes served in-process: the offline sim, which has no keys or limits. Not with a
+    budget: every worker would hold all of it, so the sim is then served by a gateway, where the
+    budget is enforced once."""
+    if job.budget.max_usd is not None or job.budget.max_tokens is not None:
+        return set()
     return {p.route for p in job.providers if p.model.startswith("sim:")}
 
 

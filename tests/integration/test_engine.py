@@ -67,6 +67,17 @@ def test_sim_job_writes_exactly_n_records_readable_everywhere(tmp_path):
     assert stats["spec"]["name"] == "eng"
 
 
+def test_a_token_budget_on_the_sim_is_kept_once_for_all_workers(tmp_path):
+    """Without a budget the offline sim answers inside each worker; with one, a gateway serves it,
+    so that two workers do not each spend the whole budget."""
+    res = synth.run(job(str(tmp_path / "out"), count=2000, shard=50, budget={"max_tokens": 20_000},
+                        engine={"workers": 2}))
+    assert not res.complete and res.aborted and res.aborted.startswith("budget")
+    spent = res.stats["requests"]["prompt_tokens"] + res.stats["requests"]["completion_tokens"]
+    assert 15_000 < spent <= 20_000, spent
+    assert res.prompt_tokens + res.completion_tokens <= spent  # committed shards only
+
+
 def test_same_spec_same_ids_and_payload(tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     synth.run(job(a, count=200))
