@@ -112,7 +112,11 @@ class _RangeSampler:
         self.integer = all(float(x).is_integer() for x in (spec.low, spec.step))
 
     def sample_one(self, rng: np.random.Generator) -> Any:
-        x = self.spec.low + self.spec.step * int(rng.integers(0, self.n))
+        return self.sample_bits(int(rng.integers(0, 2**63)))
+
+    def sample_bits(self, bits: int) -> Any:
+        """The value a uniform 63-bit integer picks (the bias of ``% n`` is below n / 2**63)."""
+        x = self.spec.low + self.spec.step * (bits % self.n)
         return int(x) if self.integer else round(x, 10)
 
 
@@ -152,9 +156,12 @@ class _ListSampler:
         self.cum = list(itertools.accumulate(weights)) if weights else None
 
     def sample_one(self, rng: np.random.Generator) -> Any:
+        return self.sample_bits(int(rng.integers(0, 2**63)))
+
+    def sample_bits(self, bits: int) -> Any:
         if self.cum is None:
-            return self.values[int(rng.integers(0, len(self.values)))]
-        return self.values[bisect.bisect_right(self.cum, float(rng.random()) * self.cum[-1])]
+            return self.values[bits % len(self.values)]
+        return self.values[bisect.bisect_right(self.cum, (bits >> 10) * 2.0**-53 * self.cum[-1])]
 
 
 def _shorthand(v: Any) -> Any:
@@ -205,16 +212,25 @@ class VarSampler:
         if self._samplers is None:
             self.load()
         assert self._samplers is not None
-        return {name: _plain(s.sample_one(self._rng(seed, name, attempt))) for name, s in self._samplers.items()}
+        out: dict[str, Any] = {}
+        for name, s in self._samplers.items():
+            d = hashlib.blake2b(f"{seed}:{name}:{attempt}".encode(), digest_size=32).digest()
+            if isinstance(s, _UNIFORM):  # one draw straight from the hash: a quarter of the cost
+                out[name] = s.sample_bits(int.from_bytes(d[:8], "little") >> 1)
+            else:
+                out[name] = _plain(s.sample_one(self._rng(d)))
+        return out
 
-    def _rng(self, seed: int, name: str, attempt: int) -> np.random.Generator:
-        """The stream of one variable of one unit attempt. Setting a PCG64 state from a hash is
-        about 3x cheaper than seeding a new generator, and this runs for every variable of every
-        unit; each draw completes before the next state is set."""
-        d = hashlib.blake2b(f"{seed}:{name}:{attempt}".encode(), digest_size=32).digest()
+    def _rng(self, d: bytes) -> np.random.Generator:
+        """The stream of one variable of one unit attempt, from its 32-byte hash. Setting a PCG64
+        state is about 3x cheaper than seeding a new generator, and this runs for every variable
+        of every unit; each draw completes before the next state is set."""
         self._bits.state = {"bit_generator": "PCG64", "has_uint32": 0, "uinteger": 0, "state": {
             "state": int.from_bytes(d[:16], "little"), "inc": int.from_bytes(d[16:], "little") | 1}}
         return self._gen
+
+
+_UNIFORM = (_RangeSampler, _ListSampler)
 
 
 def _plain(v: Any) -> Any:

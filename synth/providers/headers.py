@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Mapping
 
 from synth.errors import AuthError, BadRequest, ProviderError, RateLimited, Transient
-from synth.records import RateLimitInfo
+from synth.records import RateLimitInfo, trusted
 
 _NUM = r"(\d+(?:\.\d+)?)"
 _DURATION = re.compile(rf"{_NUM}|(?:{_NUM}h)?(?:{_NUM}m(?!s))?(?:{_NUM}s)?(?:{_NUM}ms)?")
@@ -71,14 +71,14 @@ def parse_ratelimit(headers: Mapping[str, Any] | None) -> RateLimitInfo | None:
     rt = _get(headers, "x-ratelimit-remaining-tokens")
     if lr is None and lt is None and rr is None and rt is None:
         return None
-    return RateLimitInfo(
-        limit_requests=_int(lr),
-        remaining_requests=_int(rr),
-        reset_requests_s=parse_duration(_get(headers, "x-ratelimit-reset-requests")),
-        limit_tokens=_int(lt),
-        remaining_tokens=_int(rt),
-        reset_tokens_s=parse_duration(_get(headers, "x-ratelimit-reset-tokens")),
-    )
+    return trusted(RateLimitInfo, {  # every value below is an int, a float or None already
+        "limit_requests": _int(lr),
+        "remaining_requests": _int(rr),
+        "reset_requests_s": parse_duration(_get(headers, "x-ratelimit-reset-requests")),
+        "limit_tokens": _int(lt),
+        "remaining_tokens": _int(rt),
+        "reset_tokens_s": parse_duration(_get(headers, "x-ratelimit-reset-tokens")),
+    })
 
 
 def parse_retry_after(headers: Mapping[str, Any] | None) -> float | None:

@@ -32,7 +32,7 @@ from synth.providers.headers import (
     status_error,
     timeout_error,
 )
-from synth.records import ChatMessage, Completion, EmbeddingRequest, Embeddings, Request, ToolCall, Usage
+from synth.records import ChatMessage, Completion, EmbeddingRequest, Embeddings, Request, ToolCall, Usage, trusted
 
 OPENAI_KINDS = ("openai", "openrouter", "compat")
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "openrouter": "https://openrouter.ai/api/v1"}
@@ -185,7 +185,10 @@ def usage_json(u: Mapping[str, Any] | None) -> Usage:
         return Usage()
     p = u.get("prompt_tokens") or 0
     c = u.get("completion_tokens") or 0
-    return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=u.get("total_tokens") or p + c)
+    t = u.get("total_tokens") or p + c
+    if type(p) is int and type(c) is int and type(t) is int:  # the usual answer: no validation to pay
+        return trusted(Usage, {"prompt_tokens": p, "completion_tokens": c, "total_tokens": t})
+    return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=t)
 
 
 def completion_json(
@@ -212,19 +215,13 @@ def completion_json(
     if request.json_schema is not None and not tool_calls:
         parsed = decode_output(text, request, where=where, key_alias=key_alias, finish_reason=finish,
                                refusal=msg.get("refusal"))
-    return Completion(
-        request_id=request.id,
-        text=text,
-        parsed=parsed,
-        tool_calls=tool_calls,
-        usage=usage_json(data.get("usage")),
-        finish_reason=finish,
-        model=data.get("model") or model,
-        provider=kind,
-        key_alias=key_alias,
-        latency_ms=latency_ms,
-        ratelimit=parse_ratelimit(headers),
-    )
+    fields = {"request_id": request.id, "text": text, "parsed": parsed, "tool_calls": tool_calls,
+              "usage": usage_json(data.get("usage")), "finish_reason": finish, "model": data.get("model") or model,
+              "provider": kind, "key_alias": key_alias, "latency_ms": latency_ms, "attempts": 1, "cost_usd": 0.0,
+              "cached": False, "ratelimit": parse_ratelimit(headers)}
+    if (text is None or type(text) is str) and (finish is None or type(finish) is str) and type(fields["model"]) is str:
+        return trusted(Completion, fields)  # every other field is built above with its type
+    return Completion(**fields)
 
 
 def embeddings_json(data: Any, *, kind: str, model: str, key_alias: str | None) -> Embeddings:

@@ -10,11 +10,21 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from synth.fakegen import estimate_tokens, fake_instance, fake_text, fake_tool_call, material, rng_for
 
 MALFORMED_KINDS = ("truncated", "invalid", "schema")
 _JSON_OBJECT = {"type": "object", "additionalProperties": {"type": "string"}, "minProperties": 1}
-_DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_STDLIB_DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _DUMPS(value: Any) -> str:
+    """Compact JSON as a model writes it; orjson unless the value holds what it refuses."""
+    try:
+        return orjson.dumps(value).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return _STDLIB_DUMPS(value)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from typing import Any
 
 import fsspec
@@ -184,6 +185,27 @@ def test_prompt_variables_are_diverse_and_follow_weights() -> None:
         assert 5 <= values["price"] <= 500 and values["price"] % 5 == 0
     assert len(prompts) >= 1900  # 10 x 7 x 3 x 100 x 3 combinations
     assert brands.count("Acme") > brands.count("Globex") > brands.count("Initech") > 0
+
+
+def test_range_and_values_variables_are_uniform_or_follow_weights_across_units() -> None:
+    from pydantic import TypeAdapter
+
+    from synth.generators.templates import VarSpec
+
+    specs = TypeAdapter(dict[str, VarSpec]).validate_python({
+        "d": {"kind": "range", "low": 1, "high": 10},
+        "x": {"kind": "range", "low": 0, "high": 1, "step": 0.25},
+        "w": {"kind": "values", "values": ["rare", "common"], "weights": [1, 3]},
+    })
+    vs = VarSampler(specs)
+    seen = [vs.sample(seed, attempt) for seed in range(5000) for attempt in (0, 1)]
+    assert seen[:50] == [vs.sample(seed, attempt) for seed in range(25) for attempt in (0, 1)]  # deterministic
+    counts = Counter(s["d"] for s in seen)
+    assert sorted(counts) == list(range(1, 11))
+    assert all(abs(n - 1000) < 150 for n in counts.values()), counts  # 5 standard deviations
+    assert {s["x"] for s in seen} == {0.0, 0.25, 0.5, 0.75, 1.0}
+    assert abs(sum(s["w"] == "common" for s in seen) / len(seen) - 0.75) < 0.025
+    assert vs.sample(7, 0) != vs.sample(7, 1)  # an attempt draws afresh
 
 
 def test_file_variables_on_any_fsspec_uri() -> None:
