@@ -27,9 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from synth.errors import ConfigError, MalformedOutput
 from synth.generators.base import GenContext, Unit, UnitResult
+from synth.generators.common import inline_schema, numpy_rng, parse_duration, utc
 from synth.generators.eventmodel import RESERVED, EventCatalog, EventType, catalog_from_plan, plan_model
 from synth.generators.eventsim import Funnel, arrivals, walk
-from synth.generators.samplers import Sampler, SamplerSpec, build_sampler, inline_schema, numpy_rng, parse_duration, utc
+from synth.generators.samplers import Sampler, SamplerSpec, build_sampler
 from synth.records import ChatMessage, Completion, Request
 
 _US = 1_000_000

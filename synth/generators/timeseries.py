@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from synth.errors import ConfigError, MalformedOutput
 from synth.generators.base import GenContext, Unit, UnitResult
-from synth.generators.samplers import ENVELOPE_COLUMNS, inline_schema, parse_duration, utc
+from synth.generators.common import ENVELOPE_COLUMNS, inline_schema, parse_duration, utc
 from synth.generators.tsmodel import ANOMALY_KINDS, SeriesArrays, synthesize
 from synth.generators.tsparams import FieldSpec, SeriesParams, from_plan, planning_model
 from synth.records import ChatMessage, Completion, Request

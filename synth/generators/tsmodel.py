@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synth.generators.samplers import numpy_rng
+from synth.generators.common import numpy_rng
 from synth.generators.tsparams import Anomaly, FieldParams, FieldSpec, SeriesParams
 
 ANOMALY_KINDS = ("spike", "dip", "drift")  # label codes 1, 2, 3; 0 is "no anomaly"

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
 from synth.errors import ConfigError
-from synth.generators.samplers import parse_duration
+from synth.generators.common import parse_duration
 
 
 class Strict(BaseModel):

@@ -32,29 +32,25 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from synth.errors import (
-    AuthError, BadRequest, BudgetExceeded, ConfigError, MalformedOutput, ProviderError, RateLimited, SynthError,
+    AuthError, BadRequest, BudgetExceeded, MalformedOutput, ProviderError, RateLimited, SynthError,
     Transient,
 )
 from synth.tokens import estimate_tokens
 from synth.providers.base import ApiKey, Provider
 from synth.providers.cache import ResponseCache, request_key
 from synth.providers.clock import REAL_CLOCK, Clock
-from synth.providers.keys import KeyPool, redact_causes
+from synth.providers.keys import redact_causes
 from synth.providers.budget import Budget
 from synth.providers.limits import DEFAULT_BURST_S, prompt_tokens
 from synth.providers.pricing import cost as price_cost
-from synth.providers.pricing import price_for
 from synth.providers.retry import SchemaCheck, reask, retry_delay, should_retry
-from synth.providers.target import Target
+from synth.providers.target import Slot, Target, build_targets
 from synth.records import Completion, EmbeddingRequest, Embeddings, Request, Usage
 from synth.spec import BudgetSpec, JobSpec, PriceSpec, ProviderSpec
 
 log = logging.getLogger("synth.providers")
 
 DEFAULT_MAX_TOKENS = 256  # reserved when neither the request nor the provider's params set max_tokens
-
-Slot = tuple[str, int, float]  # (provider route, key index, share of that key's limits)
-
 
 _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+: no extra task, unlike wait_for before 3.12
 
@@ -105,34 +101,9 @@ class Dispatcher:
         Without ``slots`` it owns every key at a ``1 / gateways`` share. A keyless provider that
         ``slots`` does not mention is owned at full share. ``budget`` overrides the job's (a
         gateway's part of it)."""
-        if provider_factory is None:
-            from synth.providers.factory import create_provider as provider_factory
         clock = clock or REAL_CLOCK
-        owned: dict[str, list[tuple[int, float]]] = {}
-        routes = {p.route: p for p in job.providers}
-        for route, index, share in slots or ():
-            p = routes.get(route)
-            if p is None or not (0 <= index < max(1, len(p.keys))) or not 0 < share <= 1:
-                raise ConfigError(f"gateway slot {(route, index, share)!r} names no key of the job; "
-                                  f"use (provider name, key index, share in (0, 1]) with names {list(routes)}")
-            owned.setdefault(route, []).append((index, share))
-        prices = dict(job.prices)
-        max_usd = (budget or job.budget).max_usd
-        targets: dict[str, Target] = {}
-        for p in job.providers:
-            mine = owned.get(p.route)
-            if slots is None:
-                keys = None
-                keyless_share = 1.0 / p.gateways
-            else:
-                keys = [(i, p.keys[i], s) for i, s in mine or () if p.keys]
-                keyless_share = (mine[0][1] if mine else 1.0) if not p.keys else 0.0
-            pool = KeyPool(p, keys, env=env, clock=clock, burst_s=burst_s, keyless_share=keyless_share)
-            price = price_for(p.model, prices, provider_price=p.price)
-            if max_usd and price is None:
-                raise ConfigError(f"budget.max_usd is set but no price is known for {p.model}; add "
-                                  f"'price:' to that provider or an entry under 'prices:' in the job file")
-            targets[p.route] = Target(p, provider_factory(p), pool, price)
+        targets = build_targets(job, slots, clock=clock, provider_factory=provider_factory, env=env,
+                                max_usd=(budget or job.budget).max_usd, burst_s=burst_s)
         cache = ResponseCache(job.cache.max_entries, job.cache.path) if job.cache.enabled else None
         return cls(job, targets, clock=clock, cache=cache, budget=budget, rng=rng)
 
