@@ -140,6 +140,9 @@ class CacheSpec(Strict):
 
 class EngineSpec(Strict):
     workers: int | None = Field(None, ge=1, description="generator worker actors (default: one per CPU)")
+    max_workers: int | None = Field(
+        None, ge=1, description="most generator workers: the pool grows toward this when nodes join the cluster "
+                                "mid-run (default: no growth past the starting workers)")
     batch_size: int = Field(256, ge=1, description="most requests in one call from a worker to a gateway")
     batch_wait_ms: float = Field(20.0, ge=0, description="how long a worker gathers requests into one batch")
     concurrency: int = Field(512, ge=1, description="units in flight per shard")

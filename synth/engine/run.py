@@ -220,13 +220,17 @@ def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before
     cpus = int(ray.cluster_resources().get("CPU", 1))
     workers = job.engine.workers or max(1, cpus)
     items = [{"shard": s.index, "start": s.start, "stop": s.stop} for s in todo]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), workers * 4)))
+    # blocks are the unit Ray Data hands a worker; a pool that may grow gets small ones, so workers
+    # that start late still find blocks no one has taken
+    grows = (job.engine.max_workers or 0) > workers
+    blocks = job.engine.max_workers * 16 if grows else workers * 4  # type: ignore[operator]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), blocks)))
     with warnings.catch_warnings():
         # the actor options below have no named replacement yet; pyproject keeps Ray below the
         # release that drops them, so users need not read about it on every run
         warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated", category=DeprecationWarning)
         ds = ds.map_batches(
-            ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), scheduling_strategy="SPREAD",
+            ShardWorker, batch_size=1, compute=worker_pool(workers, job.engine.max_workers), scheduling_strategy="SPREAD",
             num_cpus=min(1.0, cpus / workers) * 0.9,
             fn_constructor_kwargs={"job_json": job.model_dump_json(), "gateways": gateways.by_route,
                                    "weights": gateways.weights, "index": gateways.index, "monitor": monitor},
@@ -268,6 +272,14 @@ def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before
     if failure:
         raise _unwrap(failure[0])
     return gw, sink.results
+
+
+def worker_pool(workers: int, max_workers: int | None) -> ray.data.ActorPoolStrategy:
+    """A fixed pool, or one Ray Data grows while shards wait and the cluster has room for another
+    worker (a node joined); it never shrinks below the starting size."""
+    if max_workers is None or max_workers <= workers:
+        return ray.data.ActorPoolStrategy(size=workers)
+    return ray.data.ActorPoolStrategy(min_size=workers, max_size=max_workers)
 
 
 def _unwrap(e: BaseException) -> BaseException:
