@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 
 import ray
@@ -15,9 +14,7 @@ import ray.util.state
 from ray.cluster_utils import Cluster
 
 from synth.api import load_job
-from synth.engine.manifest import Manifest
-from synth.engine.run import run_job
-from synth.engine.storage import Storage
+from tests.support.runs import start_run
 from tests.support.simulator import SimulatorProcess
 
 COUNT = 3200
@@ -50,17 +47,7 @@ def scenario(out: str, sim: SimulatorProcess, max_workers: int) -> None:
         "output": {"uri": out, "shard_size": 25},
         "engine": {"workers": 2, "max_workers": max_workers, "concurrency": 25},
     })
-    result: dict = {}
-
-    def go() -> None:
-        try:
-            result["run"] = run_job(job, progress=False)
-        except BaseException as e:  # noqa: BLE001
-            result["error"] = repr(e)
-
-    t = threading.Thread(target=go)
-    t.start()
-    manifest = Manifest(Storage(job.output))
+    t, result, manifest = start_run(job)
     deadline = time.monotonic() + 120
     while t.is_alive() and not manifest.committed() and time.monotonic() < deadline:
         time.sleep(0.1)  # the job is under way before the node joins

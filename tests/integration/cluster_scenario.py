@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 
 import ray
@@ -14,9 +13,7 @@ import ray.util.state
 from ray.cluster_utils import Cluster
 
 from synth.api import load_job
-from synth.engine.manifest import Manifest
-from synth.engine.run import run_job
-from synth.engine.storage import Storage
+from tests.support.runs import start_run
 from tests.support.simulator import SimulatorProcess
 
 
@@ -48,17 +45,7 @@ def scenario(out: str, sim: SimulatorProcess) -> None:
         "output": {"uri": out, "shard_size": 50},
         "engine": {"workers": 3},
     })
-    result: dict = {}
-
-    def go() -> None:
-        try:
-            result["run"] = run_job(job, progress=False)
-        except BaseException as e:  # noqa: BLE001
-            result["error"] = repr(e)
-
-    t = threading.Thread(target=go)
-    t.start()
-    manifest = Manifest(Storage(job.output))
+    t, result, manifest = start_run(job)
     deadline = time.monotonic() + 180
     placement: dict[str, list[str]] = {}
     while time.monotonic() < deadline:
