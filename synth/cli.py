@@ -54,24 +54,59 @@ def run(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace what the output path holds"),
     env_file: Optional[Path] = typer.Option(None, "--env-file", help=".env file with key variables (default: .env beside the job)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show Ray's own logs and warnings on the terminal too"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="make the dead-lettered units of committed shards again (same ids)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="do not reuse cached answers (the job's own journal still replays)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="run a sample on the offline sim and project tokens, dollars and time; writes nothing"),
+    sample: int = typer.Option(20, "--sample", min=1, help="units the dry run makes"),
 ) -> None:
-    """Run a job to completion; run it again after an interruption to resume."""
+    """Run a job to completion; run it again after an interruption to resume.
+
+    Example: synth run jobs/examples/structured.yaml -o ./out/products -n 1000
+
+    Exit codes: 0 done; 1 unexpected failure or shards left; 2 bad job file or unreachable provider;
+    3 storage; 4 budget reached; 5 no usable key left; 6 too many dead letters; 7 stopped by the
+    failure rate."""
+    overrides = {"output.uri": output, "count": count, "cache.enabled": False if no_cache else None}
+    if dry_run:
+        def plan() -> Any:
+            from synth.api import load_job
+            from synth.dryrun import dry_run as project
+
+            return project(load_job(job, env_file=env_file, overrides=overrides), sample=sample)
+
+        typer.echo(guarded(plan).render())
+        return
 
     def go() -> Any:
         from synth.api import load_job, preflight
         from synth.engine.run import run_job
 
-        spec = load_job(job, env_file=env_file, overrides={"output.uri": output, "count": count})
-        return run_job(spec, address=address, overwrite=overwrite, progress=not quiet, preflight=preflight)
+        spec = load_job(job, env_file=env_file, overrides=overrides)
+        return run_job(spec, address=address, overwrite=overwrite, progress=not quiet, preflight=preflight,
+                       retry_failed=retry_failed, verbose=verbose)
 
     res = guarded(go)
     _summary(res)
+    code, message = outcome(res)
+    if code:
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(code)
+
+
+def outcome(res: Any) -> tuple[int, str]:
+    """The exit code a run earned and, when it is not 0, the line that says why."""
     if res.aborted:
-        typer.echo(f"error: stopped early: {res.aborted}; fix it and run again to finish the remaining shards", err=True)
-        raise typer.Exit(4 if "budget" in res.aborted else 5)
+        code = 4 if "budget" in res.aborted else 7 if res.aborted.startswith("stopped") else 5
+        return code, f"stopped early: {res.aborted}; everything made is committed, fix it and run again to finish"
     if not res.complete:
-        typer.echo(f"error: {res.shards_total - res.stats['shards']['committed']} shards are not committed; run again to resume", err=True)
-        raise typer.Exit(1)
+        return 1, f"{res.shards_total - res.stats['shards']['committed']} shards are not committed; run again to resume"
+    limit = res.stats.get("max_dead_letter_rate", 0.01)
+    if res.planned_units and res.dead_letters / res.planned_units > limit:
+        return 6, (f"{res.dead_letters:,} of {res.planned_units:,} units are dead letters "
+                   f"({res.dead_letters / res.planned_units:.1%}, above output.max_dead_letter_rate {limit:g}); "
+                   "see the reasons above, then run again with --retry-failed")
+    return 0, ""
 
 
 def _summary(res: Any) -> None:

@@ -130,12 +130,20 @@ class OutputSpec(Strict):
     shard_size: int = Field(1000, gt=0, description="planned units per shard, the unit of commit and resume")
     compression: str = Field("zstd", description="parquet compression codec")
     storage: StorageSpec = Field(default_factory=StorageSpec)
+    max_dead_letter_rate: float = Field(
+        0.01, ge=0, le=1, description="largest share of planned units that may end as dead letters in a run "
+                                      "that exits 0; above it the run exits non-zero (6)")
 
 
 class CacheSpec(Strict):
-    enabled: bool = Field(False, description="reuse responses to identical requests")
-    path: str | None = Field(None, description="folder to persist the cache in (default: in memory only)")
-    max_entries: int = Field(100_000, gt=0, description="LRU size of the in-memory cache")
+    """The response cache: answers to identical requests (same provider kind, model, messages,
+    schema, tools, parameters and seed) are reused instead of bought again."""
+
+    enabled: bool = Field(True, description="reuse answers to identical requests (--no-cache turns it off)")
+    path: str | None = Field(None, description="fsspec URI of the cache folder (default: $SYNTH_CACHE_DIR, else "
+                                               "${XDG_CACHE_HOME:-~/.cache}/synth); a bucket a cluster shares works")
+    ttl_s: float | None = Field(None, gt=0, description="answers older than this many seconds are not reused")
+    max_entries: int = Field(100_000, gt=0, description="LRU size of each gateway's in-memory cache of parsed answers")
 
 
 class EngineSpec(Strict):
@@ -150,6 +158,11 @@ class EngineSpec(Strict):
         2, ge=1, description="shards a worker makes at once (a worker's memory is about this many shards)")
     gateways_per_node: int = Field(
         1, ge=1, description="gateway processes per node; keys are dealt to them, each key to one")
+    max_failure_rate: float = Field(
+        0.5, gt=0, le=1, description="the job stops early, everything committed, when more than this share of "
+                                     "the last failure_window model requests failed")
+    failure_window: int = Field(200, ge=1, description="requests in the sliding window of max_failure_rate "
+                                                       "(and the fewest made before it applies)")
 
 
 class GeneratorSpec(BaseModel):

@@ -112,7 +112,9 @@ def estimate(job: JobSpec, prompt_tokens: int, completion_tokens: int) -> dict[s
 
 
 def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False, progress: bool = True,
-            preflight: Any = None) -> RunResult:
+            preflight: Any = None, retry_failed: bool = False, verbose: bool = False) -> RunResult:
+    """Run (or resume, or extend) ``job``. ``retry_failed`` makes the dead-lettered units of
+    committed shards again; ``verbose`` lets Ray's own logs reach the terminal."""
     started = time.monotonic()
     started_at = datetime.now(timezone.utc)
     storage = Storage(job.output)
