@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import typer
 
@@ -16,6 +18,8 @@ from synth.errors import SynthError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distributed synthetic-data generation on Ray.")
 spec_app = typer.Typer(no_args_is_help=True, help="Inspect and check job files.")
 app.add_typer(spec_app, name="spec")
+cache_app = typer.Typer(no_args_is_help=True, help="The response cache and a job's answer journal.")
+app.add_typer(cache_app, name="cache")
 
 
 def _mount_optional() -> None:
@@ -43,6 +47,23 @@ def guarded(fn: Callable[[], Any]) -> Any:
         first = (str(e).strip().splitlines() or [""])[0][:300]
         typer.echo(f"error: {type(e).__name__}: {first} (set SYNTH_DEBUG=1 for the traceback)", err=True)
         raise typer.Exit(1) from None
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops a run as Ctrl-C does: what is made is committed and the answer journal shipped."""
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()
@@ -86,56 +107,15 @@ def run(
         return run_job(spec, address=address, overwrite=overwrite, progress=not quiet, preflight=preflight,
                        retry_failed=retry_failed, verbose=verbose)
 
-    res = guarded(go)
-    _summary(res)
+    from synth.outcome import outcome, print_summary
+
+    with _terminate_as_interrupt():
+        res = guarded(go)
+    print_summary(res)
     code, message = outcome(res)
     if code:
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(code)
-
-
-def outcome(res: Any) -> tuple[int, str]:
-    """The exit code a run earned and, when it is not 0, the line that says why."""
-    if res.aborted:
-        code = 4 if "budget" in res.aborted else 7 if res.aborted.startswith("stopped") else 5
-        return code, f"stopped early: {res.aborted}; everything made is committed, fix it and run again to finish"
-    if not res.complete:
-        return 1, f"{res.shards_total - res.stats['shards']['committed']} shards are not committed; run again to resume"
-    limit = res.stats.get("max_dead_letter_rate", 0.01)
-    if res.planned_units and res.dead_letters / res.planned_units > limit:
-        return 6, (f"{res.dead_letters:,} of {res.planned_units:,} units are dead letters "
-                   f"({res.dead_letters / res.planned_units:.1%}, above output.max_dead_letter_rate {limit:g}); "
-                   "see the reasons above, then run again with --retry-failed")
-    return 0, ""
-
-
-def _summary(res: Any) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=f"synth run: {res.job}", show_header=False)
-    rows = [
-        ("output", res.output),
-        ("records", f"{res.records:,} ({res.rows:,} rows)"),
-        ("dead letters", f"{res.dead_letters:,}"),
-        ("shards", f"{res.shards_written} written, {res.shards_skipped} already committed, {res.shards_total} total"),
-        ("tokens", f"{res.prompt_tokens:,} prompt + {res.completion_tokens:,} completion"),
-        ("cost", f"${res.cost_usd:.4f}" + (f" (offline sim; about ${est['usd']:.4f} on {est['model']})"
-                                              if (est := res.stats.get("cost_estimate")) else "")),
-        ("429s", f"{res.stats.get('requests', {}).get('rate_limited', 0):,.0f}"),
-        # what the providers were paid this run, including calls of shards that did not finish
-        *([("spent this run", f"${req['cost_usd']:.4f} on {req.get('requests', 0):,.0f} calls")]
-          if (req := res.stats.get("requests") or {}).get("requests") else []),
-        # shown when infrastructure failed under the run and it carried on
-        *([("recovered", f"{(g := res.stats.get('gateways_replaced', 0))} gateway{'' if g == 1 else 's'} replaced, "
-                         f"{(n := res.stats.get('rounds', 1))} pass{'' if n == 1 else 'es'} over the shards")]
-          if res.stats.get("gateways_replaced") or res.stats.get("rounds", 1) > 1 else []),
-        ("wall time", f"{res.wall_s:.1f} s"),
-        ("complete", "yes" if res.complete else "no"),
-    ]
-    for k, v in rows:
-        t.add_row(k, str(v))
-    Console(stderr=True).print(t)
 
 
 @app.command()
@@ -173,6 +153,48 @@ def spec_check(job: Path = typer.Argument(...), env_file: Optional[Path] = typer
 
     spec = guarded(lambda: load_job(job, env_file=env_file))
     typer.echo(f"ok: {spec.name}: {spec.count:,} {spec.generator.kind} units -> {spec.output.uri}")
+
+
+@cache_app.command("stats")
+def cache_stats(
+    where: Optional[str] = typer.Argument(None, help="a cache folder or a job's output (any fsspec URI); default: the user cache"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Answers stored in a cache folder or a job's journal: entries, bytes, models, dollars, ages.
+
+    Example: synth cache stats ./out/products"""
+    def go() -> Any:
+        from synth.engine.answerstore import folder_stats, user_cache_dir
+
+        return folder_stats(where or user_cache_dir())
+
+    st = guarded(go)
+    if as_json:
+        typer.echo(json.dumps(st))
+        return
+    import datetime as dt
+
+    def when(ts: float | None) -> str:
+        return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds") if ts else "-"
+
+    typer.echo(f"{st['uri']}: {st['entries']:,} answers ({st['bytes'] / 1e6:,.1f} MB) of {st['models']} models in "
+               f"{st['segments']} segments, bought for ${st['usd']:.4f}; oldest {when(st['oldest'])}, newest {when(st['newest'])}")
+
+
+@cache_app.command("clear")
+def cache_clear(
+    where: Optional[str] = typer.Argument(None, help="a cache folder (any fsspec URI); default: the user cache"),
+    older_than: Optional[float] = typer.Option(None, "--older-than", help="only answers older than this many seconds"),
+) -> None:
+    """Remove cached answers (all, or the old ones). A job's own journal is never removed by this.
+
+    Example: synth cache clear --older-than 604800"""
+    def go() -> int:
+        from synth.engine.answerstore import clear, user_cache_dir
+
+        return clear(where or user_cache_dir(), older_than)
+
+    typer.echo(f"removed {guarded(go):,} cached answers")
 
 
 @app.command()

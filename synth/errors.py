@@ -10,6 +10,7 @@ never contain a secret::
      |    +-- KeyMissing        an environment variable named for a key is not set
      +-- StorageError           bucket unreachable, permission denied, spec mismatch on resume
      +-- BudgetExceeded         the job's spending limit is reached
+ +-- JobStopped             too many recent requests failed: the job stops early
      +-- ProviderError          anything a model call can end with
           +-- RateLimited       429; carries retry_after (seconds) when the provider sent one
           +-- Transient         5xx, timeouts, resets: retry with backoff
@@ -54,6 +55,13 @@ class StorageError(SynthError):
 class BudgetExceeded(SynthError):
     kind = "budget"
     exit_code = 4
+
+
+class JobStopped(SynthError):
+    """The job stopped itself early (too many recent requests failed); what is made is committed."""
+
+    kind = "stopped"
+    exit_code = 7
 
 
 class ProviderError(SynthError):
@@ -118,6 +126,7 @@ __all__ = [
     "BadRequest",
     "BudgetExceeded",
     "ConfigError",
+    "JobStopped",
     "KeyMissing",
     "MalformedOutput",
     "NoKeysLeft",

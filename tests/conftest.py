@@ -79,3 +79,9 @@ def simulator():
     sim.start()
     yield sim
     sim.stop()
+
+
+@pytest.fixture(autouse=True)
+def _own_cache_dir(tmp_path_factory, monkeypatch):
+    """The response cache is on by default: each test gets its own, so no test answers another's."""
+    monkeypatch.setenv("SYNTH_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))

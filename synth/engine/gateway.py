@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import time
 from typing import Any
 
@@ -33,10 +34,13 @@ from synth.records import ChatMessage, Completion, EmbeddingRequest, Embeddings,
 from synth.spec import JobSpec
 
 Slot = tuple[str, int, float]  # (provider route, key index, share of the key's limits)
+SHIP_S = 3.0  # how often a gateway ships its answer journal to the job's store
+log = logging.getLogger("synth.engine")
 
 _ERRORS: dict[str, type[E.SynthError]] = {
     cls.kind: cls for cls in (E.RateLimited, E.Transient, E.AuthError, E.BadRequest, E.MalformedOutput,
-                              E.NoKeysLeft, E.BudgetExceeded, E.ConfigError, E.KeyMissing, E.ProviderError)
+                              E.NoKeysLeft, E.BudgetExceeded, E.JobStopped, E.ConfigError, E.KeyMissing,
+                              E.ProviderError)
 }
 
 
@@ -158,8 +162,10 @@ def budget_shares(job: JobSpec, groups: list[list[Slot]]) -> list[float]:
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000)
 class GatewayActor:
     def __init__(self, job_json: str, slots: list[Slot], budget_share: float,
-                 spent: tuple[float, int] = (0.0, 0)) -> None:
-        """``spent``: dollars and tokens a lost gateway this one replaces had spent or held."""
+                 spent: tuple[float, int] = (0.0, 0), todo: list[int] | None = None) -> None:
+        """``spent``: dollars and tokens a lost gateway this one replaces had spent or held.
+        ``todo``: the shards this run makes; journaled answers of other shards are not loaded."""
+        from synth.engine.answerstore import build_store
         from synth.providers.dispatch import Dispatcher
 
         self.gc = QuietGc()
@@ -170,8 +176,11 @@ class GatewayActor:
             job.budget.max_tokens = max(1, int(job.budget.max_tokens * budget_share) - spent[1])
         self.routes = sorted({s[0] for s in slots})
         self.failure: tuple[str, str, int] | None = None
+        self._shipping: asyncio.Task[None] | None = None
         try:
-            self.dispatcher = Dispatcher.from_spec(job, slots=slots)
+            # answers journaled on this node before they are used; replayed instead of bought again
+            self.answers = build_store(job, self.routes, set(todo or ()))
+            self.dispatcher = Dispatcher.from_spec(job, slots=slots, answers=self.answers)
             if self.dispatcher.budget is not None and budget_share < 1.0:
                 self.dispatcher.budget.shared = True  # a part the driver deals again: wait for more
         except E.SynthError as e:  # reported by ready(), so the driver shows it as one line
@@ -191,6 +200,8 @@ class GatewayActor:
                 done.put_nowait((i, False, error_to_wire(e)))
 
         start = asyncio.get_running_loop().create_task
+        if self._shipping is None and self.answers is not None:
+            self._shipping = start(self._ship_every(SHIP_S))
         tasks = [start(one(i, r)) for i, r in enumerate(requests)]
         remaining = len(tasks)
         while remaining:
@@ -211,6 +222,25 @@ class GatewayActor:
 
     def stats(self) -> dict[str, Any]:
         return self.dispatcher.stats()
+
+    async def _ship_every(self, period: float) -> None:
+        """The journal reaches the job's store every few seconds (a lost node loses at most that)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await loop.run_in_executor(None, self.answers.ship)
+            except Exception as e:  # noqa: BLE001 - kept locally and shipped at the next try or the stop
+                log.warning("shipping the answer journal failed: %s: %s", type(e).__name__, str(e)[:200])
+
+    async def flush(self) -> dict[str, Any]:
+        """At every stop: close the journal's open segments, ship them and feed the cache."""
+        if getattr(self, "answers", None) is not None:
+            if self._shipping is not None:
+                self._shipping.cancel()
+                self._shipping = None
+            await asyncio.get_running_loop().run_in_executor(None, lambda: self.answers.ship(final=True))
+        return self.dispatcher.stats() if hasattr(self, "dispatcher") else {}
 
     async def set_budget(self, max_usd: float | None, max_tokens: int | None) -> None:
         """The driver moves unspent budget between gateways (:meth:`Gateways.rebalance`); async, so

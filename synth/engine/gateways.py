@@ -49,10 +49,13 @@ class Gateways:
         self._used: dict[tuple[str, int], float] = {}  # budget used at the last rebalance
         self._calls: list[Any] = []
         self._checked = 0.0
+        self.todo: list[int] = []  # shards this run makes: only their journaled answers are loaded
+        self.flushed: list[dict[str, Any]] = []
 
     def _create(self, i: int, node: str | None, spent: tuple[float, int] = (0.0, 0)) -> Any:
         where = NodeAffinitySchedulingStrategy(node, soft=False) if node else "SPREAD"
-        return GatewayActor.options(scheduling_strategy=where).remote(self.job_json, self.slots[i], self.shares[i], spent)
+        return GatewayActor.options(scheduling_strategy=where).remote(self.job_json, self.slots[i], self.shares[i], spent,
+                                                                      self.todo)
 
     def start(self) -> None:
         """One gateway per node in turn, so keys are spread over the cluster; a gateway that cannot
@@ -180,6 +183,19 @@ class Gateways:
                 ray.get(ref)
             except Exception:  # noqa: BLE001 - its loss is handled by check()
                 pass
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Ship every gateway's answer journal (at every stop, before the gateways go)."""
+        if not self.actors:
+            return
+        refs = [a.flush.remote() for a in self.actors]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        for i, ref in enumerate(refs):
+            if ref in ready:
+                try:
+                    self.last_stats[i] = ray.get(ref) or self.last_stats[i]
+                except Exception:  # noqa: BLE001 - a lost gateway's journal ships with its node's next run
+                    log.warning("gateway %d could not ship its answer journal", i)
 
     def kill(self) -> None:
         self._calls.clear()

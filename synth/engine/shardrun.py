@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -13,13 +14,13 @@ import numpy as np
 import pyarrow as pa
 
 from synth.engine.plan import Shard
-from synth.errors import BudgetExceeded, NoKeysLeft, SynthError
+from synth.errors import BudgetExceeded, JobStopped, NoKeysLeft, SynthError
 from synth.generators.base import GenContext, Generator, Unit, UnitResult
 from synth.records import Completion
 
 # Errors that stop the job rather than become dead letters: the shard is not committed, so a later
 # run (with more budget, or fixed keys) makes those units instead of skipping them.
-ABORTING = (BudgetExceeded, NoKeysLeft)
+ABORTING = (BudgetExceeded, NoKeysLeft, JobStopped)
 
 ENVELOPE = pa.schema(
     [
@@ -140,7 +141,8 @@ def dead_table(rows: list[dict[str, Any]]) -> pa.Table | None:
 
 
 async def run_shard(
-    generator: Generator, ctx: GenContext, shard: Shard, fp: str, *, concurrency: int = 256
+    generator: Generator, ctx: GenContext, shard: Shard, fp: str, *, concurrency: int = 256,
+    on_unit: Callable[[bool], None] | None = None,
 ) -> ShardOutcome:
     """Make every unit of a shard: each ends as payload rows or as a dead letter with its reason."""
     results: dict[int, UnitResult | BaseException] = {}
@@ -157,8 +159,11 @@ async def run_shard(
                 results[unit.index] = await generator.generate(unit, ctx)
             except ABORTING as e:
                 abort.append(f"{e.kind}: {e}")
+                continue
             except Exception as e:  # noqa: BLE001 - every failure becomes a dead letter with its reason
                 results[unit.index] = e
+            if on_unit is not None:  # live progress: units as they finish, not shards as they commit
+                on_unit(not isinstance(results[unit.index], BaseException))
 
     await asyncio.gather(*(lane() for _ in range(max(1, min(concurrency, len(units))))))
     if abort:
@@ -195,6 +200,8 @@ async def run_shard(
         "rows": records.num_rows if records is not None else 0,
         "dead_letters": len(dead),
         "dead_by_kind": dict(Counter(d["error_kind"] for d in dead)),
+        # one message per kind, for the run summary's reasons
+        "dead_examples": {d["error_kind"]: d["message"][:300] for d in reversed(dead)},
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "cost_usd": cost,

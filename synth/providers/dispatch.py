@@ -15,7 +15,10 @@ each one the dispatcher
    ``max_tokens``) until it returns, so spending stops at the budget, not after it; requests still
    waiting for a key hold nothing.
 
-With ``cache.enabled`` in the job, identical requests are answered from the response cache.
+With an answer store (:mod:`synth.providers.answers`), every answer is journaled before it is
+used, and a request whose content was answered before (by this job: its journal; by any job: the
+response cache) gets that answer instead of a new call. The sim provider, which costs nothing, is
+never journaled.
 
 ``latency_ms`` on the answer is the time from the request entering :meth:`Dispatcher.complete`
 to the answer, waits and retries included; ``attempts`` counts provider calls, re-asks included;
@@ -27,17 +30,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from synth.errors import (
-    AuthError, BadRequest, BudgetExceeded, MalformedOutput, ProviderError, RateLimited, SynthError,
+    AuthError, BadRequest, BudgetExceeded, JobStopped, MalformedOutput, ProviderError, RateLimited, SynthError,
     Transient,
 )
 from synth.tokens import estimate_tokens
 from synth.providers.base import ApiKey, Provider
-from synth.providers.cache import ResponseCache, request_key
+from synth.providers.answers import AnswerStore
+from synth.providers.journal import OK
 from synth.providers.clock import REAL_CLOCK, Clock
 from synth.providers.keys import redact_causes
 from synth.providers.budget import Budget
@@ -64,7 +68,7 @@ class Dispatcher:
         targets: Mapping[str, Target],
         *,
         clock: Clock = REAL_CLOCK,
-        cache: ResponseCache | None = None,
+        answers: AnswerStore | None = None,
         budget: BudgetSpec | None = None,
         cost: Callable[[Usage, PriceSpec | None], float] = price_cost,
         rng: random.Random | None = None,
@@ -72,7 +76,11 @@ class Dispatcher:
         self.job = job
         self.targets = dict(targets)
         self.clock = clock
-        self.cache = cache
+        self.answers = answers
+        # the job stops early when most recent requests fail: (max failure rate, window)
+        self._outcomes: deque[bool] = deque(maxlen=job.engine.failure_window)
+        self._failed = 0
+        self.stopped: str | None = None
         budget = job.budget if budget is None else budget
         self.budget = Budget(budget, clock=clock) if (budget.max_usd or budget.max_tokens) else None
         self._cost = cost
@@ -95,6 +103,7 @@ class Dispatcher:
         budget: BudgetSpec | None = None,
         burst_s: float = DEFAULT_BURST_S,
         rng: random.Random | None = None,
+        answers: AnswerStore | None = None,
     ) -> Dispatcher:
         """Build the dispatcher of one process. ``slots`` lists the keys it owns as
         ``(provider route, key index, share)``; index 0 of a keyless provider is its keyless slot.
@@ -104,8 +113,7 @@ class Dispatcher:
         clock = clock or REAL_CLOCK
         targets = build_targets(job, slots, clock=clock, provider_factory=provider_factory, env=env,
                                 max_usd=(budget or job.budget).max_usd, burst_s=burst_s)
-        cache = ResponseCache(job.cache.max_entries, job.cache.path) if job.cache.enabled else None
-        return cls(job, targets, clock=clock, cache=cache, budget=budget, rng=rng)
+        return cls(job, targets, clock=clock, answers=answers, budget=budget, rng=rng)
 
     # ------------------------------------------------------------------ routing
 
@@ -128,13 +136,8 @@ class Dispatcher:
     async def complete(self, request: Request) -> Completion:
         started = self.clock.now()
         self.counts["requests"] += 1
-        key = None
-        if self.cache is not None:
-            key = request_key(request)
-            hit = self.cache.get(key, request.id)
-            if hit is not None:
-                self.counts["cache_hits"] += 1
-                return hit
+        if self.stopped is not None:
+            raise JobStopped(self.stopped)
         targets = self.resolve(request.model)
         spent: list[Any] = [0, None, 0.0]  # attempts, usage, cost over every provider tried
         for i, target in enumerate(targets):
@@ -146,8 +149,10 @@ class Dispatcher:
             except ProviderError as e:
                 self.counts["errors." + e.kind] += 1
                 target.counts["errors." + e.kind] += 1
+                target.examples.setdefault(e.kind, str(e)[:300])
                 if i + 1 == len(targets):
                     e.attempts = spent[0]  # type: ignore[attr-defined]  # for the dead letter
+                    self._outcome(False, e)
                     raise
                 self.counts["fallbacks"] += 1
                 log.info("route %s: %s failed (%s); falling back to %s", request.model, target.route,
@@ -156,17 +161,30 @@ class Dispatcher:
             # pydantic attribute writes cost a few microseconds each: only the ones that change
             if spent[0] != comp.attempts:
                 comp.attempts = spent[0]
-            if spent[1] is not comp.usage:
+            if spent[1] is not comp.usage and spent[1] is not None:
                 comp.usage = spent[1]
-            if spent[2]:
+            if spent[2] != comp.cost_usd:
                 comp.cost_usd = spent[2]
             comp.latency_ms = (self.clock.now() - started) * 1000.0
             self.counts["successes"] += 1
             target.counts["successes"] += 1
-            if key is not None:
-                self.cache.put(key, comp)  # type: ignore[union-attr]
+            self._outcome(True)
             return comp
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _outcome(self, ok: bool, err: ProviderError | None = None) -> None:
+        """Slide the failure window; past ``engine.max_failure_rate`` the job stops (JobStopped)."""
+        window = self._outcomes
+        if len(window) == window.maxlen and not window[0]:
+            self._failed -= 1
+        window.append(ok)
+        if not ok:
+            self._failed += 1
+            eng = self.job.engine
+            if self.stopped is None and len(window) == window.maxlen and self._failed > eng.max_failure_rate * len(window):
+                self.stopped = (f"{self._failed} of the last {len(window)} requests failed (engine.max_failure_rate "
+                                f"{eng.max_failure_rate:g}); the last: {str(err)[:300]}")
+                log.error("stopping: %s", self.stopped)
 
     async def _complete_on(self, t: Target, request: Request, spent: list[Any]) -> Completion:
         req = t.prepare(request)
@@ -181,7 +199,7 @@ class Dispatcher:
                 return t.provider.complete(r, key, timeout=t.timeout)
 
             try:
-                comp = await self._attempt(t, prompt, max_out, call, spent)
+                comp = await self._answer(t, r, prompt, max_out, call, spent)
                 error = None if validator is None else self._schemas.problem(comp, validator)
                 raw = comp.text
             except MalformedOutput as e:
@@ -196,6 +214,36 @@ class Dispatcher:
             reasks += 1
             self.counts["reasks"] += 1
             req = reask(req, raw, error)
+
+    async def _answer(self, t: Target, r: Request, prompt: int, max_out: int,
+                      call: Callable[[ApiKey | None], Awaitable[Completion]], spent: list[Any]) -> Completion:
+        """One answer to ``r`` from ``t``: from the answer store when it has one, else bought and
+        journaled before it is used (an unparseable answer too: it was paid for)."""
+        store = self.answers if t.journaled else None
+        if store is None:
+            return await self._attempt(t, prompt, max_out, call, spent)
+        key = t.keymaker.key(r)
+        found = store.find(t.digest, key, r.id)
+        if found is not None:
+            status, value = found
+            if status != OK:
+                raise MalformedOutput(f"{t.spec.model}: answer is not valid JSON (replayed)", raw=str(value))
+            comp: Completion = value  # type: ignore[assignment]
+            spent[0] += comp.attempts
+            spent[1] = comp.usage if spent[1] is None else spent[1] + comp.usage
+            spent[2] += comp.cost_usd
+            self.counts["replayed" if not comp.cached else "cache_hits"] += 1
+            return comp
+        attempts, usd = spent[0], spent[2]
+        try:
+            comp = await self._attempt(t, prompt, max_out, call, spent)
+        except MalformedOutput as e:
+            store.record(t.digest, key, r.id, None, cost_usd=spent[2] - usd, raw=e.raw)
+            raise
+        comp.attempts = spent[0] - attempts
+        comp.cost_usd = spent[2] - usd
+        store.record(t.digest, key, r.id, comp, cost_usd=comp.cost_usd)
+        return comp
 
     async def embed(self, request: EmbeddingRequest) -> Embeddings:
         self.counts["embed_requests"] += 1
@@ -356,6 +404,8 @@ class Dispatcher:
             "reasks": c["reasks"],
             "fallbacks": c["fallbacks"],
             "cache_hits": c["cache_hits"],
+            "replayed": c["replayed"],
+            "stopped": self.stopped,
             "embed_requests": c["embed_requests"],
             "prompt_tokens": self.usage[0],
             "completion_tokens": self.usage[1],
@@ -365,10 +415,15 @@ class Dispatcher:
                     "errors": {k[7:]: v for k, v in t.counts.items() if k.startswith("errors.")},
                     "keys": t.pool.stats(),
                     "disabled_keys": [s.alias for s in t.pool.slots if s.limiter.disabled],
+                    "requests": sum(s.requests for s in t.pool.slots),
+                    "model": t.spec.model,
+                    "examples": dict(t.examples),
                     "waiting": t.pool.waiting}
                 for r, t in self.targets.items()
             },
         }
+        if self.answers is not None:
+            out["answers"] = self.answers.stats()
         if self.budget is not None:
             b = self.budget
             out["budget"] = {"spent_usd": round(b.spent_usd, 8), "held_usd": round(b.held_usd, 8),
@@ -382,8 +437,8 @@ class Dispatcher:
                 await t.provider.aclose()
             except Exception:  # closing must not hide the real outcome of a run
                 log.warning("provider %s did not close cleanly", t.route, exc_info=True)
-        if self.cache is not None:
-            self.cache.close()
+        if self.answers is not None:
+            self.answers.ship(final=True)
 
     def __repr__(self) -> str:
         return f"Dispatcher(providers={list(self.targets)})"

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from synth.errors import ConfigError
 from synth.providers.base import Provider
 from synth.providers.clock import Clock
+from synth.providers.journal import KeyMaker, model_digest
 from synth.providers.keys import KeyPool
 from synth.providers.pricing import price_for
 from synth.providers.retry import RetryPolicy
@@ -36,6 +37,11 @@ class Target:
         self.backstop: float | None = None if own else spec.timeout_s * 1.1 + 0.1
         self.defaults = {k: spec.params[k] for k in _PARAM_FIELDS if spec.params.get(k) is not None}
         self.counts: Counter[str] = Counter()
+        self.examples: dict[str, str] = {}  # one message per error kind, for the run summary
+        # the answer store's view: answers are kept per model and endpoint, keyed by content
+        self.journaled = not spec.model.startswith("sim:")
+        self.digest = model_digest(spec.model, spec.base_url)
+        self.keymaker = KeyMaker(spec.model, spec.base_url, spec.params)
 
     def prepare(self, request: Request) -> Request:
         """The request with the provider's default params filled into fields it leaves unset."""
