@@ -43,19 +43,55 @@ def validate_generator(job: JobSpec) -> None:
     create_generator(job.generator, job)
 
 
-def preflight(job: JobSpec) -> None:
-    """Fail fast on what can be checked before anything is written: reachable endpoints."""
+def preflight(job: JobSpec, *, timeout: float = 3.0) -> None:
+    """Fail fast on what can be checked before anything is written: every non-``sim`` provider's
+    endpoint (its ``base_url``, else its kind's public default) resolves and takes a TCP
+    connection. Each endpoint is checked once, all at the same time, so the whole check takes at
+    most about ``timeout`` seconds. One line per provider that cannot be reached."""
+    import os
+
+    from synth.providers.base import parse_model
     from synth.providers.factory import check_reachable
+    from synth.providers.wire import openai_base_url
 
-    async def check() -> None:
-        for i, p in enumerate(job.providers):
-            if p.base_url:
-                try:
-                    await check_reachable(p.base_url)
-                except ConfigError as e:
-                    raise ConfigError(f"providers[{i}].base_url: {e}") from None
+    lines: list[tuple[int, str]] = []
+    checks: list[tuple[int, str, str, str]] = []  # (index, where, url, how to fix it) per provider
+    for i, p in enumerate(job.providers):
+        ref = parse_model(p.model)
+        if ref.kind == "sim":
+            continue
+        if p.base_url:
+            from_env = ref.kind == "openai" and p.base_url == os.environ.get("OPENAI_BASE_URL", "").strip()
+            checks.append((i, f"providers[{i}].base_url (provider {p.route!r})", p.base_url,
+                           "fix OPENAI_BASE_URL (or set base_url)" if from_env else "fix base_url"))
+            continue
+        try:
+            if ref.kind == "gemini":
+                from synth.providers.gemini import DEFAULT_BASE_URL as url
+            else:
+                url = openai_base_url(ref.kind, ref.model, None)
+        except ConfigError as e:  # compat: has no default
+            lines.append((i, f"providers[{i}] (provider {p.route!r}): {e}"))
+            continue
+        setting = "base_url (or OPENAI_BASE_URL)" if ref.kind == "openai" else "base_url"
+        checks.append((i, f"providers[{i}] (provider {p.route!r})", url,
+                       f"set {setting} to an endpoint this machine can reach"))
 
-    asyncio.run(check())
+    async def check_all() -> dict[tuple[str, str], BaseException | None]:
+        endpoints = list(dict.fromkeys((url, fix) for _, _, url, fix in checks))
+        done = await asyncio.gather(*(check_reachable(url, timeout=timeout, fix=fix) for url, fix in endpoints),
+                                    return_exceptions=True)
+        return dict(zip(endpoints, done))
+
+    results = asyncio.run(check_all()) if checks else {}
+    for i, where, url, fix in checks:
+        err = results[(url, fix)]
+        if isinstance(err, ConfigError):
+            lines.append((i, f"{where}: {err}"))
+        elif err is not None:
+            raise err
+    if lines:
+        raise ConfigError("\n".join(line for _, line in sorted(lines)))
 
 
 def run(job: str | Path | dict[str, Any] | JobSpec, *, output: str | None = None, count: int | None = None,

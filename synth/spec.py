@@ -282,6 +282,30 @@ def validation_lines(err: ValidationError, prefix: str = "") -> list[str]:
     return lines
 
 
+# the environment variables each kind's own SDK reads for its key, first set wins
+CONVENTION_KEYS = {"openai": ("OPENAI_API_KEY",), "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+                   "openrouter": ("OPENROUTER_API_KEY",)}
+
+
+def apply_conventions(spec: JobSpec, env: dict[str, str]) -> JobSpec:
+    """Fill what a provider leaves unsaid from its kind's usual environment variables: a provider
+    with no ``keys`` gets its kind's key variable (by name; the value stays in the environment), an
+    ``openai:`` provider with no ``base_url`` gets ``OPENAI_BASE_URL``. What the job says wins."""
+    for i, p in enumerate(spec.providers):
+        kind = parse_model(p.model).kind
+        update: dict[str, Any] = {}
+        if not p.keys:
+            var = next((v for v in CONVENTION_KEYS.get(kind, ()) if env.get(v)), None)
+            if var:
+                update["keys"] = [KeySpec(env=var)]
+        base_url = env.get("OPENAI_BASE_URL", "").strip()
+        if kind == "openai" and not p.base_url and base_url:
+            update["base_url"] = base_url
+        if update:
+            spec.providers[i] = p.model_copy(update=update)
+    return spec
+
+
 def parse_job(data: Any, env: dict[str, str] | None = None, *, check_keys: bool = True) -> JobSpec:
     """Validate a parsed job document. Raises ConfigError with one line per problem."""
     env = dict(os.environ) if env is None else env
@@ -292,6 +316,7 @@ def parse_job(data: Any, env: dict[str, str] | None = None, *, check_keys: bool 
         spec = JobSpec.model_validate(data)
     except ValidationError as e:
         raise ConfigError("\n".join(validation_lines(e))) from None
+    apply_conventions(spec, env)
     if check_keys:
         missing = [
             f"providers[{i}].keys[{j}]: environment variable {k.env} is not set"
