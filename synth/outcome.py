@@ -47,7 +47,7 @@ def summary_rows(res: Any) -> list[tuple[str, str]]:
         ("429s", f"{req.get('rate_limited', 0):,.0f}"),
     ]
     if req.get("requests"):  # what the providers were paid this run, calls of unfinished shards included
-        rows.append(("spent this run", f"${req.get('cost_usd', 0):.4f} on {req.get('requests', 0):,.0f} requests"))
+        rows.append(("spent this run", f"${req.get('cost_usd', 0):.4f} on {req.get('requests', 0):,.0f} calls"))
     if ans.get("journal_hits") or ans.get("cache_hits"):
         rows.append(("not bought again", f"{ans['journal_hits']:,} answers replayed from the job's journal, "
                                          f"{ans['cache_hits']:,} from the cache (${ans['saved_usd']:.4f} saved)"))

@@ -162,12 +162,14 @@ class GeminiProvider:
         hit = self._clients.get(alias)
         if hit is None or hit[0] != secret:
             opts = types.HttpOptions(
-                base_url=self.base_url,
+                # explicit, so the SDK's own environment switches (GOOGLE_GEMINI_BASE_URL,
+                # GOOGLE_GENAI_USE_VERTEXAI) never send calls somewhere the job did not say
+                base_url=self.base_url or DEFAULT_BASE_URL,
                 api_version=self._api_version,
                 timeout=ms,
                 retry_options=types.HttpRetryOptions(attempts=1),  # also stops its hidden connect retry
             )
-            hit = (secret, ms, genai.Client(api_key=secret, http_options=opts))
+            hit = (secret, ms, genai.Client(api_key=secret, http_options=opts, vertexai=False))
             self._clients[alias] = hit
         if hit[1] == ms:
             return hit[2], None

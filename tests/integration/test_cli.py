@@ -59,7 +59,7 @@ def test_summary_shows_what_this_run_paid(capsys):
     unfinished shards too) is its own row, shown when gateways made calls."""
     from types import SimpleNamespace
 
-    from synth.cli import _summary
+    from synth.outcome import print_summary as _summary
 
     base = dict(job="j", output="/o", records=20, rows=20, dead_letters=0, shards_written=2, shards_skipped=0,
                 shards_total=10, prompt_tokens=140, completion_tokens=170, cost_usd=0.31, wall_s=1.0, complete=False)
@@ -74,7 +74,7 @@ def test_summary_says_when_the_run_recovered(capsys):
     """A replaced gateway or a second pass over the shards is shown; a plain run shows neither."""
     from types import SimpleNamespace
 
-    from synth.cli import _summary
+    from synth.outcome import print_summary as _summary
 
     base = dict(job="j", output="/o", records=20, rows=20, dead_letters=0, shards_written=2, shards_skipped=0,
                 shards_total=2, prompt_tokens=140, completion_tokens=170, cost_usd=0.31, wall_s=1.0, complete=True)
