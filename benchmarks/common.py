@@ -306,7 +306,8 @@ def synth_run(job_file: Path, output: Path, *, args: Sequence[str] = (), env: di
               interval: float = 0.5, probe: Callable[[], dict[str, Any]] | None = None,
               timeout_s: float = 7200) -> RunOutcome:
     """``python -m synth run JOB -o OUTPUT --overwrite -q [ARGS]`` in a subprocess, its process tree sampled."""
-    cmd = [PYTHON, "-m", "synth", "run", str(job_file), "-o", str(output), "--overwrite", "-q", *args]
+    # no response cache: a benchmark measures buying answers (the job's journal is still written)
+    cmd = [PYTHON, "-m", "synth", "run", str(job_file), "-o", str(output), "--overwrite", "-q", "--no-cache", *args]
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=run_env(env),
                             cwd=ROOT)
