@@ -94,7 +94,8 @@ def run(
             from synth.api import load_job
             from synth.dryrun import dry_run as project
 
-            return project(load_job(job, env_file=env_file, overrides=overrides), sample=sample)
+            # no key is used by a dry run, so none needs to be set yet
+            return project(load_job(job, env_file=env_file, overrides=overrides, check_keys=False), sample=sample)
 
         typer.echo(guarded(plan).render())
         return

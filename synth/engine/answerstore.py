@@ -27,19 +27,22 @@ def user_cache_dir() -> str:
 def resolve_cache(job: JobSpec) -> JobSpec:
     """The job with its cache folder fixed where the driver runs, so every gateway of the run uses
     the same one whatever its own environment says."""
-    if job.cache.enabled and not job.cache.path:
+    if not job.cache.path:
         job = job.model_copy(deep=True)
         job.cache.path = user_cache_dir()
     return job
 
 
-def spool_dir(storage: Storage) -> Path:
+def spool_dir(storage: Storage, job: JobSpec | None = None) -> Path:
     """Where this node appends answers: the output's journal itself when the output is a local
-    folder; else a local folder per output, shipped to the output every few seconds."""
+    folder; else a local folder per output (under the local cache folder), shipped to the output
+    every few seconds."""
     if storage.local:
         return Path(storage.root) / JOURNAL
     digest = hashlib.sha256(storage.uri.encode()).hexdigest()[:16]
-    return Path(user_cache_dir()) / "spool" / digest
+    path = job.cache.path if job is not None and job.cache.path else None
+    base = path if path and "://" not in path else user_cache_dir()
+    return Path(base).expanduser() / "spool" / digest
 
 
 def folder_for(uri: str, like: OutputSpec | None = None) -> Folder:
@@ -75,7 +78,7 @@ def build_store(job: JobSpec, routes: list[str], todo: set[int]) -> AnswerStore 
         return None
     storage = Storage(job.output)
     cache = folder_for(job.cache.path, job.output) if job.cache.enabled and job.cache.path else None
-    return AnswerStore(digests, spool=spool_dir(storage), journal=storage, cache=cache, ttl_s=job.cache.ttl_s,
+    return AnswerStore(digests, spool=spool_dir(storage, job), journal=storage, cache=cache, ttl_s=job.cache.ttl_s,
                        max_entries=job.cache.max_entries, skip=unit_skipper(job, todo),
                        use_cache=job.cache.enabled)
 
