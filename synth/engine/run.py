@@ -9,6 +9,7 @@ import platform
 import threading
 import time
 import warnings
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,6 +22,7 @@ from synth.engine.gateways import Gateways
 from synth.engine.manifest import Manifest
 from synth.engine.monitor import MonitorActor, Progress
 from synth.engine.plan import fingerprint, shard_count, shards
+from synth.engine.quiet import ray_logs
 from synth.engine.sink import ShardSink
 from synth.engine.storage import Storage
 from synth.engine.worker import ShardWorker
@@ -139,8 +141,11 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
     rounds = 0
     tally = {"gateways_replaced": 0}
     if todo:
-        started_here = init_ray(address)
+        ray_output = ExitStack()  # from here to the end of Ray, its output goes to <output>/_logs/
+        ray_output.enter_context(ray_logs(storage, verbose))
+        started_here = False
         try:
+            started_here = init_ray(address)
             for attempt in range(ROUNDS):
                 rounds += 1
                 try:
@@ -162,6 +167,7 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
         finally:
             if started_here:
                 ray.shutdown()
+            ray_output.close()
         aborts = [r["aborted"] for r in sink_results if r.get("aborted")]
         aborted = aborts[0] if aborts else None
 
