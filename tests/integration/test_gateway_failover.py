@@ -5,6 +5,7 @@ lost) leaves the route, and the replacement the driver publishes takes its key b
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 
 import pytest
@@ -33,12 +34,13 @@ def _job(url: str):
         "name": "failover", "count": 10, "generator": {"kind": "structured", "prompt": "x", "schema": {"type": "object", "properties": {"a": {"type": "string"}}}},
         "providers": [{"name": "default", "model": "compat:sim-model", "base_url": f"{url}/v1",
                        "keys": [{"env": "HTTP_KEY_A", "alias": "alpha"}, {"env": "HTTP_KEY_B", "alias": "bravo"}]}],
-        "output": {"uri": "unused"},
+        "output": {"uri": tempfile.mkdtemp(prefix="failover-")},  # where the gateways journal answers
     })
 
 
 def _requests(prefix: str, n: int) -> list[Request]:
-    return [Request(id=f"{prefix}-{i}", model="default", messages=[ChatMessage(role="user", content=f"Item {i}")],
+    # distinct content per call: an answer to the same content would be replayed from the journal
+    return [Request(id=f"{prefix}-{i}", model="default", messages=[ChatMessage(role="user", content=f"{prefix} item {i}")],
                     max_tokens=8) for i in range(n)]
 
 
