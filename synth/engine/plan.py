@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 from synth.generators.base import Unit
 from synth.spec import JobSpec
@@ -49,23 +49,49 @@ def unit_id(fp: str, index: int) -> str:
     return f"{fp[:12]}-{index:010d}"
 
 
+def unit_index(uid: str) -> int:
+    """The unit index an id was made from (the inverse of :func:`unit_id`)."""
+    return int(uid.rsplit("-", 1)[1])
+
+
 def unit_seed(seed: int, index: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{index}".encode()).digest()[:8], "big")
 
 
 @dataclass(frozen=True)
 class Shard:
+    """A piece of work on one shard. ``part`` is the commit generation it will be committed as: 0 for
+    a shard's first piece, then one more for each later piece (units added by a larger count, or
+    dead-lettered units made again). With ``only``, just those unit indices are made."""
+
     index: int
     start: int  # first unit index
     stop: int  # one past the last
+    part: int = 0
+    only: tuple[int, ...] | None = None
 
     @property
     def size(self) -> int:
-        return self.stop - self.start
+        return len(self.only) if self.only is not None else self.stop - self.start
 
     def units(self, fp: str, seed: int) -> Iterator[Unit]:
-        for i in range(self.start, self.stop):
+        for i in self.only if self.only is not None else range(self.start, self.stop):
             yield Unit(index=i, id=unit_id(fp, i), shard=self.index, seed=unit_seed(seed, i))
+
+    def item(self) -> dict[str, Any]:
+        """The work item handed to workers (plain scalars, so Ray Data keeps one column type)."""
+        only = "" if self.only is None else json.dumps(list(self.only), separators=(",", ":"))
+        return {"shard": self.index, "start": self.start, "stop": self.stop, "part": self.part, "only": only}
+
+    @classmethod
+    def from_item(cls, shard: Any, start: Any, stop: Any, part: Any = 0, only: Any = "") -> Shard:
+        idx = tuple(int(i) for i in json.loads(only)) if only else None
+        return cls(int(shard), int(start), int(stop), int(part), idx)
+
+    def piece(self) -> dict[str, Any]:
+        """What the sink needs to commit this piece (``retry``: the shard's old dead letters are
+        all among ``only`` and are replaced by what this piece makes)."""
+        return {"part": self.part, "start": self.start, "stop": self.stop, "retry": self.only is not None}
 
 
 def shard_count(count: int, shard_size: int) -> int:
@@ -77,6 +103,28 @@ def shards(count: int, shard_size: int, skip: set[int] | frozenset[int] = frozen
     for k in range(shard_count(count, shard_size)):
         if k not in skip:
             yield Shard(k, k * shard_size, min(count, (k + 1) * shard_size))
+
+
+def pieces(count: int, shard_size: int, heads: Mapping[int, tuple[int, int]],
+           retry: Mapping[int, Sequence[int]] | None = None) -> Iterator[Shard]:
+    """What is left to make, in shard order. ``heads``: committed shard -> (its latest generation,
+    one past the last unit it covers); ``retry``: committed shard -> unit indices to make again.
+
+    A shard not committed is made whole; a committed one that covers less than ``count`` now asks
+    for gets its missing units as a new piece; retried units join that piece (one piece per shard
+    per run, so two workers never commit the same shard at once)."""
+    retry = retry or {}
+    for k in range(shard_count(count, shard_size)):
+        start, stop = k * shard_size, min(count, (k + 1) * shard_size)
+        if k not in heads:
+            yield Shard(k, start, stop)
+            continue
+        gen, covered = heads[k]
+        again = tuple(sorted(retry.get(k, ())))
+        if again:
+            yield Shard(k, start, max(stop, covered), gen + 1, again + tuple(range(covered, stop)))
+        elif covered < stop:
+            yield Shard(k, covered, stop, gen + 1)
 
 
 def spec_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

@@ -21,7 +21,7 @@ import synth
 from synth.engine.gateways import Gateways
 from synth.engine.manifest import Manifest
 from synth.engine.monitor import MonitorActor, Progress
-from synth.engine.plan import fingerprint, shard_count, shards
+from synth.engine.plan import fingerprint, shard_count
 from synth.engine.quiet import ray_logs
 from synth.engine.sink import ShardSink
 from synth.engine.storage import Storage
@@ -128,7 +128,7 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
     manifest.clean_interrupted(committed)
     fp = fingerprint(job)
     n_shards = shard_count(job.count, job.output.shard_size)
-    todo = list(shards(job.count, job.output.shard_size, skip=committed))
+    todo = manifest.todo(job, retry_failed=retry_failed)
     from synth.generators.registry import create_generator
 
     partition_by = job.output.partition_by
@@ -161,7 +161,7 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
                                 type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
                     done = manifest.committed()
                     manifest.clean_interrupted(done)
-                    todo = list(shards(job.count, job.output.shard_size, skip=done))
+                    todo = manifest.todo(job, pending=todo)
                     if not todo:
                         break
         finally:
@@ -172,7 +172,7 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
         aborted = aborts[0] if aborts else None
 
     totals = _collect(manifest)
-    complete = totals["shards_committed"] == n_shards
+    complete = totals["shards_committed"] == n_shards and totals["units"] == job.count
     wall = time.monotonic() - started
     stats = {
         "job": job.name, "fingerprint": fp, "output": storage.uri, "planned_units": job.count,
@@ -227,7 +227,7 @@ def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before
     ray.wait(warm, num_returns=len(warm), timeout=30)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     workers = job.engine.workers or max(1, cpus)
-    items = [{"shard": s.index, "start": s.start, "stop": s.stop} for s in todo]
+    items = [s.item() for s in todo]
     # blocks are the unit Ray Data hands a worker; a pool that may grow gets small ones, so workers
     # that start late still find blocks no one has taken
     grows = (job.engine.max_workers or 0) > workers

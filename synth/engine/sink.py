@@ -1,12 +1,12 @@
-"""The Ray Data datasink: each input row is one finished shard (its records and dead letters as
-Arrow IPC bytes). A shard is published as hive-partitioned Parquet (or JSONL) files, then committed
-in the manifest; until the commit entry exists, resume treats the shard as not done."""
+"""The Ray Data datasink: each input row is one finished piece of a shard (its records and dead
+letters as Arrow IPC bytes). A piece is published as hive-partitioned Parquet (or JSONL) files, then
+committed in the manifest; until the commit entry exists, resume treats the piece as not done."""
 
 from __future__ import annotations
 
 import io
 import json
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Iterable
 from urllib.parse import quote
 
@@ -17,8 +17,9 @@ import pyarrow.parquet as pq
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
-from synth.engine.manifest import Manifest, shard_name
+from synth.engine.manifest import DEAD, Manifest, merge_entry, piece_name
 from synth.engine.storage import Storage
+from synth.errors import StorageError
 from synth.spec import OutputSpec
 
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
@@ -109,20 +110,33 @@ class ShardSink(Datasink):
     def get_name(self) -> str:
         return "SynthShards"
 
-    def publish(self, storage: Storage, shard: int, records: pa.Table | None, dead: pa.Table | None, stats: dict[str, Any]) -> dict[str, Any]:
+    def publish(self, storage: Storage, shard: int, records: pa.Table | None, dead: pa.Table | None, stats: dict[str, Any],
+                piece: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Publish one piece of a shard (``piece``: see :meth:`Shard.piece`; None is a whole shard)
+        in files of its own, then commit the shard's new entry. A piece that retried the shard's
+        dead letters replaces their files: the old ones are removed only after the commit."""
         manifest = Manifest(storage)
+        piece = piece or {"part": 0, "start": None, "stop": None, "retry": False}
+        gen = int(piece.get("part", 0))
+        if manifest.entry(shard, gen) is not None:  # an earlier attempt of this write committed it
+            return {"shard": shard, **stats}
+        base = manifest.entry(shard, gen - 1) if gen else None
+        if gen and base is None:
+            raise StorageError(f"{storage.uri}: shard {shard} has no commit entry of generation {gen - 1} "
+                               "to add to; run the job again")
         ext = "jsonl" if self.out.format == "jsonl" else "parquet"
         parts: list[tuple[str, pa.Table, str]] = []  # (file, rows, format)
-        name = shard_name(shard)
+        name = piece_name(shard, gen)
         if records is not None and records.num_rows:
             cols = [c for c in self.partition_by if c in records.column_names]
             for folder, part in split_partitions(records, cols):
                 rel = f"data/{folder}/{name}.{ext}" if folder else f"data/{name}.{ext}"
                 parts.append((rel, part, self.out.format))
         if dead is not None and dead.num_rows:
-            parts.append((f"dead_letters/{name}.parquet", dead, "parquet"))
+            parts.append((f"{DEAD}{name}.parquet", dead, "parquet"))
         files = [rel for rel, _, _ in parts]
-        manifest.intend(shard, files)
+        superseded = [f for f in base["files"] if f.startswith(DEAD)] if base and piece.get("retry") else []
+        manifest.intend(shard, files, gen=gen, remove=superseded)
 
         def put(item: tuple[str, pa.Table, str]) -> int:
             rel, table, fmt = item
@@ -132,9 +146,15 @@ class ShardSink(Datasink):
 
         # a shard of many partitions is many small files: encode and upload them side by side
         # (pyarrow and the object-store clients release the GIL while they work)
-        sizes = list(_publisher().map(put, parts)) if len(parts) > 1 else [put(p) for p in parts]
-        entry = {"files": files, "bytes": sum(sizes), **stats}
-        manifest.commit(shard, entry)
+        if len(parts) > 1:
+            futures = [_publisher().submit(put, p) for p in parts]
+            wait(futures)  # on a failure too: no write of this piece lands after the error is raised
+            sizes = [f.result() for f in futures]
+        else:
+            sizes = [put(p) for p in parts]
+        dead_bytes = sum(n for (rel, _, _), n in zip(parts, sizes) if rel.startswith(DEAD))
+        entry = merge_entry(base, piece, {"files": files, "bytes": sum(sizes), "dead_bytes": dead_bytes, **stats})
+        manifest.commit(shard, entry, gen=gen, remove=superseded)
         return {"shard": shard, **stats}
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> list[dict[str, Any]]:
@@ -147,5 +167,6 @@ class ShardSink(Datasink):
                     done.append({"shard": shard, "aborted": row["aborted"]})
                     continue
                 stats = json.loads(row["stats"])
-                done.append(self.publish(storage, shard, from_ipc(row["records"]), from_ipc(row["dead"]), stats))
+                piece = json.loads(row["piece"]) if "piece" in row and row["piece"] else None
+                done.append(self.publish(storage, shard, from_ipc(row["records"]), from_ipc(row["dead"]), stats, piece))
         return done

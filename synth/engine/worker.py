@@ -60,9 +60,9 @@ class ShardWorker:
             return await self._make(batch)
 
     async def _make(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {"shard": [], "records": [], "dead": [], "stats": [], "aborted": []}
-        for k, start, stop in zip(batch["shard"], batch["start"], batch["stop"]):
-            shard = Shard(int(k), int(start), int(stop))
+        out: dict[str, list[Any]] = {"shard": [], "piece": [], "records": [], "dead": [], "stats": [], "aborted": []}
+        for i in range(len(batch["shard"])):
+            shard = Shard.from_item(**{key: batch[key][i] for key in ("shard", "start", "stop", "part", "only")})
             seen: set[str] = set()
 
             async def claim(key: str, _seen: set[str] = seen) -> bool:
@@ -76,6 +76,7 @@ class ShardWorker:
                              claims=claim, worker=self.ctx.worker, extras=self.ctx.extras)
             res = await run_shard(self.generator, ctx, shard, self.fp, concurrency=self.job.engine.concurrency)
             out["shard"].append(shard.index)
+            out["piece"].append(json.dumps(shard.piece()))
             out["records"].append(to_ipc(res.records))
             out["dead"].append(to_ipc(res.dead))
             out["stats"].append(json.dumps(res.stats))

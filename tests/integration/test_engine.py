@@ -94,9 +94,10 @@ def test_rerun_skips_committed_shards_and_refuses_a_changed_spec(tmp_path):
     first = synth.run(job(uri))
     again = synth.run(job(uri))
     assert again.shards_skipped == 3 and again.shards_written == 0 and again.records == first.records
-    with pytest.raises(synth.StorageError, match=r"count: 300 -> 400"):
-        synth.run(job(uri, count=400))
-    bigger = synth.run(job(uri, count=400), overwrite=True)
+    with pytest.raises(synth.StorageError, match=r"seed: 3 -> 4"):
+        synth.run(job(uri, seed=4))
+    # a larger count extends the dataset (tests/integration/test_extend.py); --overwrite starts over
+    bigger = synth.run(job(uri, count=400, seed=4), overwrite=True)
     assert bigger.records == 400 and len(set(read(uri)["id"].to_pylist())) == 400
 
 

@@ -73,10 +73,11 @@ def test_manifest_commits_intents_and_refuses_a_changed_job(tmp_path):
     assert m.clean_interrupted(m.committed()) == 1
     assert st.list("data") == ["shard-00000001.parquet"]
     assert m.committed_files() == [st.url("data/shard-00000001.parquet")]
-    # the same job resumes; a different one is refused with the difference named
+    # the same job resumes; a different one is refused with the difference named (a larger count
+    # extends the job instead: tests/integration/test_extend.py)
     assert Manifest(st).open(job) == {1}
-    changed = parse_job({"name": "t", "count": 20, "generator": GEN, "output": {"uri": str(tmp_path / "o")}}, env={})
-    with pytest.raises(StorageError, match="count: 10 -> 20"):
+    changed = parse_job({"name": "t", "count": 20, "seed": 3, "generator": GEN, "output": {"uri": str(tmp_path / "o")}}, env={})
+    with pytest.raises(StorageError, match="seed: 0 -> 3"):
         Manifest(st).open(changed)
     assert Manifest(st).open(changed, overwrite=True) == set()
     assert json.loads(st.read_bytes("_manifest/job.json"))["spec"]["count"] == 20
