@@ -18,6 +18,8 @@ from pydantic import BaseModel, Field
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import synth
+from synth.engine import report
+from synth.engine.answerstore import resolve_cache, spool_dir
 from synth.engine.gateways import Gateways
 from synth.engine.manifest import Manifest
 from synth.engine.monitor import MonitorActor, Progress
@@ -119,6 +121,7 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
     committed shards again; ``verbose`` lets Ray's own logs reach the terminal."""
     started = time.monotonic()
     started_at = datetime.now(timezone.utc)
+    job = resolve_cache(job)
     storage = Storage(job.output)
     storage.preflight()
     if preflight is not None:
@@ -137,10 +140,15 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
 
     sink_results: list[dict[str, Any]] = []
     gw_stats: dict[str, float] = {}
+    seen: dict[str, Any] = {"reports": [], "keys": report.KeyWatch()}  # what the gateways last said
     aborted: str | None = None
     rounds = 0
     tally = {"gateways_replaced": 0}
     if todo:
+        if not storage.local:  # answers a killed run left on this machine reach the output first
+            from synth.providers.answers import ship_leftovers
+
+            ship_leftovers(spool_dir(storage, job), storage)
         ray_output = ExitStack()  # from here to the end of Ray, its output goes to <output>/_logs/
         ray_output.enter_context(ray_logs(storage, verbose))
         started_here = False
@@ -149,7 +157,7 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
             for attempt in range(ROUNDS):
                 rounds += 1
                 try:
-                    gw_stats, results = _execute(job, todo, partition_by, len(committed), progress, tally)
+                    gw_stats, results = _execute(job, todo, partition_by, len(committed), progress, tally, seen)
                     sink_results += results
                     break
                 except SynthError:
@@ -184,6 +192,7 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
         "timing": {"started_at": started_at.isoformat(), "wall_s": round(wall, 3),
                    "records_per_s_this_run": round(sum(r.get("records", 0) for r in sink_results) / max(wall, 1e-9), 2)},
         "versions": _versions(), "spec": job.redacted(),
+        **_outcomes(job, manifest, seen),
     }
     manifest.write_stats(stats)
     return RunResult(
@@ -193,6 +202,21 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
         prompt_tokens=totals["prompt_tokens"], completion_tokens=totals["completion_tokens"],
         cost_usd=totals["cost_usd"], wall_s=wall, complete=complete, aborted=aborted, stats=stats,
     )
+
+
+def _outcomes(job: JobSpec, manifest: Manifest, seen: dict[str, Any]) -> dict[str, Any]:
+    """What the summary and the exit code need: failure reasons, per-provider outcomes, keys that
+    were disabled or cooled, and what the journal and cache saved."""
+    reports = seen["reports"]
+    by_route = report.providers(reports)
+    return {
+        "max_dead_letter_rate": job.output.max_dead_letter_rate,
+        "failure_reasons": report.failure_reasons(manifest.commit_entries()),
+        "providers": by_route,
+        "all_failed": report.all_failed(by_route),
+        "keys": seen["keys"].summary(),
+        "answers": report.answers(reports),
+    }
 
 
 def _quiet_ray_data() -> None:
@@ -214,12 +238,13 @@ def _warm() -> None:
 
 
 def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before: int, show: bool,
-             tally: dict[str, int]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+             tally: dict[str, int], seen: dict[str, Any]) -> tuple[dict[str, float], list[dict[str, Any]]]:
     _quiet_ray_data()
     # the first write tasks would otherwise each start a worker process and import pyarrow in the
     # middle of the run; started now, those workers are ready (and kept: see init_ray) by then
     warm = [_warm.remote() for _ in range(2)]
     gateways = Gateways(job)
+    gateways.todo = sorted({s.index for s in todo})
     gateways.start()
     # on the driver's node: the progress totals and the gateway directory must outlive any worker node
     monitor = MonitorActor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
@@ -254,7 +279,8 @@ def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before
             failure.append(e)
 
     thread = threading.Thread(target=write, name="synth-write", daemon=True)
-    bar = Progress(job.count, done_before * job.output.shard_size, enabled=show)
+    # units this run makes (whole shards, the rest of a shard, retried units); the others are done
+    bar = Progress(job.count, max(0, job.count - sum(s.size for s in todo)), enabled=show)
     thread.start()
     gw: dict[str, float] = {}
     try:
@@ -269,12 +295,16 @@ def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before
                 gw = gateways.stats(timeout=5)
                 gateways.rebalance()
                 bar.update(snap, gw)
+                for line in seen["keys"].news(gateways.last_stats + gateways.retired):
+                    bar.note(line)
             except Exception:  # noqa: BLE001 - progress is best effort; the run goes on
                 pass
         gw = gateways.stats(timeout=10)
     finally:
         tally["gateways_replaced"] += gateways.replaced
         bar.close()
+        gateways.flush()  # every stop ships the answer journal: finish, budget, failure, interrupt
+        seen["reports"] = gateways.last_stats + gateways.retired
         gateways.kill()
         ray.kill(monitor)
     if failure:

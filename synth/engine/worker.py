@@ -49,6 +49,32 @@ class ShardWorker:
         self._setup: asyncio.Future[None] | None = None
         self._slots: asyncio.Semaphore | None = None
         self.gc = QuietGc()  # workers hold thousands of units in flight too
+        self._live: dict[str, float] = {}  # units finished since the last report to the monitor
+        self._reporter: asyncio.Task[None] | None = None
+        self._local_sent = (0, 0, 0.0)
+
+    def _unit_done(self, ok: bool) -> None:
+        live = self._live
+        live["live_units"] = live.get("live_units", 0) + 1
+        key = "live_records" if ok else "live_dead"
+        live[key] = live.get(key, 0) + 1
+
+    async def _report_every(self, period: float = 1.0) -> None:
+        """Live progress: what this worker finished (and spent in-process) each second."""
+        while True:
+            await asyncio.sleep(period)
+            self._send_live()
+
+    def _send_live(self) -> None:
+        out, self._live = self._live, {}
+        local = self.llm.local
+        if local is not None:
+            now = (local.usage[0], local.usage[1], local.cost_usd)
+            sent, self._local_sent = self._local_sent, now
+            out.update({"local_prompt_tokens": now[0] - sent[0], "local_completion_tokens": now[1] - sent[1],
+                        "local_cost_usd": now[2] - sent[2]})
+        if self.monitor is not None and any(out.values()):
+            self.monitor.report.remote(out)
 
     async def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         if self._setup is None:
@@ -56,6 +82,8 @@ class ShardWorker:
         await self._setup
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.job.engine.shards_per_worker)
+        if self._reporter is None and self.monitor is not None:
+            self._reporter = asyncio.ensure_future(self._report_every())
         async with self._slots:  # Ray Data hands a worker several batches at once; memory is bounded here
             return await self._make(batch)
 
@@ -74,7 +102,8 @@ class ShardWorker:
 
             ctx = GenContext(job=self.ctx.job, seed=self.ctx.seed, llm=self.llm, retriever=self.ctx.retriever,
                              claims=claim, worker=self.ctx.worker, extras=self.ctx.extras)
-            res = await run_shard(self.generator, ctx, shard, self.fp, concurrency=self.job.engine.concurrency)
+            res = await run_shard(self.generator, ctx, shard, self.fp, concurrency=self.job.engine.concurrency,
+                                  on_unit=self._unit_done)
             out["shard"].append(shard.index)
             out["piece"].append(json.dumps(shard.piece()))
             out["records"].append(to_ipc(res.records))
