@@ -142,8 +142,8 @@ def test_a_second_run_into_a_new_output_asks_for_nothing(simulator, tmp_path):
     stats = json.loads((tmp_path / "b" / "stats.json").read_text())
     assert stats["answers"]["cache_hits"] == n and stats["records"] == n
     # the same data, cost aside (a cached answer costs nothing)
-    a = pads.dataset(str(tmp_path / "a" / "data")).to_table(columns=["id", "a", "b"]).sort_by("id")
-    b = pads.dataset(str(tmp_path / "b" / "data")).to_table(columns=["id", "a", "b"]).sort_by("id")
+    a = pads.dataset(str(tmp_path / "a" / "data")).to_table(columns=["id", "record"]).sort_by("id")
+    b = pads.dataset(str(tmp_path / "b" / "data")).to_table(columns=["id", "record"]).sort_by("id")
     assert a.equals(b)
     cache = Path(os.environ["SYNTH_CACHE_DIR"])
     assert list(cache.rglob("*.jsonl")) and not scan(cache, KEY)
