@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,24 +54,37 @@ def folder_for(uri: str, like: OutputSpec | None = None) -> Folder:
     return Storage(spec)
 
 
-def unit_skipper(job: JobSpec, todo: set[int]) -> Any:
-    """True for a request id of a unit whose shard this run does not make: its answer is in the
-    dataset already. Ids that name no unit (a generator's setup calls) are always kept."""
+def unit_of(job: JobSpec) -> Callable[[str], int | None]:
+    """The unit index a request id belongs to, or None for ids that name no unit (a generator's
+    setup calls)."""
     from synth.engine.plan import fingerprint
 
     prefix = fingerprint(job)[:12] + "-"
+
+    def unit(rid: str) -> int | None:
+        if not rid.startswith(prefix):
+            return None
+        head = rid.split(":", 1)[0][len(prefix):]
+        return int(head) if head.isdigit() else None
+
+    return unit
+
+
+def unit_skipper(job: JobSpec, todo: set[int], retried: set[int] = frozenset()) -> Callable[[str], bool]:  # type: ignore[assignment]
+    """True for a request id of a unit whose shard this run does not make (its answer is in the
+    dataset already) or that --retry-failed makes again. Ids that name no unit are always kept."""
+    unit = unit_of(job)
     size = job.output.shard_size
 
     def skip(rid: str) -> bool:
-        if not rid.startswith(prefix):
-            return False
-        head = rid.split(":", 1)[0][len(prefix):]
-        return head.isdigit() and int(head) // size not in todo
+        u = unit(rid)
+        return u is not None and (u // size not in todo or u in retried)
 
     return skip
 
 
-def build_store(job: JobSpec, routes: list[str], todo: set[int]) -> AnswerStore | None:
+def build_store(job: JobSpec, routes: list[str], todo: set[int], retried: set[int] = frozenset()  # type: ignore[assignment]
+                ) -> AnswerStore | None:
     """The answer store of a process holding ``routes``; None when none of them is journaled."""
     digests = [model_digest(p.model, p.base_url) for p in job.providers
                if p.route in routes and not p.model.startswith("sim:")]
@@ -79,8 +93,13 @@ def build_store(job: JobSpec, routes: list[str], todo: set[int]) -> AnswerStore 
     storage = Storage(job.output)
     cache = folder_for(job.cache.path, job.output) if job.cache.enabled and job.cache.path else None
     return AnswerStore(digests, spool=spool_dir(storage, job), journal=storage, cache=cache, ttl_s=job.cache.ttl_s,
-                       max_entries=job.cache.max_entries, skip=unit_skipper(job, todo),
-                       use_cache=job.cache.enabled)
+                       max_entries=job.cache.max_entries, skip=unit_skipper(job, todo, retried),
+                       use_cache=job.cache.enabled, bypass=_retried(job, retried) if retried else None)
+
+
+def _retried(job: JobSpec, retried: set[int]) -> Callable[[str], bool]:
+    unit = unit_of(job)
+    return lambda rid: unit(rid) in retried
 
 
 def folder_stats(uri: str) -> dict[str, Any]:

@@ -162,9 +162,11 @@ def budget_shares(job: JobSpec, groups: list[list[Slot]]) -> list[float]:
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000)
 class GatewayActor:
     def __init__(self, job_json: str, slots: list[Slot], budget_share: float,
-                 spent: tuple[float, int] = (0.0, 0), todo: list[int] | None = None) -> None:
+                 spent: tuple[float, int] = (0.0, 0), todo: list[int] | None = None,
+                 retried: list[int] | None = None) -> None:
         """``spent``: dollars and tokens a lost gateway this one replaces had spent or held.
-        ``todo``: the shards this run makes; journaled answers of other shards are not loaded."""
+        ``todo``: the shards this run makes; journaled answers of other shards are not loaded.
+        ``retried``: units made again by --retry-failed, whose answers are bought afresh."""
         from synth.engine.answerstore import build_store
         from synth.providers.dispatch import Dispatcher
 
@@ -179,7 +181,7 @@ class GatewayActor:
         self._shipping: asyncio.Task[None] | None = None
         try:
             # answers journaled on this node before they are used; replayed instead of bought again
-            self.answers = build_store(job, self.routes, set(todo or ()))
+            self.answers = build_store(job, self.routes, set(todo or ()), set(retried or ()))
             self.dispatcher = Dispatcher.from_spec(job, slots=slots, answers=self.answers)
             if self.dispatcher.budget is not None and budget_share < 1.0:
                 self.dispatcher.budget.shared = True  # a part the driver deals again: wait for more

@@ -50,12 +50,13 @@ class Gateways:
         self._calls: list[Any] = []
         self._checked = 0.0
         self.todo: list[int] = []  # shards this run makes: only their journaled answers are loaded
+        self.retried: list[int] = []  # units --retry-failed makes again: bought afresh, not replayed
         self.flushed: list[dict[str, Any]] = []
 
     def _create(self, i: int, node: str | None, spent: tuple[float, int] = (0.0, 0)) -> Any:
         where = NodeAffinitySchedulingStrategy(node, soft=False) if node else "SPREAD"
         return GatewayActor.options(scheduling_strategy=where).remote(self.job_json, self.slots[i], self.shares[i], spent,
-                                                                      self.todo)
+                                                                      self.todo, self.retried)
 
     def start(self) -> None:
         """One gateway per node in turn, so keys are spread over the cluster; a gateway that cannot

@@ -132,6 +132,10 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
     fp = fingerprint(job)
     n_shards = shard_count(job.count, job.output.shard_size)
     todo = manifest.todo(job, retry_failed=retry_failed)
+    # units made again by --retry-failed: their stored answers ended as dead letters, so they are
+    # bought afresh rather than replayed
+    heads = manifest.heads() if retry_failed else {}
+    seen_retry = sorted(i for s in todo if s.only and s.index in heads for i in s.only if i < int(heads[s.index]["stop"]))
     from synth.generators.registry import create_generator
 
     partition_by = job.output.partition_by
@@ -140,7 +144,7 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
 
     sink_results: list[dict[str, Any]] = []
     gw_stats: dict[str, float] = {}
-    seen: dict[str, Any] = {"reports": [], "keys": report.KeyWatch()}  # what the gateways last said
+    seen: dict[str, Any] = {"reports": [], "keys": report.KeyWatch(), "retried": seen_retry}  # what the gateways last said
     aborted: str | None = None
     rounds = 0
     tally = {"gateways_replaced": 0}
@@ -245,6 +249,7 @@ def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before
     warm = [_warm.remote() for _ in range(2)]
     gateways = Gateways(job)
     gateways.todo = sorted({s.index for s in todo})
+    gateways.retried = seen.get("retried", [])
     gateways.start()
     # on the driver's node: the progress totals and the gateway directory must outlive any worker node
     monitor = MonitorActor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(

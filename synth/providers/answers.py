@@ -82,7 +82,7 @@ class AnswerStore:
     def __init__(self, digests: Iterable[str], *, spool: str | Path, journal: Folder | None = None,
                  cache: Folder | None = None, ttl_s: float | None = None, max_entries: int = 100_000,
                  skip: Callable[[str], bool] | None = None, use_cache: bool = True,
-                 clock: Callable[[], float] = time.time) -> None:
+                 bypass: Callable[[str], bool] | None = None, clock: Callable[[], float] = time.time) -> None:
         self.digests = sorted(set(digests))
         self.spool = Path(spool)
         self.journal = journal
@@ -90,6 +90,7 @@ class AnswerStore:
         self.ttl_s = ttl_s
         self.clock = clock
         self.use_cache = use_cache
+        self.bypass = bypass  # requests to buy afresh whatever is stored (units retried after failing)
         self.max_entries = max_entries
         self._writers: dict[str, SegmentWriter] = {}
         self._shipped: dict[str, int] = {}  # open segment path -> lines uploaded
@@ -132,6 +133,9 @@ class AnswerStore:
         From the journal (or answered earlier in this process) the answer is what was bought,
         cost included, so the record is the one an uninterrupted run makes; from the cache it is
         marked ``cached`` at no cost."""
+        if self.bypass is not None and self.bypass(request_id):
+            self.counts["misses"] += 1
+            return None
         e = self._fresh.get((digest, key)) or self._journal.get(digest, {}).get(key)
         cached = False
         if e is None and self.use_cache:

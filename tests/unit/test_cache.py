@@ -151,3 +151,24 @@ def test_failure_window_stops_the_job() -> None:
     errs = asyncio.run(go())
     assert [type(e).__name__ for e in errs[:10]] == ["Transient"] * 10
     assert all(isinstance(e, JobStopped) for e in errs[10:]) and "10 of the last 10" in str(errs[10])
+
+
+def test_units_made_again_are_bought_afresh(tmp_path: Path) -> None:
+    spool = tmp_path / "_journal"
+    s1 = AnswerStore(["d"], spool=spool)
+    s1.record("d", "k1", "u-1:t0", _comp("bad", 0.1), cost_usd=0.1)
+    s2 = AnswerStore(["d"], spool=spool, bypass=lambda rid: rid.startswith("u-1:"))
+    assert s2.find("d", "k1", "u-1:t0") is None  # --retry-failed: the stored answer made a dead letter
+    assert s2.find("d", "k1", "u-2:t0") is not None  # the same content for another unit is replayed
+
+
+def test_unit_skipper_keeps_setup_calls_and_drops_other_shards() -> None:
+    from synth.engine.answerstore import unit_skipper
+    from synth.engine.plan import fingerprint, unit_id
+    from tests.unit.test_dispatch import job as make_job
+
+    spec = make_job([provider("main")], output={"uri": "x", "shard_size": 10})
+    fp = fingerprint(spec)
+    skip = unit_skipper(spec, todo={1}, retried={12})
+    assert skip(unit_id(fp, 3) + ":c") and not skip(unit_id(fp, 13) + ":c") and skip(unit_id(fp, 12))
+    assert not skip("instructions:topics:abc")
