@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 import synth
-from synth.engine import report
+from synth.engine import reaper, report
 from synth.engine.answerstore import resolve_cache, spool_dir
 from synth.engine.gateways import Gateways
 from synth.engine.manifest import Manifest
@@ -33,6 +33,7 @@ from synth.spec import JobSpec
 
 
 log = logging.getLogger("synth.engine")
+_REAPER: list[Any] = []  # the watcher of an embedded Ray started by this process
 ROUNDS = 3  # passes over the uncommitted shards when infrastructure fails under a run
 
 
@@ -72,7 +73,16 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
                  object_store_memory=512 * 1024**2,
                  _system_config={"idle_worker_killing_time_threshold_ms": 600_000}, **common)
+        # if this process is killed, its embedded Ray goes with it rather than lingering
+        _REAPER.append(reaper.start())
     return True
+
+
+def shutdown_ray() -> None:
+    """The end of a Ray this process started (embedded or joined)."""
+    ray.shutdown()
+    while _REAPER:
+        reaper.stop(_REAPER.pop())
 
 
 def _versions() -> dict[str, str]:
@@ -178,7 +188,7 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
                         break
         finally:
             if started_here:
-                ray.shutdown()
+                shutdown_ray()
             ray_output.close()
         aborts = [r["aborted"] for r in sink_results if r.get("aborted")]
         aborted = aborts[0] if aborts else None
