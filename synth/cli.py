@@ -102,9 +102,10 @@ def run(
 
     def go() -> Any:
         from synth.api import load_job, preflight
-        from synth.engine.run import run_job
 
         spec = load_job(job, env_file=env_file, overrides=overrides)
+        from synth.engine.run import run_job  # after the job is valid: a bad one is refused without loading Ray
+
         return run_job(spec, address=address, overwrite=overwrite, progress=not quiet, preflight=preflight,
                        retry_failed=retry_failed, verbose=verbose)
 

@@ -48,6 +48,9 @@ def parse_model(text: str) -> ModelRef:
     return ModelRef(kind, model.strip())
 
 
+_HTTP_URL = re.compile(r"^https?://[^/\s]+")
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -107,6 +110,14 @@ class ProviderSpec(Limits):
             raise ValueError(str(e)) from None
         return v
 
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_form(cls, v: str | None) -> str | None:
+        # a URL without a scheme would be taken as a relative path by the HTTP clients
+        if v is not None and not _HTTP_URL.match(v.strip()):
+            raise ValueError(f"{v!r} is not an http(s) URL; write it with its scheme, e.g. http://127.0.0.1:8000/v1")
+        return v
+
 
 class BudgetSpec(Strict):
     max_usd: float | None = Field(None, gt=0, description="stop spending at this many US dollars")
@@ -133,6 +144,14 @@ class OutputSpec(Strict):
     max_dead_letter_rate: float = Field(
         0.01, ge=0, le=1, description="largest share of planned units that may end as dead letters in a run "
                                       "that exits 0; above it the run exits non-zero (6)")
+
+    @field_validator("uri")
+    @classmethod
+    def _known_protocol(cls, v: str) -> str:
+        unknown = unknown_protocol(v)
+        if unknown:
+            raise ValueError(unknown)
+        return v
 
 
 class CacheSpec(Strict):
@@ -196,18 +215,31 @@ class JobSpec(Strict):
 
     @model_validator(mode="after")
     def _defaults_and_routes(self) -> JobSpec:
+        # each problem is a line "<field>: <message>" (validation_lines shows them as they are)
         if not self.providers:
             self.providers = [ProviderSpec(name="default", model="sim:default")]
         names = [p.route for p in self.providers]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise ValueError(f"provider names must be unique; {sorted(dup)} repeat: give each a 'name'")
+        problems = [
+            f"providers[{i}].name: provider name {n!r} is used by an earlier provider too; give each provider "
+            f"its own 'name'" for i, n in enumerate(names) if n in names[:i]]
         for route, targets in self.routes.items():
-            for t in targets:
-                if t not in names:
-                    raise ValueError(f"route {route!r} names unknown provider {t!r}; known: {names}")
+            problems += [f"routes.{route}[{j}]: route {route!r} names unknown provider {t!r}; use one of {names}"
+                         for j, t in enumerate(targets) if t not in names]
+        if not problems and not self.serves(self.generator.model):
+            problems.append(
+                f"generator.model: {self.generator.model!r} names no provider of the job (providers: {names}, "
+                f"routes: {sorted(self.routes)}); set it to one of them, or add a provider"
+                + (" (no providers given: the offline sim:default serves the route 'default')"
+                   if names == ["default"] and self.providers[0].model == "sim:default" else ""))
+        if problems:
+            raise ValueError("\n".join(problems))
         self.output.uri = self.output.uri.replace("${job}", self.name)
         return self
+
+    def serves(self, route: str) -> bool:
+        """Whether a route (or a raw 'kind:model' a provider has) reaches at least one provider."""
+        names = {p.route for p in self.providers}
+        return any(t in names for t in self.route_targets(route)) or any(p.model == route for p in self.providers)
 
     def route_targets(self, route: str) -> list[str]:
         """Provider names to try, in order, for a route name."""
@@ -257,29 +289,56 @@ def substitute(value: Any, env: dict[str, str], loc: str = "") -> Any:
     return out
 
 
+# the member tags pydantic puts in the location of a union's errors ('str', 'dict[str,any]' ...)
+_UNION_TAG = re.compile(r"^(str|int|float|bool|[a-z-]+\[.*\])$")
+
+
 def format_loc(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif str(part).startswith("function-") or part in ("function-after",):
+        elif str(part).startswith("function-") or _UNION_TAG.match(str(part)):
             continue
         else:
             out += ("." if out else "") + str(part)
     return out or "job"
 
 
+_LOCATED = re.compile(r"^[A-Za-z_][\w.\[\]-]*: ")
+
+
+def unknown_protocol(uri: str) -> str | None:
+    """Why fsspec cannot open ``uri`` (a protocol it does not know), or None."""
+    import fsspec
+
+    for part in uri.split("::"):
+        proto = part.split("://", 1)[0].lower() if "://" in part else "file"
+        if proto in fsspec.available_protocols():
+            continue
+        return (f"protocol {proto!r} of {uri!r} is not known; use a local path or a URI such as "
+                f"s3://bucket/prefix, gs://, az://, file://")
+    return None
+
+
 def validation_lines(err: ValidationError, prefix: str = "") -> list[str]:
-    lines = []
+    """One line per field: the errors of a union's members at one field are joined with 'or'."""
+    found: dict[str, list[str]] = {}
+    lines: list[str] = []
     for e in err.errors():
         loc = format_loc(tuple(e["loc"]))
+        msg = e["msg"].removeprefix("Value error, ")
+        if not e["loc"] and not prefix and all(_LOCATED.match(m) for m in msg.splitlines()):
+            lines += msg.splitlines()  # a job-wide check that names each field itself
+            continue
         if prefix:
             loc = f"{prefix}.{loc}" if loc != "job" else prefix
-        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field; check the spelling (synth spec schema lists every field)"
-        lines.append(f"{loc}: {msg}")
-    return lines
+        msgs = found.setdefault(loc, [])
+        if msg not in msgs:
+            msgs.append(msg)
+    return [f"{loc}: {' or '.join(msgs)}" for loc, msgs in found.items()] + lines
 
 
 # the environment variables each kind's own SDK reads for its key, first set wins
@@ -300,6 +359,9 @@ def apply_conventions(spec: JobSpec, env: dict[str, str]) -> JobSpec:
                 update["keys"] = [KeySpec(env=var)]
         base_url = env.get("OPENAI_BASE_URL", "").strip()
         if kind == "openai" and not p.base_url and base_url:
+            if not _HTTP_URL.match(base_url):
+                raise ConfigError(f"OPENAI_BASE_URL: {base_url!r} (used by providers[{i}]) is not an http(s) URL; "
+                                  "set it with its scheme, e.g. http://127.0.0.1:8000/v1, or set base_url")
             update["base_url"] = base_url
         if update:
             spec.providers[i] = p.model_copy(update=update)
@@ -333,7 +395,12 @@ def read_document(path: str | Path) -> Any:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"job file {str(p)!r} does not exist; pass the path of a .yaml or .json job file")
-    text = p.read_text()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p.name}: not UTF-8 text (byte {e.start}); save the job file as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{p.name}: cannot read the job file ({e.strerror or e}); check the path") from None
     try:
         if p.suffix.lower() == ".json":
             return json.loads(text)

@@ -14,8 +14,8 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
-from synth.errors import StorageError
-from synth.spec import OutputSpec
+from synth.errors import ConfigError, StorageError
+from synth.spec import OutputSpec, unknown_protocol
 
 
 def storage_options(out: OutputSpec, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -52,7 +52,16 @@ class Storage:
 
     def _make_fs(self) -> tuple[fsspec.AbstractFileSystem, str]:
         uri = self.uri if "://" in self.uri else os.path.abspath(self.uri)
-        fs, root = url_to_fs(uri, **storage_options(self._out, self._env))
+        unknown = unknown_protocol(self.uri)
+        if unknown:
+            raise ConfigError(f"output.uri: {unknown}")
+        try:
+            fs, root = url_to_fs(uri, **storage_options(self._out, self._env))
+        except ImportError as e:  # a known protocol whose package is not installed
+            raise ConfigError(f"output.uri: {self.uri!r} needs a package that is not installed ({_first_line(e)}); "
+                              "install it or use another output.uri") from None
+        except ValueError as e:  # fsspec's refusal of a malformed URI
+            raise ConfigError(f"output.uri: {self.uri!r} cannot be opened ({_first_line(e)}); fix output.uri") from None
         return fs, root.rstrip("/")
 
     def __getstate__(self) -> dict[str, Any]:
@@ -111,19 +120,27 @@ class Storage:
         except FileNotFoundError:
             pass
 
+    def _local_preflight(self) -> None:
+        """A local output must be (or become) a folder this process can create files in. A bad
+        path is a bad job file (exit 2), named in one line without the OS error's class."""
+        fix = "choose a writable folder with output.uri or -o"
+        parent = self.root
+        while not os.path.lexists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            raise ConfigError(f"output.uri: {self.uri!r} cannot be a folder: {parent} is a file, not a folder; {fix}")
+        if not os.access(parent, os.W_OK | os.X_OK) or _read_only(parent):
+            raise ConfigError(f"output.uri: cannot write to {self.uri!r}: {parent} is read-only; {fix}")
+
     def preflight(self) -> None:
         """Fail fast, in one line, when the destination cannot be written. Writes nothing."""
         try:
             if self.local:
-                parent = self.root
-                while not os.path.exists(parent):
-                    parent = os.path.dirname(parent)
-                if not os.access(parent, os.W_OK):
-                    raise StorageError(f"cannot write to {self.uri}: permission denied on {parent}")
+                self._local_preflight()
                 return
             bucket = self.root.split("/", 1)[0]
             self.fs.ls(bucket, detail=False, refresh=True)
-        except StorageError:
+        except (StorageError, ConfigError):
             raise
         except FileNotFoundError:
             raise StorageError(f"bucket {self.root.split('/', 1)[0]!r} of {self.uri} does not exist; create it or fix output.uri") from None
@@ -135,6 +152,22 @@ class Storage:
                 f"cannot reach {self.uri} at {endpoint}: {type(e).__name__}: {_first_line(e)}; "
                 "check output.storage.endpoint_url and that the server is running"
             ) from None
+
+
+def _read_only(folder: str) -> bool:
+    """A folder no file can be created in even by root: a read-only mount, or a kernel
+    filesystem such as /proc or /sys (access() answers yes there for root)."""
+    if hasattr(os, "statvfs"):
+        try:
+            if os.statvfs(folder).f_flag & os.ST_RDONLY:
+                return True
+        except OSError:
+            return True
+    real = os.path.realpath(folder)
+    return any(real == m or real.startswith(m + "/") for m in _KERNEL_MOUNTS)
+
+
+_KERNEL_MOUNTS = ("/proc", "/sys")
 
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:

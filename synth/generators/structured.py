@@ -157,7 +157,7 @@ def load_schema(spec: str | dict[str, Any], *, job: Any = None, where: str = "ge
             raise ConfigError(f"{where}: {spec!r} is not a pydantic model class")
         schema = model.model_json_schema()
     else:
-        text = read_text(resolve_uri(spec, job), where)
+        text = read_text(resolve_uri(spec, job, where), where)
         try:
             schema = json.loads(text)
         except json.JSONDecodeError as e:
@@ -234,7 +234,7 @@ class StructuredGenerator:
         self.route = job.generator.model if job is not None else "default"
         if (o.prompt is None) == (o.prompt_file is None):
             raise ConfigError("generator: give exactly one of prompt or prompt_file")
-        text = o.prompt if o.prompt is not None else read_text(resolve_uri(o.prompt_file or "", job), "generator.prompt_file")
+        text = o.prompt if o.prompt is not None else read_text(resolve_uri(o.prompt_file or "", job, "generator.prompt_file"), "generator.prompt_file")
         self.template = PromptTemplate(text, syntax=o.template_syntax,
                                        where="generator.prompt" if o.prompt is not None else "generator.prompt_file")
         self.template.check(set(o.vars))

@@ -36,12 +36,16 @@ from synth.generators.samplers import SAMPLER_SPECS, build_sampler
 # ---------------------------------------------------------------- paths
 
 
-def resolve_uri(uri: str, job: Any = None) -> str:
-    """A relative local path is taken from the job file's folder when the job knows it."""
+def resolve_uri(uri: str, job: Any = None, where: str = "generator") -> str:
+    """A relative local path is taken from the job file's folder when the job knows it (else the
+    working folder), and must stay inside it: a path that climbs out with '..' is refused."""
+    if "://" in uri or "::" in uri or posixpath.isabs(uri) or uri.startswith("~"):
+        return uri
+    if posixpath.normpath(uri.replace("\\", "/")).split("/")[0] == "..":
+        raise ConfigError(f"{where}: {uri!r} climbs out of the folder it is relative to with '..'; "
+                          f"give a path inside it or an absolute path")
     base = getattr(job, "base_dir", None)
-    if base and "://" not in uri and not posixpath.isabs(uri) and not uri.startswith("~"):
-        return posixpath.join(str(base), uri)
-    return uri
+    return posixpath.join(str(base), uri) if base else uri
 
 
 def read_text(uri: str, where: str) -> str:
@@ -52,32 +56,70 @@ def read_text(uri: str, where: str) -> str:
             return fh.read()
     except FileNotFoundError:
         raise ConfigError(f"{where}: file {uri!r} not found; give a path or fsspec URI that exists") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{where}: {uri!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except (OSError, ValueError, ImportError) as e:  # a folder, no permission, an unknown protocol ...
+        raise ConfigError(f"{where}: cannot read {uri!r} ({_reason(e)}); give a readable file") from None
+
+
+def _reason(e: BaseException) -> str:
+    """An error's cause in words, without its class name."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.lower()
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else "unreadable"
 
 
 def read_values(uri: str, where: str, field: str | None = None) -> list[Any]:
     """Non-empty lines of txt files, or rows (or one field of each row) of jsonl/csv/parquet files."""
-    from synth.retrieval.index import ROW_SUFFIXES, expand, file_suffix, read_rows
+    from synth.retrieval.index import expand
 
     try:
         fs, files, _ = expand(uri)
     except Exception as e:  # noqa: BLE001 - one line naming the option, whatever the filesystem said
         raise ConfigError(f"{where}: cannot read {uri!r}: {e}") from None
     out: list[Any] = []
-    for f in files:
-        if file_suffix(f) in ROW_SUFFIXES:
-            rows = read_rows(fs, f)
-            if field is not None:
-                missing = [i for i, r in enumerate(rows) if field not in r]
-                if missing:
-                    raise ConfigError(f"{where}: row {missing[0]} of {f} has no field {field!r}")
-                rows = [r[field] for r in rows]
-            out.extend(rows)
-        else:
-            with fs.open(f, "rt", compression="infer", encoding="utf-8") as fh:
-                out.extend(line.strip() for line in fh if line.strip())
+    try:
+        for f in files:
+            out.extend(_file_values(fs, f, where, field))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{where}: {uri!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read {uri!r} ({_reason(e)}); give a readable file") from None
     if not out:
         raise ConfigError(f"{where}: no values in {uri!r}; supported: txt lines, jsonl, csv, parquet rows")
     return out
+
+
+def _check_text_start(fs: Any, path: str, where: str, uri: str) -> None:
+    """Read the start of a text file the workers will read whole: a file that is not UTF-8 text
+    is refused at load, not once per unit."""
+    from synth.retrieval.index import ROW_SUFFIXES, file_suffix
+
+    if file_suffix(path) in ROW_SUFFIXES or fs.isdir(path):
+        return
+    try:
+        with fs.open(path, "rt", compression="infer", encoding="utf-8") as fh:
+            fh.read(1 << 16)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{where}: {uri!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read {uri!r} ({_reason(e)}); give a readable file") from None
+
+
+def _file_values(fs: Any, f: str, where: str, field: str | None) -> list[Any]:
+    from synth.retrieval.index import ROW_SUFFIXES, file_suffix, read_rows
+
+    if file_suffix(f) in ROW_SUFFIXES:
+        rows = read_rows(fs, f)
+        if field is None:
+            return list(rows)
+        missing = [i for i, r in enumerate(rows) if field not in r]
+        if missing:
+            raise ConfigError(f"{where}: row {missing[0]} of {f} has no field {field!r}")
+        return [r[field] for r in rows]
+    with fs.open(f, "rt", compression="infer", encoding="utf-8") as fh:
+        return [line.strip() for line in fh if line.strip()]
 
 
 # ---------------------------------------------------------------- variable sources
@@ -193,9 +235,15 @@ class VarSampler:
             if isinstance(spec, FileVar):
                 import fsspec
 
-                uri = resolve_uri(spec.uri, job)
-                fs, path = fsspec.core.url_to_fs(uri)
-                found = fs.glob(path) if any(c in path for c in "*?[") else fs.exists(path)
+                uri = resolve_uri(spec.uri, job, f"{where}.{name}.uri")
+                try:
+                    fs, path = fsspec.core.url_to_fs(uri)
+                    found = fs.glob(path) if any(c in path for c in "*?[") else fs.exists(path)
+                except (OSError, ValueError, ImportError) as e:  # e.g. an unknown protocol
+                    raise ConfigError(f"{where}.{name}.uri: cannot open {uri!r} ({_reason(e)}); "
+                                      f"give a path or fsspec URI that exists") from None
+                if found is True:
+                    _check_text_start(fs, path, f"{where}.{name}.uri", uri)
                 if not found:
                     raise ConfigError(f"{where}.{name}.uri: {uri!r} not found; give a path or fsspec URI that exists")
 
@@ -203,7 +251,8 @@ class VarSampler:
         samplers: dict[str, Any] = {}
         for name, spec in self.specs.items():
             if isinstance(spec, FileVar):
-                samplers[name] = _ListSampler(read_values(resolve_uri(spec.uri, self.job), f"{self.where}.{name}", spec.field))
+                samplers[name] = _ListSampler(read_values(resolve_uri(spec.uri, self.job, f"{self.where}.{name}.uri"),
+                                                     f"{self.where}.{name}", spec.field))
             else:
                 samplers[name] = build_sampler(spec)
         self._samplers = samplers
