@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
+from synth.engine.lease import LEASE
 from synth.engine.plan import Shard, fingerprint, pieces, shaping_spec, spec_differences, unit_index
 from synth.engine.storage import Storage
 from synth.errors import StorageError
@@ -109,6 +110,16 @@ def merge_entry(base: dict[str, Any] | None, piece: dict[str, Any], made: dict[s
     return entry
 
 
+def _clear(st: Storage) -> None:
+    """What --overwrite removes: everything but the lease of the run that is replacing the folder."""
+    for name in st.list(""):
+        if name != MANIFEST:
+            st.remove(name)
+    for name in st.list(MANIFEST):
+        if f"{MANIFEST}/{name}" != LEASE:
+            st.remove(f"{MANIFEST}/{name}")
+
+
 class Manifest:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
@@ -124,7 +135,7 @@ class Manifest:
         st = self.storage
         existing = st.read_bytes(f"{MANIFEST}/job.json")
         if existing is not None and overwrite:
-            st.remove_all()
+            _clear(st)
             existing = None
         new = {"fingerprint": fingerprint(job), "spec": shaping_spec(job)}
         self._shard_size = job.output.shard_size

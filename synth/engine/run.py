@@ -21,6 +21,7 @@ import synth
 from synth.engine import reaper, report
 from synth.engine.answerstore import resolve_cache, spool_dir
 from synth.engine.gateways import Gateways
+from synth.engine.lease import hold
 from synth.engine.manifest import Manifest
 from synth.engine.monitor import MonitorActor, Progress
 from synth.engine.plan import fingerprint, shard_count
@@ -136,6 +137,13 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
     storage.preflight()
     if preflight is not None:
         preflight(job)  # providers' endpoints reachable, generator options valid; before anything is written
+    with hold(storage):  # one run per output: another live run's lease refuses this one (exit 3)
+        return _run_held(job, storage, started, started_at, address=address, overwrite=overwrite,
+                         progress=progress, retry_failed=retry_failed, verbose=verbose)
+
+
+def _run_held(job: JobSpec, storage: Storage, started: float, started_at: datetime, *, address: str | None,
+              overwrite: bool, progress: bool, retry_failed: bool, verbose: bool) -> RunResult:
     manifest = Manifest(storage)
     committed = manifest.open(job, overwrite=overwrite)
     manifest.clean_interrupted(committed)
