@@ -89,7 +89,9 @@ class ProviderSpec(Limits):
     base_url: str | None = Field(None, description="API base URL (OpenAI-compatible servers such as vLLM, Ollama)")
     keys: list[KeySpec] = Field(default_factory=list, description="API keys by environment variable name")
     timeout_s: float = Field(60.0, gt=0, description="timeout of one call")
-    max_retries: int = Field(6, ge=0, description="retries of rate-limited and transient failures per request")
+    max_retries: int = Field(6, ge=0, description="transient failures of one request retried while the provider "
+                                                   "answers others (a provider answering no one is retried for "
+                                                   "engine.max_outage_s instead), and before a fallback; 0: no retries")
     max_reasks: int = Field(2, ge=0, description="re-asks of malformed or schema-invalid structured output")
     client: Literal["auto", "sdk", "wire"] = Field(
         "auto", description="openai kinds: 'wire' is the lean HTTP client, 'sdk' the official SDK; auto = wire")
@@ -182,6 +184,10 @@ class EngineSpec(Strict):
                                      "the last failure_window model requests failed")
     failure_window: int = Field(200, ge=1, description="requests in the sliding window of max_failure_rate "
                                                        "(and the fewest made before it applies)")
+    max_outage_s: float = Field(
+        300.0, gt=0, description="how long a provider may go without answering a single request (429s, 5xx, "
+                                 "timeouts, lost connections, all retried with backoff meanwhile) before the job "
+                                 "stops, everything committed, to be run again when it is back")
 
 
 class GeneratorSpec(BaseModel):

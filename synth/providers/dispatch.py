@@ -7,7 +7,14 @@ each one the dispatcher
 1. reserves prompt tokens + ``max_tokens`` on the key that can serve soonest (waiting if none can),
 2. calls the provider with a timeout, and refunds the unused tokens when the answer comes back,
 3. on 429 cools that key for the retry-after and retries at once on any key; on a transient
-   failure backs off and retries; on 401/403 disables the key and retries on another,
+   failure (5xx, timeout, lost connection) backs off and retries; on 401/403 disables the key and
+   retries on another. 429s and transient failures are the provider's state, not the unit's: they
+   are retried for as long as the provider answers anyone within ``engine.max_outage_s``, then the
+   job stops (JobStopped; resumable). ``max_retries`` bounds a request's transient failures only
+   while the provider answers others meanwhile (a request that fails where others succeed is the
+   unit's own problem: a dead letter), and before a fallback provider is tried; ``max_retries: 0``
+   turns retrying off. A call slower than the provider's abandon deadline (see
+   :mod:`synth.providers.health`) is abandoned and sent again,
 4. validates structured output against the request's JSON Schema and re-asks when it is invalid:
    the bad answer and a correction are appended to the messages and the seed (when set) is bumped,
    so a deterministic model answers differently; after ``max_reasks`` it raises MalformedOutput,
@@ -43,6 +50,7 @@ from synth.providers.base import ApiKey, Provider
 from synth.providers.answers import AnswerStore
 from synth.providers.journal import OK
 from synth.providers.clock import REAL_CLOCK, Clock
+from synth.providers.health import Health, loop_time
 from synth.providers.keys import redact_causes
 from synth.providers.budget import Budget
 from synth.providers.limits import DEFAULT_BURST_S, prompt_tokens
@@ -87,6 +95,7 @@ class Dispatcher:
         self._rng = rng or random.Random()
         self._routes: dict[str, list[Target]] = {}
         self._schemas = SchemaCheck()
+        self.health = {r: Health(t.timeout) for r, t in self.targets.items()}
         self.counts: Counter[str] = Counter()
         self.usage = [0, 0]  # prompt, completion tokens
         self.cost_usd = 0.0
@@ -142,7 +151,7 @@ class Dispatcher:
         spent: list[Any] = [0, None, 0.0]  # attempts, usage, cost over every provider tried
         for i, target in enumerate(targets):
             try:
-                comp = await self._complete_on(target, request, spent)
+                comp = await self._complete_on(target, request, spent, i + 1 == len(targets))
             except BudgetExceeded:
                 self.counts["errors.budget"] += 1
                 raise
@@ -152,7 +161,9 @@ class Dispatcher:
                 target.examples.setdefault(e.kind, str(e)[:300])
                 if i + 1 == len(targets):
                     e.attempts = spent[0]  # type: ignore[attr-defined]  # for the dead letter
-                    self._outcome(False, e)
+                    # the failure window counts what units caused, not failures retried in vain
+                    if not (isinstance(e, (RateLimited, Transient)) and spent[0] > 1):
+                        self._outcome(False, e)
                     raise
                 self.counts["fallbacks"] += 1
                 log.info("route %s: %s failed (%s); falling back to %s", request.model, target.route,
@@ -186,7 +197,7 @@ class Dispatcher:
                                 f"{eng.max_failure_rate:g}); the last: {str(err)[:300]}")
                 log.error("stopping: %s", self.stopped)
 
-    async def _complete_on(self, t: Target, request: Request, spent: list[Any]) -> Completion:
+    async def _complete_on(self, t: Target, request: Request, spent: list[Any], last: bool = True) -> Completion:
         req = t.prepare(request)
         validator = self._schemas.validator(req.json_schema) if req.json_schema is not None else None
         reasks = 0
@@ -199,7 +210,7 @@ class Dispatcher:
                 return t.provider.complete(r, key, timeout=t.timeout)
 
             try:
-                comp = await self._answer(t, r, prompt, max_out, call, spent)
+                comp = await self._answer(t, r, prompt, max_out, call, spent, last)
                 error = None if validator is None else self._schemas.problem(comp, validator)
                 raw = comp.text
             except MalformedOutput as e:
@@ -216,12 +227,13 @@ class Dispatcher:
             req = reask(req, raw, error)
 
     async def _answer(self, t: Target, r: Request, prompt: int, max_out: int,
-                      call: Callable[[ApiKey | None], Awaitable[Completion]], spent: list[Any]) -> Completion:
+                      call: Callable[[ApiKey | None], Awaitable[Completion]], spent: list[Any],
+                      last: bool = True) -> Completion:
         """One answer to ``r`` from ``t``: from the answer store when it has one, else bought and
         journaled before it is used (an unparseable answer too: it was paid for)."""
         store = self.answers if t.journaled else None
         if store is None:
-            return await self._attempt(t, prompt, max_out, call, spent)
+            return await self._attempt(t, prompt, max_out, call, spent, last)
         key = t.keymaker.key(r)
         found = store.find(t.digest, key, r.id)
         if found is not None:
@@ -236,7 +248,7 @@ class Dispatcher:
             return comp
         attempts, usd = spent[0], spent[2]
         try:
-            comp = await self._attempt(t, prompt, max_out, call, spent)
+            comp = await self._attempt(t, prompt, max_out, call, spent, last)
         except MalformedOutput as e:
             store.record(t.digest, key, r.id, None, cost_usd=spent[2] - usd, raw=e.raw)
             raise
@@ -255,7 +267,7 @@ class Dispatcher:
                 return t.provider.embed(request, key, timeout=t.timeout)
 
             try:
-                out: Embeddings = await self._attempt(t, tokens, 0, call, spent)
+                out: Embeddings = await self._attempt(t, tokens, 0, call, spent, i + 1 == len(targets))
             except ProviderError as e:
                 self.counts["errors." + e.kind] += 1
                 if i + 1 == len(targets):
@@ -283,15 +295,23 @@ class Dispatcher:
     # ------------------------------------------------------------------ one call, with retries
 
     async def _attempt(self, t: Target, prompt: int, max_out: int,
-                       call: Callable[[ApiKey | None], Awaitable[Any]], spent: list[Any]) -> Any:
-        """Call ``t`` until it answers, retrying 429s and transient failures within the policy."""
+                       call: Callable[[ApiKey | None], Awaitable[Any]], spent: list[Any], last: bool = True) -> Any:
+        """Call ``t`` until it answers, retrying 429s and transient failures within the policy
+        (``last``: no fallback provider comes after ``t``, so the outage policy applies)."""
         tokens = prompt + max_out
-        retries = 0
+        tries = 0  # retryable failures of this request: the backoff's exponent
+        counted = 0  # those that count toward max_retries: the provider answered others meanwhile
+        health = self.health[t.route]
+        mark = health.ok
         pool = t.pool
         budget = self.budget
         held_usd = t.est_usd(prompt, max_out)
         reserved = False  # the budget already holds this call's worst case (it waited for room)
         while True:
+            if self.stopped is not None:
+                if reserved:
+                    self._release(held_usd, tokens)
+                raise JobStopped(self.stopped)
             if budget is not None and not reserved and (budget.waiting or not budget.fits(held_usd, tokens)):
                 await budget.reserve(held_usd, tokens)  # in turn; BudgetExceeded once it is spent
                 reserved = True
@@ -310,20 +330,33 @@ class Dispatcher:
             reserved = False
             slot.requests += 1
             spent[0] += 1
+            sent = self.clock.now()
+            deadline = health.deadline(t.backstop)
             try:
-                if t.backstop is None:
+                if _timeout is not None:
+                    # tracked so that a deadline learned (or lowered) later reaches calls already out
+                    async with _timeout(deadline) as cm:
+                        health.track(cm, loop_time())
+                        try:
+                            result = await call(slot.key)
+                        finally:
+                            health.untrack(cm)
+                elif deadline is None:  # pragma: no cover - Python 3.10
                     result = await call(slot.key)
-                elif _timeout is not None:
-                    async with _timeout(t.backstop):
-                        result = await call(slot.key)
                 else:  # pragma: no cover - Python 3.10
-                    result = await asyncio.wait_for(call(slot.key), t.backstop)
+                    result = await asyncio.wait_for(call(slot.key), deadline)
             except ProviderError as e:
                 err: ProviderError = e
                 if slot.key is not None:
                     redact_causes(err, slot.key.secret)
             except (TimeoutError, asyncio.TimeoutError):  # the provider overran its timeout: maybe billed
-                err = Transient(f"{t.spec.model} key {slot.alias!r}: no answer within {t.timeout:g}s (timeout)")
+                took = self.clock.now() - sent
+                if health.abandon_s is not None and took < t.timeout:
+                    self.counts["abandoned"] += 1
+                    err = Transient(f"{t.spec.model} key {slot.alias!r}: no answer within {took:.1f}s "
+                                    f"({health.factor:g} x p99 latency {health.p99 or 0:.2f}s); abandoned (timeout)")
+                else:
+                    err = Transient(f"{t.spec.model} key {slot.alias!r}: no answer within {t.timeout:g}s (timeout)")
                 err.billed = True  # type: ignore[attr-defined]
             except asyncio.CancelledError:
                 lim.settle(tokens, tokens)
@@ -337,6 +370,7 @@ class Dispatcher:
                 detail = str(e)[:200] if slot.key is None else str(e)[:200].replace(slot.key.secret, "***")
                 raise ProviderError(f"{t.spec.model}: unexpected {type(e).__name__}: {detail}") from None
             else:
+                health.answered(self.clock.now() - sent)
                 usage = result.usage
                 used = usage.total_tokens or (usage.prompt_tokens + usage.completion_tokens) or tokens
                 lim.settle(tokens, used)
@@ -359,6 +393,7 @@ class Dispatcher:
             billed = isinstance(err, MalformedOutput) or getattr(err, "billed", False)
             if isinstance(err, RateLimited):
                 lim.settle(tokens, 0)  # refused before any work: nothing was charged
+                lim.refused()
             elif isinstance(err, Transient) and err.status is None:
                 lim.settle(tokens, tokens)  # timeout or lost connection: assume the worst
             else:
@@ -372,15 +407,49 @@ class Dispatcher:
                 continue  # another key; NoKeysLeft from acquire when none is left
             if isinstance(err, RateLimited):
                 self.counts["rate_limited"] += 1
-                lim.cool_down(retry_delay(err, retries, t.policy, self._rng))
-            if not should_retry(err, retries, t.policy):
-                raise err
-            retries += 1
-            self.counts["retries"] += 1
+                lim.cool_down(retry_delay(err, tries, t.policy, self._rng))
+                lim.throttled(err.limits)
+            if not isinstance(err, (RateLimited, Transient)) or t.policy.max_retries == 0:
+                raise err  # the unit's own problem (or retrying is turned off)
+            if not last and not should_retry(err, tries, t.policy):
+                raise err  # a fallback provider comes next
+            now = self.clock.now()
+            health.failed(now)
+            t.examples.setdefault(err.kind, str(err)[:300])
             if isinstance(err, Transient):
+                if health.ok != mark:  # others were answered while this one failed
+                    counted += 1
+                mark = health.ok
+                if counted > t.policy.max_retries:
+                    raise err
+            delay = retry_delay(err, tries, t.policy, self._rng) if isinstance(err, Transient) else 0.0
+            self._check_outage(t, err, now, tokens)
+            tries += 1
+            self.counts["retries"] += 1
+            if delay > 0:
                 if log.isEnabledFor(logging.DEBUG):
-                    log.debug("provider %s key %s: %s; retry %d", t.route, slot.alias, err.kind, retries)
-                await self.clock.sleep(retry_delay(err, retries - 1, t.policy, self._rng))
+                    log.debug("provider %s key %s: %s; retry %d", t.route, slot.alias, err.kind, tries)
+                # the last try of an outage lands on its deadline, not a backoff later
+                left = self.job.engine.max_outage_s - health.outage_s(now)
+                await self.clock.sleep(min(delay, max(0.0, left)))
+
+    def _check_outage(self, t: Target, err: ProviderError, now: float, tokens: int) -> None:
+        """Stop the job (JobStopped) when ``t`` has gone without an answer for longer than
+        ``engine.max_outage_s``, or is rate limited for longer than that from now on."""
+        ahead = 0.0
+        if isinstance(err, RateLimited):
+            try:
+                ahead = t.pool.pick(tokens)[1]  # until a key of t can send again
+            except ProviderError:  # no key left: the caller's next acquire says so
+                pass
+        why = self.health[t.route].verdict(f"{t.route} ({t.spec.model})", err, now, self.job.engine.max_outage_s, ahead)
+        if why is None:
+            return
+        t.counts["errors." + err.kind] += 1
+        if self.stopped is None:
+            self.stopped = why
+            log.error("stopping: %s", why)
+        raise JobStopped(self.stopped)
 
     def _release(self, held_usd: float, held_tokens: int, *, spent: bool = False) -> None:
         """Give back a failed call's budget hold; ``spent`` keeps it as spending (the call may have
@@ -401,6 +470,7 @@ class Dispatcher:
             "errors": {k[7:]: v for k, v in c.items() if k.startswith("errors.")},
             "rate_limited": c["rate_limited"],
             "retries": c["retries"],
+            "abandoned": c["abandoned"],
             "reasks": c["reasks"],
             "fallbacks": c["fallbacks"],
             "cache_hits": c["cache_hits"],

@@ -9,7 +9,11 @@ prompt tokens plus ``max_tokens`` before it leaves, and :meth:`KeyLimiter.settle
 answer did not use, as the server does.
 
 Limits the job file leaves unset are learned from the provider's ``x-ratelimit-limit-*`` headers;
-until the first answer says whether there are any, a key sends one request at a time.
+until the first answer says whether there are any, a key sends one request at a time. A limit the
+job file does set is an upper bound, not a promise: when the headers show a lower one, the key
+follows the lower (and goes back up to the claim if the headers later allow it), and a 429 that
+carries no limit headers halves the claimed rate (at most once per cool-down), so a key whose
+claim is too high settles at what the server serves instead of drawing 429s.
 """
 
 from __future__ import annotations
@@ -106,6 +110,7 @@ class KeyLimiter:
         self.max_concurrency = None if mc is None else max(1, int(mc * share))
         self.in_flight = 0
         self.cooldown_until = -INF
+        self._cut_until = -INF  # a 429 without headers lowers the claimed rate at most once per cool-down
         # learn unset limits from headers; meanwhile one request at a time
         self.learning = learn and (limits.rpm is None or limits.tpm is None)
         self.disabled = False
@@ -182,6 +187,15 @@ class KeyLimiter:
                 bucket.give(amount, now)
         self._changed()
 
+    def refused(self) -> None:
+        """A 429: the server did not count the request, so neither do we (its cool-down paces the
+        retry). At a limit of one request per burst, arrival jitter alone draws an occasional 429,
+        and keeping its charge would lose that request's slot each time."""
+        now = self.clock.now()
+        for bucket in (self.rpm, self.rps):
+            if bucket is not None:
+                bucket.give(1, now)
+
     def cool_down(self, seconds: float) -> None:
         """Block this key for ``seconds`` (a 429's retry-after); other keys keep working."""
         self.cooldown_until = max(self.cooldown_until, self.clock.now() + max(0.0, seconds))
@@ -207,6 +221,11 @@ class KeyLimiter:
             self.tpm = _bucket(info.limit_tokens * self.share, self.burst_s, now, 1.0)
             self.tpm.level = 0.0 if info.remaining_tokens is None else min(
                 self.tpm.capacity, info.remaining_tokens * self.share)
+        # a claimed limit is an upper bound: follow the server's when it is lower
+        if info.limit_requests and self.rpm is not None:
+            self._follow(self.rpm, min(self.configured["rpm"] or INF, info.limit_requests) * self.share, now)
+        if info.limit_tokens and self.tpm is not None:
+            self._follow(self.tpm, min(self.configured["tpm"] or INF, info.limit_tokens) * self.share, now)
         if ticket is not None:
             sent, tokens_sent, at = ticket
             age = max(0.0, now - at)
@@ -225,6 +244,26 @@ class KeyLimiter:
                     b.level = bound
         if was_learning:
             self._changed()
+
+    def _follow(self, b: Bucket, per_minute: float, now: float) -> None:
+        rate = per_minute / 60.0
+        if rate == b.rate:
+            return
+        b.refill(now)
+        b.rate = rate
+        b.capacity = max(rate * self.burst_s, 1.0)
+        b.level = min(b.level, b.capacity)
+
+    def throttled(self, info: RateLimitInfo | None) -> None:
+        """A 429 came back. With the server's limits in its headers, :meth:`adapt` already follows
+        them; without, the claimed request rate was too high: halve it, once per cool-down."""
+        if info is not None and (info.limit_requests or info.limit_tokens):
+            return
+        b, now = self.rpm, self.clock.now()
+        if b is None or now < self._cut_until:
+            return
+        self._follow(b, max(1.0, b.rate * 30.0), now)  # half of rate * 60 per minute
+        self._cut_until = max(self.cooldown_until, now)
 
     def disable(self) -> None:
         self.disabled = True

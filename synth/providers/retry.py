@@ -27,7 +27,9 @@ REASK = ("Your previous answer does not match the required JSON Schema ({error})
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_retries: int = 6  # retries after the first try, of rate-limited and transient failures
+    # transient failures of one request retried while the provider answers others, and before a
+    # fallback provider; a provider answering no one is retried for engine.max_outage_s instead
+    max_retries: int = 6
     base_s: float = 0.5  # first backoff ceiling
     cap_s: float = 30.0  # no wait longer than this (a retry-after above it is still honoured)
 
@@ -43,8 +45,9 @@ def backoff_delay(retry: int, *, base_s: float = 0.5, cap_s: float = 30.0,
 
 
 def should_retry(error: BaseException, retries_done: int, policy: RetryPolicy) -> bool:
-    """True when ``error`` is a 429 or a transient failure and the retry budget is not spent.
-    (Malformed output is re-asked, not retried; auth failures move to another key.)"""
+    """True when ``error`` is a 429 or a transient failure and the retry budget is not spent: the
+    rule before a fallback provider. (Malformed output is re-asked, not retried; auth failures move
+    to another key; on the last provider of a route the dispatcher applies the outage policy.)"""
     return isinstance(error, (RateLimited, Transient)) and retries_done < policy.max_retries
 
 
