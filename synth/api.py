@@ -38,9 +38,39 @@ def load_job(source: str | Path | dict[str, Any] | JobSpec, *, env_file: str | P
 
 
 def validate_generator(job: JobSpec) -> None:
-    from synth.generators.registry import create_generator
+    from synth.generators.registry import create_generator, get_generator
 
     create_generator(job.generator, job)
+    options = get_generator(job.generator.kind).Options.model_validate(job.generator.options)
+    lines = [f"generator.{where}: {route!r} names no provider of the job; set it to a provider's name or a route "
+             f"(providers: {[p.route for p in job.providers]}), or leave it out to use generator.model"
+             for where, route in _option_routes(options) if not job.serves(route)]
+    if lines:
+        raise ConfigError("\n".join(lines))
+
+
+def _option_routes(node: Any, where: str = "") -> list[tuple[str, str]]:
+    """(location, route) of every option that names a route (its description says so), e.g. a
+    conversation's ``correspondent.model``: a route no provider serves is refused at load, not
+    once per unit."""
+    from pydantic import BaseModel
+
+    found: list[tuple[str, str]] = []
+    if isinstance(node, BaseModel):
+        for name, field in type(node).model_fields.items():
+            value = getattr(node, name)
+            at = f"{where}.{field.alias or name}" if where else (field.alias or name)
+            if isinstance(value, str) and (field.description or "").startswith("route"):
+                found.append((at, value))
+            else:
+                found += _option_routes(value, at)
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            found += _option_routes(v, f"{where}[{i}]")
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            found += _option_routes(v, f"{where}.{k}")
+    return found
 
 
 def preflight(job: JobSpec, *, timeout: float = 3.0) -> None:
