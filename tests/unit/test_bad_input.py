@@ -9,6 +9,7 @@ In-process checks go through the public path of ``synth run`` up to its first wr
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import re
@@ -506,3 +507,62 @@ def test_the_cli_refuses_bad_input_in_one_line_exit_2_writing_nothing(
     assert "Traceback" not in res.stderr and not CLASS_NAMES.search(res.stderr), res.stderr
     assert field in res.stderr, res.stderr
     assert not (folder / "out").exists() and not res.stdout.strip()
+
+
+# ------------------------------------------------------------ generated text is data, never a path or code
+
+
+class EchoLLM:
+    """Answers every structured request with one given record (the model's side of the wire)."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = record
+
+    async def complete(self, request: Any) -> Any:
+        from synth.records import Completion
+
+        return Completion(request_id=request.id, text=json.dumps(self.record), parsed=self.record)
+
+    async def embed(self, request: Any) -> Any:
+        raise NotImplementedError
+
+
+@functools.lru_cache(maxsize=1)
+def structured_title_generator() -> Any:
+    from synth.generators.registry import create_generator
+
+    doc = valid()
+    doc["generator"]["schema"] = {"type": "object", "properties": {"title": {"type": "string"}}}
+    doc["generator"]["dedup"] = False  # every example answers anew
+    job = load_job(doc, check_keys=False)
+    return create_generator(job.generator, job)
+
+
+def hostile(canary: Path) -> Any:
+    """Text that would write ``canary`` if it were ever used as a path, a template or a command."""
+    return st.sampled_from([
+        str(canary), f"../../{canary}", f"file://{canary}", f"$(touch {canary})", f"`touch {canary}`",
+        f"{{__import__('os').system('touch {canary}')}}", f"{{{{ cycler.__init__.__globals__.os.system('touch {canary}') }}}}",
+        f"__import__('pathlib').Path('{canary}').touch()", f"{{0.__class__}}{canary}",
+    ]).flatmap(lambda t: st.tuples(st.just(t), st.text(max_size=5)).map(lambda p: p[1] + t))
+
+
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_generated_text_is_stored_as_data_never_opened_or_run(tmp_path: Path, data: st.DataObject) -> None:
+    import asyncio
+
+    from synth.generators.base import GenContext, Unit
+
+    canary = tmp_path / "canary"
+    text = data.draw(hostile(canary))
+    gen = structured_title_generator()
+    ctx = GenContext(job="fuzz", seed=0, llm=EchoLLM({"title": text}))
+
+    async def one() -> Any:
+        await gen.setup(ctx)
+        return await gen.generate(Unit(0, "u0", 0, data.draw(st.integers(0, 2**31))), ctx)
+
+    result = asyncio.run(one())
+    assert result.rows[0]["record"]["title"] == text  # kept byte for byte
+    assert not canary.exists()
