@@ -238,8 +238,27 @@ def index(
 
 
 def main(argv: Optional[list[str]] = None) -> None:
+    try:  # recent typer vendors click; its usage errors are that copy's classes
+        from typer._click import exceptions as cx
+    except ImportError:  # pragma: no cover - typer on the click package
+        from click import exceptions as cx
+
     _mount_optional()
-    app(args=argv, prog_name="synth")
+    try:
+        code = app(args=argv, prog_name="synth", standalone_mode=False)
+    except cx.NoArgsIsHelpError:
+        app(args=argv, prog_name="synth")  # prints the help
+        return
+    except cx.ClickException as e:  # a bad argument or option: one line, like every other error
+        ctx = getattr(e, "ctx", None)
+        where = f"; see '{ctx.command_path} --help'" if ctx is not None else "; see 'synth --help'"
+        typer.echo(f"error: {' '.join(e.format_message().split()).rstrip('.')}{where}", err=True)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -464,6 +464,9 @@ CLI_CASES: dict[str, tuple[Callable[[dict[str, Any]], None], str, tuple[str, ...
     "run-dev-null": (unchanged, "run", ("-o", "/dev/null/x"), "output.uri"),
     "run-base-url-no-scheme": (base_url_no_scheme, "run", (), "providers[0].base_url"),
     "check-base-url-no-scheme": (base_url_no_scheme, "check", (), "providers[0].base_url"),
+    "run-count-not-a-number": (unchanged, "run", ("-n", "abc"), "'--count'"),
+    "run-count-zero": (unchanged, "run", ("-n", "0"), "count: "),
+    "run-unknown-option": (unchanged, "run", ("--bogus",), "--bogus"),
 }
 RAW_FILES = {  # job files that are broken as text
     "run-yaml-syntax": b"name: x\ncount: [1\n",
