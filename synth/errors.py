@@ -10,7 +10,7 @@ never contain a secret::
      |    +-- KeyMissing        an environment variable named for a key is not set
      +-- StorageError           bucket unreachable, permission denied, spec mismatch on resume
      +-- BudgetExceeded         the job's spending limit is reached
- +-- JobStopped             too many recent requests failed: the job stops early
+     +-- JobStopped             too many recent requests failed, or a long outage: the job stops early
      +-- ProviderError          anything a model call can end with
           +-- RateLimited       429; carries retry_after (seconds) when the provider sent one
           +-- Transient         5xx, timeouts, resets: retry with backoff

@@ -16,7 +16,8 @@ def outcome(res: Any) -> tuple[int, str]:
     first = stats.get("all_failed")
     if res.aborted:
         kind = "budget" if res.aborted.startswith("budget") else "stopped" if res.aborted.startswith("stopped") else "no_keys"
-        why = f"stopped early: {res.aborted}; everything made is committed, fix it and run again to finish"
+        reason = res.aborted.split(": ", 1)[1] if ": " in res.aborted else res.aborted
+        why = f"stopped early ({kind.replace('_', ' ')}): {reason}; everything made is committed, fix it and run again to finish"
         return EXIT[kind], f"{first}; {why}" if first else why
     if not res.complete:
         left = res.shards_total - stats.get("shards", {}).get("committed", 0)

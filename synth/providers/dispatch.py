@@ -6,15 +6,11 @@ each one the dispatcher
 
 1. reserves prompt tokens + ``max_tokens`` on the key that can serve soonest (waiting if none can),
 2. calls the provider with a timeout, and refunds the unused tokens when the answer comes back,
-3. on 429 cools that key for the retry-after and retries at once on any key; on a transient
-   failure (5xx, timeout, lost connection) backs off and retries; on 401/403 disables the key and
-   retries on another. 429s and transient failures are the provider's state, not the unit's: they
-   are retried for as long as the provider answers anyone within ``engine.max_outage_s``, then the
-   job stops (JobStopped; resumable). ``max_retries`` bounds a request's transient failures only
-   while the provider answers others meanwhile (a request that fails where others succeed is the
-   unit's own problem: a dead letter), and before a fallback provider is tried; ``max_retries: 0``
-   turns retrying off. A call slower than the provider's abandon deadline (see
-   :mod:`synth.providers.health`) is abandoned and sent again,
+3. on 429 cools that key for the retry-after and retries on any key; on 5xx, timeouts and lost
+   connections backs off and retries, for as long as the provider answers anyone within
+   ``engine.max_outage_s`` (then JobStopped; ``max_retries`` bounds only a request failing where
+   others succeed); on 401/403 disables the key; abandons and resends a hung call
+   (:mod:`synth.providers.health`),
 4. validates structured output against the request's JSON Schema and re-asks when it is invalid:
    the bad answer and a correction are appended to the messages and the seed (when set) is bumped,
    so a deterministic model answers differently; after ``max_reasks`` it raises MalformedOutput,
@@ -37,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -47,8 +43,8 @@ from synth.errors import (
 )
 from synth.tokens import estimate_tokens
 from synth.providers.base import ApiKey, Provider
-from synth.providers.answers import AnswerStore
-from synth.providers.journal import OK
+from synth.providers.answers import AnswerStore, answered
+from synth.providers.counters import FailureWindow, dispatcher_stats
 from synth.providers.clock import REAL_CLOCK, Clock
 from synth.providers.health import Health, loop_time
 from synth.providers.keys import redact_causes
@@ -86,8 +82,7 @@ class Dispatcher:
         self.clock = clock
         self.answers = answers
         # the job stops early when most recent requests fail: (max failure rate, window)
-        self._outcomes: deque[bool] = deque(maxlen=job.engine.failure_window)
-        self._failed = 0
+        self._window = FailureWindow(job.engine.failure_window, job.engine.max_failure_rate)
         self.stopped: str | None = None
         budget = job.budget if budget is None else budget
         self.budget = Budget(budget, clock=clock) if (budget.max_usd or budget.max_tokens) else None
@@ -185,17 +180,10 @@ class Dispatcher:
 
     def _outcome(self, ok: bool, err: ProviderError | None = None) -> None:
         """Slide the failure window; past ``engine.max_failure_rate`` the job stops (JobStopped)."""
-        window = self._outcomes
-        if len(window) == window.maxlen and not window[0]:
-            self._failed -= 1
-        window.append(ok)
-        if not ok:
-            self._failed += 1
-            eng = self.job.engine
-            if self.stopped is None and len(window) == window.maxlen and self._failed > eng.max_failure_rate * len(window):
-                self.stopped = (f"{self._failed} of the last {len(window)} requests failed (engine.max_failure_rate "
-                                f"{eng.max_failure_rate:g}); the last: {str(err)[:300]}")
-                log.error("stopping: %s", self.stopped)
+        why = self._window.add(ok, err)
+        if why is not None and self.stopped is None:
+            self.stopped = why
+            log.error("stopping: %s", why)
 
     async def _complete_on(self, t: Target, request: Request, spent: list[Any], last: bool = True) -> Completion:
         req = t.prepare(request)
@@ -229,33 +217,14 @@ class Dispatcher:
     async def _answer(self, t: Target, r: Request, prompt: int, max_out: int,
                       call: Callable[[ApiKey | None], Awaitable[Completion]], spent: list[Any],
                       last: bool = True) -> Completion:
-        """One answer to ``r`` from ``t``: from the answer store when it has one, else bought and
-        journaled before it is used (an unparseable answer too: it was paid for)."""
+        """One answer to ``r`` from ``t``: replayed from the answer store, or bought and journaled."""
+        def buy() -> Awaitable[Completion]:
+            return self._attempt(t, prompt, max_out, call, spent, last)
+
         store = self.answers if t.journaled else None
         if store is None:
-            return await self._attempt(t, prompt, max_out, call, spent, last)
-        key = t.keymaker.key(r)
-        found = store.find(t.digest, key, r.id)
-        if found is not None:
-            status, value = found
-            if status != OK:
-                raise MalformedOutput(f"{t.spec.model}: answer is not valid JSON (replayed)", raw=str(value))
-            comp: Completion = value  # type: ignore[assignment]
-            spent[0] += comp.attempts
-            spent[1] = comp.usage if spent[1] is None else spent[1] + comp.usage
-            spent[2] += comp.cost_usd
-            self.counts["replayed" if not comp.cached else "cache_hits"] += 1
-            return comp
-        attempts, usd = spent[0], spent[2]
-        try:
-            comp = await self._attempt(t, prompt, max_out, call, spent, last)
-        except MalformedOutput as e:
-            store.record(t.digest, key, r.id, None, cost_usd=spent[2] - usd, raw=e.raw)
-            raise
-        comp.attempts = spent[0] - attempts
-        comp.cost_usd = spent[2] - usd
-        store.record(t.digest, key, r.id, comp, cost_usd=comp.cost_usd)
-        return comp
+            return await buy()
+        return await answered(store, t, r, spent, buy, self.counts)
 
     async def embed(self, request: EmbeddingRequest) -> Embeddings:
         self.counts["embed_requests"] += 1
@@ -463,43 +432,7 @@ class Dispatcher:
 
     def stats(self) -> dict[str, Any]:
         """Plain JSON-able counters of this process (keys by alias only)."""
-        c = self.counts
-        out: dict[str, Any] = {
-            "requests": c["requests"],
-            "successes": c["successes"],
-            "errors": {k[7:]: v for k, v in c.items() if k.startswith("errors.")},
-            "rate_limited": c["rate_limited"],
-            "retries": c["retries"],
-            "abandoned": c["abandoned"],
-            "reasks": c["reasks"],
-            "fallbacks": c["fallbacks"],
-            "cache_hits": c["cache_hits"],
-            "replayed": c["replayed"],
-            "stopped": self.stopped,
-            "embed_requests": c["embed_requests"],
-            "prompt_tokens": self.usage[0],
-            "completion_tokens": self.usage[1],
-            "cost_usd": round(self.cost_usd, 8),
-            "providers": {
-                r: {"successes": t.counts["successes"],
-                    "errors": {k[7:]: v for k, v in t.counts.items() if k.startswith("errors.")},
-                    "keys": t.pool.stats(),
-                    "disabled_keys": [s.alias for s in t.pool.slots if s.limiter.disabled],
-                    "requests": sum(s.requests for s in t.pool.slots),
-                    "model": t.spec.model,
-                    "examples": dict(t.examples),
-                    "waiting": t.pool.waiting}
-                for r, t in self.targets.items()
-            },
-        }
-        if self.answers is not None:
-            out["answers"] = self.answers.stats()
-        if self.budget is not None:
-            b = self.budget
-            out["budget"] = {"spent_usd": round(b.spent_usd, 8), "held_usd": round(b.held_usd, 8),
-                             "spent_tokens": b.spent_tokens, "held_tokens": b.held_tokens,
-                             "max_usd": b.max_usd, "max_tokens": b.max_tokens}
-        return out
+        return dispatcher_stats(self)
 
     async def aclose(self) -> None:
         for t in self.targets.values():
