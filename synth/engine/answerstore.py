@@ -13,7 +13,7 @@ from typing import Any
 
 from synth.engine.storage import Storage
 from synth.providers.answers import ANSWERS, JOURNAL, AnswerStore, Folder, LocalFolder, load_segments
-from synth.providers.journal import model_digest
+from synth.providers.journal import model_digest, parse_segment
 from synth.spec import JobSpec, OutputSpec
 
 
@@ -140,8 +140,6 @@ def clear(uri: str, older_than_s: float | None = None) -> int:
         rel = f"{ANSWERS}/{digest}"
         for name in [n for n in folder.list(rel) if n.endswith(".jsonl")]:
             data = folder.read_bytes(f"{rel}/{name}") or b""
-            from synth.providers.journal import parse_segment
-
             entries = list(parse_segment(data))
             keep = [e for e in entries if older_than_s is not None and now - e.ts <= older_than_s]
             removed += len(entries) - len(keep)

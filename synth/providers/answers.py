@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
+from synth.errors import MalformedOutput
 from synth.providers.journal import (
     MALFORMED, OK, Entry, SegmentWriter, completion_row, encode_entry, parse_segment,
 )
@@ -226,8 +227,6 @@ async def answered(store: AnswerStore, t: Any, r: Any, spent: list[Any],
     """One answer to request ``r`` on target ``t`` (a dispatcher's): from the store when it has
     one, else bought with ``buy`` and journaled before it is used (an unparseable answer too: it
     was paid for). ``spent`` (attempts, usage, cost) adds up as if the call had been made."""
-    from synth.errors import MalformedOutput
-
     key = t.keymaker.key(r)
     found = store.find(t.digest, key, r.id)
     if found is not None:
