@@ -50,15 +50,19 @@ def run_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def command_line() -> str:
     """The command that started this benchmark, for the header of its report."""
-    return " ".join(shlex.quote(a) for a in [os.path.relpath(PYTHON, ROOT) if PYTHON.startswith(str(ROOT)) else PYTHON,
-                                              *sys.argv])
+    return " ".join(
+        shlex.quote(a) for a in [os.path.relpath(PYTHON, ROOT) if PYTHON.startswith(str(ROOT)) else PYTHON, *sys.argv]
+    )
 
 
 def header(title: str) -> None:
     cpus = psutil.cpu_count()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"# {title}\n# command: {command_line()}\n# machine: {cpus} CPUs, load average {load}, "
-          f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM\n", flush=True)
+    print(
+        f"# {title}\n# command: {command_line()}\n# machine: {cpus} CPUs, load average {load}, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM\n",
+        flush=True,
+    )
 
 
 # ---------------------------------------------------------------- the simulator
@@ -72,8 +76,13 @@ class Simulator:
         for k, v in options.items():
             if v is not None:
                 args += [f"--{k.replace('_', '-')}", str(v)]
-        self.proc = subprocess.Popen([PYTHON, "-m", "synth.simulator", "serve", "--port", "0", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=run_env())
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "synth.simulator", "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=run_env(),
+        )
         line: list[str] = []
         out = self.proc.stdout
         assert out is not None
@@ -94,8 +103,12 @@ class Simulator:
             return json.loads(r.read())  # type: ignore[no-any-return]
 
     def reset(self) -> None:
-        req = urllib.request.Request(f"{self.url}/_sim/reset", data=b'{"config": false, "keys": false}',
-                                     headers={"Content-Type": "application/json"}, method="POST")
+        req = urllib.request.Request(
+            f"{self.url}/_sim/reset",
+            data=b'{"config": false, "keys": false}',
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         urllib.request.urlopen(req, timeout=10).read()
 
     def cpu_s(self) -> float:
@@ -138,8 +151,13 @@ class TreeSampler:
     CPU of a process that exits is kept at its last sampled value, so up to one interval of each
     short-lived process is missed. ``probe`` (e.g. the simulator's stats) is called on each tick."""
 
-    def __init__(self, root: int, interval: float = 0.5, probe: Callable[[], dict[str, Any]] | None = None,
-                 exclude: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        root: int,
+        interval: float = 0.5,
+        probe: Callable[[], dict[str, Any]] | None = None,
+        exclude: Sequence[int] = (),
+    ) -> None:
         self.root = root
         self.interval = interval
         self.probe = probe
@@ -263,8 +281,9 @@ def at(samples: Sequence[Sample], t: float, value: Callable[[Sample], float]) ->
     return value(samples[-1])
 
 
-def steady_window(samples: Sequence[Sample], total: int, warmup_s: float = 3.0,
-                  tail_s: float = 2.0) -> tuple[float, float] | None:
+def steady_window(
+    samples: Sequence[Sample], total: int, warmup_s: float = 3.0, tail_s: float = 2.0
+) -> tuple[float, float] | None:
     """(start, end) of the steady state: from ``warmup_s`` after the first answer until
     ``tail_s`` before the last one (``total`` answers), judged by the simulator's ``ok`` count."""
     oks = [s for s in samples if "ok" in s.probe]
@@ -302,15 +321,23 @@ def write_job(doc: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def synth_run(job_file: Path, output: Path, *, args: Sequence[str] = (), env: dict[str, str] | None = None,
-              interval: float = 0.5, probe: Callable[[], dict[str, Any]] | None = None,
-              timeout_s: float = 7200) -> RunOutcome:
+def synth_run(
+    job_file: Path,
+    output: Path,
+    *,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    interval: float = 0.5,
+    probe: Callable[[], dict[str, Any]] | None = None,
+    timeout_s: float = 7200,
+) -> RunOutcome:
     """``python -m synth run JOB -o OUTPUT --overwrite -q [ARGS]`` in a subprocess, its process tree sampled."""
     # no response cache: a benchmark measures buying answers (the job's journal is still written)
     cmd = [PYTHON, "-m", "synth", "run", str(job_file), "-o", str(output), "--overwrite", "-q", "--no-cache", *args]
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=run_env(env),
-                            cwd=ROOT)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=run_env(env), cwd=ROOT
+    )
     err: list[str] = []
     drain = threading.Thread(target=lambda: err.append(proc.stderr.read() if proc.stderr else ""), daemon=True)
     drain.start()
@@ -325,8 +352,17 @@ def synth_run(job_file: Path, output: Path, *, args: Sequence[str] = (), env: di
     drain.join(10)
     stats_file = output / "stats.json"
     stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
-    return RunOutcome(proc.returncode, wall, sampler.samples, "".join(err), stats, sampler.peak_rss,
-                      sampler.peak_pss, sampler.cpu_s, sampler.cpu_by_process())
+    return RunOutcome(
+        proc.returncode,
+        wall,
+        sampler.samples,
+        "".join(err),
+        stats,
+        sampler.peak_rss,
+        sampler.peak_pss,
+        sampler.cpu_s,
+        sampler.cpu_by_process(),
+    )
 
 
 def check(outcome: RunOutcome, what: str) -> None:
@@ -350,8 +386,9 @@ def mib(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB"
 
 
-def plot_rate(samples: Sequence[Sample], ceiling: float, window: tuple[float, float] | None, path: Path,
-              title: str) -> Path | None:
+def plot_rate(
+    samples: Sequence[Sample], ceiling: float, window: tuple[float, float] | None, path: Path, title: str
+) -> Path | None:
     """Achieved answers/s over time (from the simulator's counters) against the ceiling, as a PNG."""
     try:
         import matplotlib

@@ -31,8 +31,11 @@ JOB = {
     "generator": {
         "kind": "structured",
         "prompt": "Item {n}.",
-        "schema": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "string", "maxLength": 8}},
-                   "required": ["a", "b"]},
+        "schema": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "string", "maxLength": 8}},
+            "required": ["a", "b"],
+        },
         "vars": {"n": {"kind": "range", "low": 1, "high": 1_000_000_000}},
         "keep_prompt": False,
         "dedup": False,
@@ -46,9 +49,16 @@ def one(count: int, job_file: Path) -> tuple[RunOutcome, dict[str, Any]]:
     run = synth_run(job_file, out, args=["--count", str(count)])
     check(run, f"{count:,}-record run")
     records = run.stats.get("records", 0)
-    return run, {"count": count, "records": records, "wall_s": run.wall_s, "records_per_s": records / run.wall_s,
-                 "peak_rss": run.peak_rss, "peak_pss": run.peak_pss, "cpu_s": run.cpu_s,
-                 "cpu_by_process": run.cpu_by_process}
+    return run, {
+        "count": count,
+        "records": records,
+        "wall_s": run.wall_s,
+        "records_per_s": records / run.wall_s,
+        "peak_rss": run.peak_rss,
+        "peak_pss": run.peak_pss,
+        "cpu_s": run.cpu_s,
+        "cpu_by_process": run.cpu_by_process,
+    }
 
 
 def main() -> None:
@@ -65,17 +75,29 @@ def main() -> None:
     for count in (args.small, args.large):
         _, r = one(count, job_file)
         results.append(r)
-        rows.append([f"{count:,}", f"{r['wall_s']:.1f}", f"{r['records_per_s']:,.0f}", mib(r["peak_rss"]),
-                     mib(r["peak_pss"]), f"{r['cpu_s']:.0f}"])
+        rows.append(
+            [
+                f"{count:,}",
+                f"{r['wall_s']:.1f}",
+                f"{r['records_per_s']:,.0f}",
+                mib(r["peak_rss"]),
+                mib(r["peak_pss"]),
+                f"{r['cpu_s']:.0f}",
+            ]
+        )
         print(f"{count:,} records: {r['wall_s']:.1f} s, peak RSS {mib(r['peak_rss'])}", flush=True)
     ratio = results[1]["peak_rss"] / results[0]["peak_rss"]
     ratio_pss = results[1]["peak_pss"] / results[0]["peak_pss"]
     print()
     print(table(rows, ["records", "wall s", "records/s", "peak RSS (sum)", "peak PSS (sum)", "CPU s"]))
-    print(f"peak RSS ratio {args.large:,} / {args.small:,}: {ratio:.2f} (PSS {ratio_pss:.2f}); target <= 1.2: "
-          f"{'ok' if ratio <= 1.2 else 'MISSED'}")
-    print("CPU s by process, large run: " + ", ".join(
-        f"{k} {v:.0f}" for k, v in results[1]["cpu_by_process"].items() if v >= 1))
+    print(
+        f"peak RSS ratio {args.large:,} / {args.small:,}: {ratio:.2f} (PSS {ratio_pss:.2f}); target <= 1.2: "
+        f"{'ok' if ratio <= 1.2 else 'MISSED'}"
+    )
+    print(
+        "CPU s by process, large run: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in results[1]["cpu_by_process"].items() if v >= 1)
+    )
     OUT.mkdir(parents=True, exist_ok=True)
     summary = {"runs": results, "ratio_rss": ratio, "ratio_pss": ratio_pss}
     (OUT / "memory.json").write_text(json.dumps(summary, indent=2))

@@ -47,8 +47,12 @@ class Simulator:
 
     def __init__(self, **options: Any) -> None:
         args = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
-        self.proc = subprocess.Popen([sys.executable, "-m", "synth.simulator", "serve", "--port", "0", *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "synth.simulator", "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         line: list[str] = []
         out = self.proc.stdout
         assert out is not None
@@ -71,17 +75,32 @@ class Simulator:
 
 
 def job(url: str, **provider: Any) -> JobSpec:
-    return JobSpec.model_validate({
-        "name": "bench", "count": 1, "generator": {"kind": "structured"},
-        "prices": {"compat:bench": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}},
-        "providers": [{"name": "main", "model": "compat:bench", "base_url": url + "/v1",
-                       "keys": [{"env": k, "alias": f"key{i}"} for i, k in enumerate(KEYS)], **provider}],
-    })
+    return JobSpec.model_validate(
+        {
+            "name": "bench",
+            "count": 1,
+            "generator": {"kind": "structured"},
+            "prices": {"compat:bench": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}},
+            "providers": [
+                {
+                    "name": "main",
+                    "model": "compat:bench",
+                    "base_url": url + "/v1",
+                    "keys": [{"env": k, "alias": f"key{i}"} for i, k in enumerate(KEYS)],
+                    **provider,
+                }
+            ],
+        }
+    )
 
 
 def request(i: int) -> Request:
-    return Request(id=f"b{i}", messages=[ChatMessage(role="user", content=f"describe item {i:09d} in one line")],
-                   max_tokens=MAX_TOKENS, seed=i)
+    return Request(
+        id=f"b{i}",
+        messages=[ChatMessage(role="user", content=f"describe item {i:09d} in one line")],
+        max_tokens=MAX_TOKENS,
+        seed=i,
+    )
 
 
 # ---------------------------------------------------------------- (a) ceiling
@@ -106,10 +125,12 @@ async def saturate(d: Dispatcher, seconds: float, loops: int = 8, batch: int = 6
     return done
 
 
-def ceiling_run(name: str, seconds: float, sim_opts: dict[str, Any], limits: dict[str, Any],
-                ceiling: float) -> dict[str, Any]:
+def ceiling_run(
+    name: str, seconds: float, sim_opts: dict[str, Any], limits: dict[str, Any], ceiling: float
+) -> dict[str, Any]:
     sim = Simulator(latency_ms=200, jitter=0.3, **sim_opts)
     try:
+
         async def go() -> list[float]:
             d = Dispatcher.from_spec(job(sim.url, **limits), env=KEYS)
             try:
@@ -127,8 +148,14 @@ def ceiling_run(name: str, seconds: float, sim_opts: dict[str, Any], limits: dic
         per_request = served["total_tokens"] / max(1, served["ok"])
         ceiling = 4 * min(limits["rpm"], limits["tpm"] / per_request) / 60
     share_429 = served["rate_limited"] / max(1, served["requests"])
-    return {"run": name, "ceiling_rps": ceiling, "achieved_rps": rate, "efficiency": rate / ceiling,
-            "share_429": share_429, "requests": served["requests"]}
+    return {
+        "run": name,
+        "ceiling_rps": ceiling,
+        "achieved_rps": rate,
+        "efficiency": rate / ceiling,
+        "share_429": share_429,
+        "requests": served["requests"],
+    }
 
 
 # ---------------------------------------------------------------- (b) overhead
@@ -139,7 +166,7 @@ async def cpu_per_1000(call: Any, n: int, batch: int = 256) -> float:
     reqs = [request(i) for i in range(n)]
     c0 = time.process_time()
     for i in range(0, n, batch):
-        out = await call(reqs[i:i + batch])
+        out = await call(reqs[i : i + batch])
         if not all(isinstance(c, Completion) for c in out):
             raise SystemExit(f"requests failed: {[c for c in out if not isinstance(c, Completion)][:3]}")
     return (time.process_time() - c0) / n * 1000
@@ -155,6 +182,7 @@ def overhead_runs(n: int, rounds: int = 3) -> dict[str, float]:
     sim = Simulator()  # no limits, no latency
     got: dict[str, list[float]] = {}
     try:
+
         async def go() -> None:
             wire = Dispatcher.from_spec(job(sim.url, client="wire"), env=KEYS)
             sdk = Dispatcher.from_spec(job(sim.url, client="sdk"), env=KEYS)
@@ -164,9 +192,11 @@ def overhead_runs(n: int, rounds: int = 3) -> dict[str, float]:
             async def raw(batch: list[Request]) -> list[Any]:
                 return await asyncio.gather(*(w.complete(r, key, timeout=60) for r in batch))
 
-            runs = (("dispatcher + wire", wire.complete_many, n),
-                    ("dispatcher + openai SDK", sdk.complete_many, n // 4),
-                    ("wire provider alone", raw, n))
+            runs = (
+                ("dispatcher + wire", wire.complete_many, n),
+                ("dispatcher + openai SDK", sdk.complete_many, n // 4),
+                ("wire provider alone", raw, n),
+            )
             try:
                 for _ in range(rounds):
                     for label, call, count in runs:
@@ -197,16 +227,23 @@ def main() -> None:
     tpm = args.rpm * tokens * 0.6  # TPM binds at 60 % of the RPM limit
     runs = [
         ceiling_run("RPM-bound", args.seconds, {"rpm": args.rpm}, {"rpm": args.rpm}, 4 * args.rpm / 60),
-        ceiling_run("TPM-bound", args.seconds, {"rpm": args.rpm, "tpm": tpm}, {"rpm": args.rpm, "tpm": tpm},
-                    4 * min(args.rpm, tpm / tokens) / 60),
+        ceiling_run(
+            "TPM-bound",
+            args.seconds,
+            {"rpm": args.rpm, "tpm": tpm},
+            {"rpm": args.rpm, "tpm": tpm},
+            4 * min(args.rpm, tpm / tokens) / 60,
+        ),
     ]
     cpu = overhead_runs(args.requests)
 
     print(f"\nsynth provider layer, one process, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     print(f"{'measure':<52}{'value':>10}  {'target':<10}{'ok'}")
     for r in runs:
-        print(f"{'ceiling efficiency, ' + r['run'] + ', 4 keys':<52}{r['efficiency']:>10.3f}  {'>= 0.98':<10}"
-              f"{'yes' if r['efficiency'] >= 0.98 else 'NO'}")
+        print(
+            f"{'ceiling efficiency, ' + r['run'] + ', 4 keys':<52}{r['efficiency']:>10.3f}  {'>= 0.98':<10}"
+            f"{'yes' if r['efficiency'] >= 0.98 else 'NO'}"
+        )
         print(f"{'  achieved / ceiling requests/s':<52}{r['achieved_rps']:>10.2f}  {r['ceiling_rps']:<10.2f}")
         ok = "yes" if r["share_429"] <= 0.005 else "NO"
         print(f"{'  429 share':<52}{r['share_429']:>10.2%}  {'<= 0.5%':<10}{ok}")
@@ -214,8 +251,10 @@ def main() -> None:
         target = "<= 0.5" if label == "dispatcher + wire" else "reference"
         ok = ("yes" if v <= 0.5 else "NO") if label == "dispatcher + wire" else ""
         print(f"{'CPU s / 1,000 requests, ' + label:<52}{v:>10.3f}  {target:<10}{ok}")
-    print(f"\ncommand: python benchmarks/providers.py --seconds {args.seconds:g} --rpm {args.rpm:g} "
-          f"--requests {args.requests}")
+    print(
+        f"\ncommand: python benchmarks/providers.py --seconds {args.seconds:g} --rpm {args.rpm:g} "
+        f"--requests {args.requests}"
+    )
     if args.json:
         print(json.dumps({"ceiling": runs, "cpu_s_per_1000": cpu}))
 

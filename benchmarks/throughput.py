@@ -40,8 +40,22 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    OUT, PYTHON, RunOutcome, Simulator, TreeSampler, at, check, header, mib, ok_of, plot_rate, run_env,
-    steady_window, synth_run, table, write_job,
+    OUT,
+    PYTHON,
+    RunOutcome,
+    Simulator,
+    TreeSampler,
+    at,
+    check,
+    header,
+    mib,
+    ok_of,
+    plot_rate,
+    run_env,
+    steady_window,
+    synth_run,
+    table,
+    write_job,
 )
 
 KEYS = {f"SIM_KEY_{i}": f"sk-bench-{i}" for i in range(1, 5)}
@@ -59,16 +73,23 @@ WARMUP_S, TAIL_S = 3.0, 2.0
 ENGINE: dict[str, Any] = {}  # --engine overrides of the job's engine section
 
 
-def job_doc(name: str, count: int, url: str, keys: list[dict[str, Any]], shard_size: int,
-            concurrency: int = 512) -> dict[str, Any]:
+def job_doc(
+    name: str, count: int, url: str, keys: list[dict[str, Any]], shard_size: int, concurrency: int = 512
+) -> dict[str, Any]:
     """One request per record: a structured record with two fields, no re-draws for duplicates."""
     return {
         "name": name,
         "count": count,
         "seed": 1,
-        "generator": {"kind": "structured", "prompt": PROMPT, "schema": SCHEMA,
-                      "vars": {"n": {"kind": "range", "low": 1, "high": 1_000_000_000}},
-                      "keep_prompt": False, "dedup": False, "max_tokens": MAX_TOKENS},
+        "generator": {
+            "kind": "structured",
+            "prompt": PROMPT,
+            "schema": SCHEMA,
+            "vars": {"n": {"kind": "range", "low": 1, "high": 1_000_000_000}},
+            "keep_prompt": False,
+            "dedup": False,
+            "max_tokens": MAX_TOKENS,
+        },
         "providers": [{"name": "sim", "model": "compat:sim-model", "base_url": f"{url}/v1", "keys": keys}],
         "output": {"uri": "./out/${job}", "shard_size": shard_size},
         "engine": {"concurrency": concurrency, **ENGINE},
@@ -86,10 +107,17 @@ def window_numbers(samples: list[Any], total: int) -> dict[str, float] | None:
     last = min(samples, key=lambda s: abs(s.t - t1)).by_process
     by = {k: 1000 * (v - first.get(k, 0.0)) / max(answers, 1) for k, v in last.items()}
     held = [s.probe["in_flight"] for s in samples if t0 <= s.t <= t1 and "in_flight" in s.probe]
-    return {"sim_in_flight": sum(held) / len(held) if held else None,
-            "start_s": t0, "end_s": t1, "seconds": t1 - t0, "answers": answers, "rate": answers / (t1 - t0),
-            "cpu_s": cpu, "cpu_per_1k": 1000 * cpu / max(answers, 1),
-            "cpu_per_1k_by_process": dict(sorted(by.items(), key=lambda kv: -kv[1]))}
+    return {
+        "sim_in_flight": sum(held) / len(held) if held else None,
+        "start_s": t0,
+        "end_s": t1,
+        "seconds": t1 - t0,
+        "answers": answers,
+        "rate": answers / (t1 - t0),
+        "cpu_s": cpu,
+        "cpu_per_1k": 1000 * cpu / max(answers, 1),
+        "cpu_per_1k_by_process": dict(sorted(by.items(), key=lambda kv: -kv[1])),
+    }
 
 
 # ---------------------------------------------------------------- (a) the ceiling
@@ -110,12 +138,27 @@ def ceiling_run(seconds: float) -> dict[str, Any]:
     if win is None:
         raise SystemExit("ceiling run: no steady window (the run was too short)")
     share_429 = final["rate_limited"] / max(final["requests"], 1)
-    plot = plot_rate(run.samples, ceiling, (win["start_s"], win["end_s"]), OUT / "throughput_ceiling.png",
-                     f"synth run: {n_keys} keys x {rpm} RPM, {latency_ms} ms latency")
-    return {"ceiling": ceiling, "count": count, "window": win, "ratio": win["rate"] / ceiling,
-            "requests": final["requests"], "ok": final["ok"], "rate_limited": final["rate_limited"],
-            "share_429": share_429, "wall_s": run.wall_s, "plot": str(plot) if plot else None,
-            "records": run.stats.get("records"), "dead_letters": run.stats.get("dead_letters")}
+    plot = plot_rate(
+        run.samples,
+        ceiling,
+        (win["start_s"], win["end_s"]),
+        OUT / "throughput_ceiling.png",
+        f"synth run: {n_keys} keys x {rpm} RPM, {latency_ms} ms latency",
+    )
+    return {
+        "ceiling": ceiling,
+        "count": count,
+        "window": win,
+        "ratio": win["rate"] / ceiling,
+        "requests": final["requests"],
+        "ok": final["ok"],
+        "rate_limited": final["rate_limited"],
+        "share_429": share_429,
+        "wall_s": run.wall_s,
+        "plot": str(plot) if plot else None,
+        "records": run.stats.get("records"),
+        "dead_letters": run.stats.get("dead_letters"),
+    }
 
 
 # ---------------------------------------------------------------- (b) overhead against a baseline
@@ -135,8 +178,13 @@ async def _baseline(url: str, count: int, in_flight: int, out: str) -> dict[str,
     fmt = {"type": "json_schema", "json_schema": {"name": "record", "schema": SCHEMA, "strict": True}}
 
     async def one(session: aiohttp.ClientSession, i: int) -> None:
-        body = {"model": "sim-model", "messages": [{"role": "user", "content": PROMPT.format(n=rng.randint(1, 10**9))}],
-                "max_tokens": MAX_TOKENS, "seed": i, "response_format": fmt}
+        body = {
+            "model": "sim-model",
+            "messages": [{"role": "user", "content": PROMPT.format(n=rng.randint(1, 10**9))}],
+            "max_tokens": MAX_TOKENS,
+            "seed": i,
+            "response_format": fmt,
+        }
         headers = {"Authorization": f"Bearer {keys[i % len(keys)]}"}
         async with sem:
             for attempt in range(6):
@@ -149,9 +197,13 @@ async def _baseline(url: str, count: int, in_flight: int, out: str) -> dict[str,
             else:
                 raise RuntimeError(f"request {i} failed: {r.status}")
         usage = data.get("usage") or {}
-        rows[i] = {"id": f"baseline-{i:010d}", "record": json.loads(data["choices"][0]["message"]["content"]),
-                   "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
-                   "latency_ms": (time.perf_counter() - started) * 1000}
+        rows[i] = {
+            "id": f"baseline-{i:010d}",
+            "record": json.loads(data["choices"][0]["message"]["content"]),
+            "prompt_tokens": usage.get("prompt_tokens"),
+            "completion_tokens": usage.get("completion_tokens"),
+            "latency_ms": (time.perf_counter() - started) * 1000,
+        }
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         await asyncio.gather(*(one(session, i) for i in range(count)))
@@ -169,16 +221,25 @@ def baseline_run(sim: Simulator, count: int, in_flight: int) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     sim.reset()
     start = time.monotonic()
-    proc = subprocess.Popen([PYTHON, __file__, "--baseline-worker", sim.url, str(count), str(in_flight), str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run_env())
+    proc = subprocess.Popen(
+        [PYTHON, __file__, "--baseline-worker", sim.url, str(count), str(in_flight), str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=run_env(),
+    )
     with TreeSampler(proc.pid, interval=0.25, probe=sim.stats) as sampler:
         stdout, stderr = proc.communicate()
     wall = time.monotonic() - start
     if proc.returncode != 0:
         raise SystemExit(f"baseline failed: {stderr.strip()[-2000:]}")
     own = json.loads(stdout.strip().splitlines()[-1])
-    return {"wall_s": wall, "cpu_s": own["cpu_s"], "window": window_numbers(sampler.samples, count),
-            "peak_rss": sampler.peak_rss}
+    return {
+        "wall_s": wall,
+        "cpu_s": own["cpu_s"],
+        "window": window_numbers(sampler.samples, count),
+        "peak_rss": sampler.peak_rss,
+    }
 
 
 def synth_overhead_run(sim: Simulator, count: int, in_flight: int) -> dict[str, Any]:
@@ -187,13 +248,20 @@ def synth_overhead_run(sim: Simulator, count: int, in_flight: int) -> dict[str, 
     doc = job_doc("bench-overhead", count, sim.url, keys, shard_size=1000)
     job_file = write_job(doc, OUT / "throughput" / "overhead.yaml")
     sim.reset()
-    run: RunOutcome = synth_run(job_file, OUT / "throughput" / "overhead-data", env=KEYS, probe=sim.stats,
-                                interval=0.25)
+    run: RunOutcome = synth_run(
+        job_file, OUT / "throughput" / "overhead-data", env=KEYS, probe=sim.stats, interval=0.25
+    )
     check(run, "overhead run")
     first = next((s.t for s in run.samples if ok_of(s) > 0), 0.0)
-    return {"wall_s": run.wall_s, "cpu_s": run.cpu_s, "window": window_numbers(run.samples, count),
-            "peak_rss": run.peak_rss, "startup_s": first, "records": run.stats.get("records"),
-            "cpu_by_process": run.cpu_by_process}
+    return {
+        "wall_s": run.wall_s,
+        "cpu_s": run.cpu_s,
+        "window": window_numbers(run.samples, count),
+        "peak_rss": run.peak_rss,
+        "startup_s": first,
+        "records": run.stats.get("records"),
+        "cpu_by_process": run.cpu_by_process,
+    }
 
 
 def overhead(records: int, in_flight: int) -> dict[str, Any]:
@@ -209,7 +277,9 @@ def overhead(records: int, in_flight: int) -> dict[str, Any]:
 
 
 def steady_ratio(b: dict[str, Any]) -> float:
-    return float((b["synth"]["window"] or {}).get("rate", 0.0) / max((b["baseline"]["window"] or {}).get("rate", 1e-9), 1e-9))
+    return float(
+        (b["synth"]["window"] or {}).get("rate", 0.0) / max((b["baseline"]["window"] or {}).get("rate", 1e-9), 1e-9)
+    )
 
 
 # ---------------------------------------------------------------- report
@@ -218,42 +288,87 @@ def steady_ratio(b: dict[str, Any]) -> float:
 def report(a: dict[str, Any] | None, b: dict[str, Any] | None) -> None:
     if a is not None:
         w = a["window"]
-        print(f"(a) ceiling: 4 keys x 1,200 RPM, 300 ms latency, {a['count']:,} records; steady window "
-              f"{w['start_s']:.1f}-{w['end_s']:.1f} s ({w['seconds']:.0f} s); run wall {a['wall_s']:.1f} s")
-        print(table([
-            ["achieved / ceiling", f"{w['rate']:.2f}/s / {a['ceiling']:.0f}/s = {a['ratio']:.3f}", ">= 0.97",
-             "ok" if a["ratio"] >= 0.97 else "MISSED"],
-            ["429 share", f"{a['rate_limited']:,} of {a['requests']:,} = {100 * a['share_429']:.2f} %", "<= 0.5 %",
-             "ok" if a["share_429"] <= 0.005 else "MISSED"],
-            ["records / dead letters", f"{a['records']:,} / {a['dead_letters']:,}", "", ""],
-        ], ["measure", "value", "target", ""]))
+        print(
+            f"(a) ceiling: 4 keys x 1,200 RPM, 300 ms latency, {a['count']:,} records; steady window "
+            f"{w['start_s']:.1f}-{w['end_s']:.1f} s ({w['seconds']:.0f} s); run wall {a['wall_s']:.1f} s"
+        )
+        print(
+            table(
+                [
+                    [
+                        "achieved / ceiling",
+                        f"{w['rate']:.2f}/s / {a['ceiling']:.0f}/s = {a['ratio']:.3f}",
+                        ">= 0.97",
+                        "ok" if a["ratio"] >= 0.97 else "MISSED",
+                    ],
+                    [
+                        "429 share",
+                        f"{a['rate_limited']:,} of {a['requests']:,} = {100 * a['share_429']:.2f} %",
+                        "<= 0.5 %",
+                        "ok" if a["share_429"] <= 0.005 else "MISSED",
+                    ],
+                    ["records / dead letters", f"{a['records']:,} / {a['dead_letters']:,}", "", ""],
+                ],
+                ["measure", "value", "target", ""],
+            )
+        )
         if a["plot"]:
             print(f"plot: {os.path.relpath(a['plot'])}")
         print()
     if b is not None:
         s, base = b["synth"], b["baseline"]
         sw, bw = s["window"] or {}, base["window"] or {}
-        print(f"(b) overhead: unlimited simulator, 100 ms latency, {b['records']:,} records, "
-              f"{b['in_flight']} requests in flight")
+        print(
+            f"(b) overhead: unlimited simulator, 100 ms latency, {b['records']:,} records, "
+            f"{b['in_flight']} requests in flight"
+        )
         rows = []
         for name, r, w in (("synth run (all processes)", s, sw), ("asyncio + aiohttp baseline", base, bw)):
-            rows.append([name, f"{w.get('rate', 0):,.0f}", f"{b['records'] / r['wall_s']:,.0f}", f"{r['wall_s']:.1f}",
-                         f"{w.get('cpu_per_1k', 0):.2f}", f"{1000 * r['cpu_s'] / b['records']:.2f}",
-                         f"{r['sim_cpu_per_1k']:.2f}", mib(r["peak_rss"])])
-        print(table(rows, ["", "records/s steady", "records/s end to end", "wall s", "CPU s/1k steady",
-                           "CPU s/1k total", "simulator CPU s/1k", "peak RSS"]))
+            rows.append(
+                [
+                    name,
+                    f"{w.get('rate', 0):,.0f}",
+                    f"{b['records'] / r['wall_s']:,.0f}",
+                    f"{r['wall_s']:.1f}",
+                    f"{w.get('cpu_per_1k', 0):.2f}",
+                    f"{1000 * r['cpu_s'] / b['records']:.2f}",
+                    f"{r['sim_cpu_per_1k']:.2f}",
+                    mib(r["peak_rss"]),
+                ]
+            )
+        print(
+            table(
+                rows,
+                [
+                    "",
+                    "records/s steady",
+                    "records/s end to end",
+                    "wall s",
+                    "CPU s/1k steady",
+                    "CPU s/1k total",
+                    "simulator CPU s/1k",
+                    "peak RSS",
+                ],
+            )
+        )
         ratio = sw.get("rate", 0) / max(bw.get("rate", 1e-9), 1e-9)
         e2e = base["wall_s"] / s["wall_s"]
-        print(f"synth / baseline: {ratio:.2f}x steady, {e2e:.2f}x end to end (synth's includes "
-              f"{s['startup_s']:.1f} s of Ray start-up before the first answer); target >= 1.0 on 2 cores")
+        print(
+            f"synth / baseline: {ratio:.2f}x steady, {e2e:.2f}x end to end (synth's includes "
+            f"{s['startup_s']:.1f} s of Ray start-up before the first answer); target >= 1.0 on 2 cores"
+        )
         if sw.get("sim_in_flight") and bw.get("sim_in_flight"):
-            print(f"requests open at the simulator, mean over the steady window: synth {sw['sim_in_flight']:.0f}, "
-                  f"baseline {bw['sim_in_flight']:.0f}; time per request (in flight / rate): synth "
-                  f"{1000 * sw['sim_in_flight'] / sw['rate']:.1f} ms, baseline {1000 * bw['sim_in_flight'] / bw['rate']:.1f} ms")
+            print(
+                f"requests open at the simulator, mean over the steady window: synth {sw['sim_in_flight']:.0f}, "
+                f"baseline {bw['sim_in_flight']:.0f}; time per request (in flight / rate): synth "
+                f"{1000 * sw['sim_in_flight'] / sw['rate']:.1f} ms, baseline {1000 * bw['sim_in_flight'] / bw['rate']:.1f} ms"
+            )
         by = sw.get("cpu_per_1k_by_process") or {}
         if by:
-            print("synth CPU s/1k records in the steady window, by process: "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in by.items() if v >= 0.01))
+            print(
+                "synth CPU s/1k records in the steady window, by process: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in by.items() if v >= 0.01)
+            )
 
 
 def summary(points: list[dict[str, Any]]) -> None:
@@ -263,28 +378,61 @@ def summary(points: list[dict[str, Any]]) -> None:
     for b in points:
         s, base = b["synth"], b["baseline"]
         sw, bw = s["window"] or {}, base["window"] or {}
-        cores = [(w.get("cpu_per_1k", 0) + r["sim_cpu_per_1k"]) * w.get("rate", 0) / 1000 for r, w in ((s, sw), (base, bw))]
-        rows.append([f"{b['in_flight']:,}", f"{bw.get('rate', 0):,.0f}", f"{sw.get('rate', 0):,.0f}",
-                     f"{steady_ratio(b):.2f}x", f"{base['wall_s'] / s['wall_s']:.2f}x",
-                     f"{bw.get('cpu_per_1k', 0):.2f} / {sw.get('cpu_per_1k', 0):.2f}",
-                     f"{cores[1]:.1f} / {cores[0]:.1f}"])
+        cores = [
+            (w.get("cpu_per_1k", 0) + r["sim_cpu_per_1k"]) * w.get("rate", 0) / 1000 for r, w in ((s, sw), (base, bw))
+        ]
+        rows.append(
+            [
+                f"{b['in_flight']:,}",
+                f"{bw.get('rate', 0):,.0f}",
+                f"{sw.get('rate', 0):,.0f}",
+                f"{steady_ratio(b):.2f}x",
+                f"{base['wall_s'] / s['wall_s']:.2f}x",
+                f"{bw.get('cpu_per_1k', 0):.2f} / {sw.get('cpu_per_1k', 0):.2f}",
+                f"{cores[1]:.1f} / {cores[0]:.1f}",
+            ]
+        )
     print(f"(b) summary, {points[0]['records']:,} records per run")
-    print(table(rows, ["in flight", "baseline rec/s", "synth rec/s", "synth/baseline steady", "end to end",
-                       "CPU s/1k baseline / synth", "cores busy baseline / synth"]))
+    print(
+        table(
+            rows,
+            [
+                "in flight",
+                "baseline rec/s",
+                "synth rec/s",
+                "synth/baseline steady",
+                "end to end",
+                "CPU s/1k baseline / synth",
+                "cores busy baseline / synth",
+            ],
+        )
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="steady window of the ceiling run (a)")
     parser.add_argument("--records", type=int, default=40_000, help="records of each overhead run (b)")
-    parser.add_argument("--in-flight", default="256,512,1024",
-                        help="requests in flight in (b), both sides; several, comma-separated, run in turn")
+    parser.add_argument(
+        "--in-flight",
+        default="256,512,1024",
+        help="requests in flight in (b), both sides; several, comma-separated, run in turn",
+    )
     parser.add_argument("--only", choices=["a", "b"], help="run one part only")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="run (b) this many times, baseline and synth in turn; shows every ratio and the median run")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run (b) this many times, baseline and synth in turn; shows every ratio and the median run",
+    )
     parser.add_argument("--quick", action="store_true", help="short smoke run: 15 s window, 3,000 records")
-    parser.add_argument("--engine", action="append", default=[], metavar="FIELD=VALUE",
-                        help="set a field of the jobs' engine section, e.g. --engine batch_wait_ms=25")
+    parser.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="set a field of the jobs' engine section, e.g. --engine batch_wait_ms=25",
+    )
     parser.add_argument("--baseline-worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_worker:
@@ -314,8 +462,10 @@ def main() -> None:
         report(None, b)
         rs = b["steady_ratios"]
         if len(rs) > 1:
-            print(f"synth / baseline steady, {len(rs)} runs in turn: {', '.join(f'{r:.2f}x' for r in rs)}; "
-                  f"median {sorted(rs)[len(rs) // 2]:.2f}x (the run shown above)")
+            print(
+                f"synth / baseline steady, {len(rs)} runs in turn: {', '.join(f'{r:.2f}x' for r in rs)}; "
+                f"median {sorted(rs)[len(rs) // 2]:.2f}x (the run shown above)"
+            )
         print()
     if len(points) > 1:
         summary(points)

@@ -36,28 +36,42 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SIMPLE = {"fields": [{"name": "v"}], "params": {"fields": {"v": {"level": 10, "noise": {"scale": 1}}}}}
 FULL = {
-    "fields": [{"name": "temperature", "min": -25, "max": 10, "decimals": 2},
-               {"name": "humidity", "min": 30, "max": 100, "decimals": 1},
-               {"name": "power_kw", "min": 0, "max": 80},
-               {"name": "door_opens", "type": "int", "min": 0, "max": 20}],
+    "fields": [
+        {"name": "temperature", "min": -25, "max": 10, "decimals": 2},
+        {"name": "humidity", "min": 30, "max": 100, "decimals": 1},
+        {"name": "power_kw", "min": 0, "max": 80},
+        {"name": "door_opens", "type": "int", "min": 0, "max": 20},
+    ],
     "jitter": 0.1,
     "params": {
         "fields": {
-            "temperature": {"level": -18, "trend": {"kind": "linear", "change": 1.5},
-                            "seasonality": [{"period": "1d", "amplitude": 1.2, "phase": 0.6},
-                                            {"period": "7d", "amplitude": 0.5}],
-                            "noise": {"kind": "ar1", "scale": 0.3, "phi": 0.9}},
-            "humidity": {"level": 70, "seasonality": [{"period": "1d", "amplitude": 5}],
-                         "noise": {"kind": "student_t", "scale": 2, "df": 5},
-                         "shifts": [{"at": 0.4, "delta": 4}]},
-            "power_kw": {"level": 40, "trend": {"kind": "piecewise", "knots": [{"at": 0.5, "value": 8}]},
-                         "noise": {"scale": 3}},
+            "temperature": {
+                "level": -18,
+                "trend": {"kind": "linear", "change": 1.5},
+                "seasonality": [{"period": "1d", "amplitude": 1.2, "phase": 0.6}, {"period": "7d", "amplitude": 0.5}],
+                "noise": {"kind": "ar1", "scale": 0.3, "phi": 0.9},
+            },
+            "humidity": {
+                "level": 70,
+                "seasonality": [{"period": "1d", "amplitude": 5}],
+                "noise": {"kind": "student_t", "scale": 2, "df": 5},
+                "shifts": [{"at": 0.4, "delta": 4}],
+            },
+            "power_kw": {
+                "level": 40,
+                "trend": {"kind": "piecewise", "knots": [{"at": 0.5, "value": 8}]},
+                "noise": {"scale": 3},
+            },
             "door_opens": {"level": 3, "seasonality": [{"period": "1d", "amplitude": 2}], "noise": {"scale": 1}},
         },
-        "correlations": [{"a": "temperature", "b": "humidity", "rho": 0.5},
-                         {"a": "temperature", "b": "power_kw", "rho": -0.4}],
-        "anomalies": [{"kind": "spike", "field": "temperature", "count": 20, "points": 3, "magnitude": 6},
-                      {"kind": "drift", "field": "power_kw", "count": 2, "points": 500, "magnitude": 15}],
+        "correlations": [
+            {"a": "temperature", "b": "humidity", "rho": 0.5},
+            {"a": "temperature", "b": "power_kw", "rho": -0.4},
+        ],
+        "anomalies": [
+            {"kind": "spike", "field": "temperature", "count": 20, "points": 3, "magnitude": 6},
+            {"kind": "drift", "field": "power_kw", "count": 2, "points": 500, "magnitude": 15},
+        ],
         "missing_rate": 0.01,
     },
 }
@@ -103,8 +117,15 @@ def bench_timeseries(quick: bool = False) -> list[dict[str, Any]]:
             job = {"name": "bench", "count": units, "generator": {"kind": "timeseries", **opts}}
             gen = TimeseriesGenerator(opts, job=parse_job(job, env={}, check_keys=False))
             secs, rows = _time_units(gen, units, 2 if quick else 3)
-            out.append({"case": label, "series_len": length, "series": units, "rows_per_s": rows / secs,
-                        "points_per_s": rows * fields / secs})
+            out.append(
+                {
+                    "case": label,
+                    "series_len": length,
+                    "series": units,
+                    "rows_per_s": rows / secs,
+                    "points_per_s": rows * fields / secs,
+                }
+            )
     return out
 
 
@@ -113,8 +134,12 @@ def bench_events(quick: bool = False) -> dict[str, Any]:
     gen = EventsGenerator(spec.generator.options, job=spec)
     secs, rows = _time_units(gen, 1 if quick else 3, 1 if quick else 2)
     cols = len(gen.arrow_schema() or [])
-    return {"case": "events example (1 cohort = 1,000 users x 7 days)", "rows_per_s": rows / secs,
-            "points_per_s": rows * cols / secs, "rows": rows}
+    return {
+        "case": "events example (1 cohort = 1,000 users x 7 days)",
+        "rows_per_s": rows / secs,
+        "points_per_s": rows * cols / secs,
+        "rows": rows,
+    }
 
 
 def bench_job(run_job: Callable[[JobSpec], Any], points: int = 100_000_000, length: int = 1_000_000) -> dict[str, Any]:
@@ -122,9 +147,17 @@ def bench_job(run_job: Callable[[JobSpec], Any], points: int = 100_000_000, leng
     e.g. ``lambda spec: synth.run(spec)`` on a local Ray; returns end-to-end points/s."""
     fields = len(FULL["fields"])
     count = max(points // (length * fields), 1)
-    spec = parse_job({"name": "bench-timeseries", "count": count, "seed": 1,
-                      "generator": {"kind": "timeseries", **FULL, "frequency": "1min", "length": length},
-                      "output": {"uri": "./out/${job}", "shard_size": 1}}, env={}, check_keys=False)
+    spec = parse_job(
+        {
+            "name": "bench-timeseries",
+            "count": count,
+            "seed": 1,
+            "generator": {"kind": "timeseries", **FULL, "frequency": "1min", "length": length},
+            "output": {"uri": "./out/${job}", "shard_size": 1},
+        },
+        env={},
+        check_keys=False,
+    )
     start = time.perf_counter()
     run_job(spec)
     secs = time.perf_counter() - start
@@ -138,11 +171,15 @@ def main() -> None:
     rows = bench_timeseries(args.quick)
     print(f"{'case':<24} {'series len':>10} {'series':>7} {'rows/s':>13} {'points/s':>13} {'vs 5M/s':>8}")
     for r in rows:
-        print(f"{r['case']:<24} {r['series_len']:>10,} {r['series']:>7,} {r['rows_per_s']:>13,.0f} "
-              f"{r['points_per_s']:>13,.0f} {r['points_per_s'] / TARGET:>7.2f}x")
+        print(
+            f"{r['case']:<24} {r['series_len']:>10,} {r['series']:>7,} {r['rows_per_s']:>13,.0f} "
+            f"{r['points_per_s']:>13,.0f} {r['points_per_s'] / TARGET:>7.2f}x"
+        )
     ev = bench_events(args.quick)
-    print(f"\n{ev['case']}: {ev['rows_per_s']:,.0f} events/s, {ev['points_per_s']:,.0f} values/s "
-          f"({ev['rows']:,} events per run; model texts answered instantly)")
+    print(
+        f"\n{ev['case']}: {ev['rows_per_s']:,.0f} events/s, {ev['points_per_s']:,.0f} values/s "
+        f"({ev['rows']:,} events per run; model texts answered instantly)"
+    )
     print("points = rows x fields; one core (BLAS threads pinned to 1); best of the repeats")
 
 

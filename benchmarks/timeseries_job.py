@@ -50,21 +50,38 @@ def main() -> None:
     check(res, "timeseries job")
     stats = res.stats
     files, size = folder_size(out)
-    print(table([
-        ["points", f"{timing['points']:,}", f"{stats['rows']:,} rows x 4 fields, {stats['records']} series"],
-        ["wall time", f"{timing['seconds']:.1f} s", "synth run, Ray start-up included"],
-        ["points/s", f"{timing['points_per_s']:,.0f}", "end to end"],
-        ["peak RSS", mib(res.peak_rss), "summed over the driver and every Ray process"],
-        ["peak PSS", mib(res.peak_pss), "shared pages counted once"],
-        ["CPU", f"{res.cpu_s:,.0f} s", "all processes"],
-        ["written", f"{files:,} files, {size / 2**20:,.0f} MiB", "Parquet, zstd"],
-    ], ["measure", "value", ""]))
+    print(
+        table(
+            [
+                ["points", f"{timing['points']:,}", f"{stats['rows']:,} rows x 4 fields, {stats['records']} series"],
+                ["wall time", f"{timing['seconds']:.1f} s", "synth run, Ray start-up included"],
+                ["points/s", f"{timing['points_per_s']:,.0f}", "end to end"],
+                ["peak RSS", mib(res.peak_rss), "summed over the driver and every Ray process"],
+                ["peak PSS", mib(res.peak_pss), "shared pages counted once"],
+                ["CPU", f"{res.cpu_s:,.0f} s", "all processes"],
+                ["written", f"{files:,} files, {size / 2**20:,.0f} MiB", "Parquet, zstd"],
+            ],
+            ["measure", "value", ""],
+        )
+    )
     print("CPU s by process: " + ", ".join(f"{k} {v:.0f}" for k, v in res.cpu_by_process.items() if v >= 1))
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "timeseries_job.json").write_text(json.dumps({
-        **timing, "rows": stats["rows"], "series": stats["records"], "peak_rss": res.peak_rss, "peak_pss": res.peak_pss,
-        "cpu_s": res.cpu_s, "cpu_by_process": res.cpu_by_process, "files": files, "bytes": size,
-    }, indent=2))
+    (OUT / "timeseries_job.json").write_text(
+        json.dumps(
+            {
+                **timing,
+                "rows": stats["rows"],
+                "series": stats["records"],
+                "peak_rss": res.peak_rss,
+                "peak_pss": res.peak_pss,
+                "cpu_s": res.cpu_s,
+                "cpu_by_process": res.cpu_by_process,
+                "files": files,
+                "bytes": size,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

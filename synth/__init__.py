@@ -1,7 +1,7 @@
 """synth: distributed synthetic-data generation on Ray.
 
-    import synth
-    result = synth.run("jobs/examples/structured.yaml", count=1000, output="./out/demo")
+import synth
+result = synth.run("jobs/examples/structured.yaml", count=1000, output="./out/demo")
 """
 
 __version__ = "0.1.0"

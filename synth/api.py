@@ -10,8 +10,13 @@ from synth.errors import ConfigError
 from synth.spec import JobSpec, load_spec, parse_job
 
 
-def load_job(source: str | Path | dict[str, Any] | JobSpec, *, env_file: str | Path | None = None,
-             overrides: dict[str, Any] | None = None, check_keys: bool = True) -> JobSpec:
+def load_job(
+    source: str | Path | dict[str, Any] | JobSpec,
+    *,
+    env_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    check_keys: bool = True,
+) -> JobSpec:
     """Load and validate a job from a YAML/JSON file, a dict, or a JobSpec.
 
     ``overrides`` patches top-level or dotted fields, e.g. ``{"count": 10, "output.uri": "s3://b/x"}``.
@@ -42,9 +47,12 @@ def validate_generator(job: JobSpec) -> None:
 
     create_generator(job.generator, job)
     options = get_generator(job.generator.kind).Options.model_validate(job.generator.options)
-    lines = [f"generator.{where}: {route!r} names no provider of the job; set it to a provider's name or a route "
-             f"(providers: {[p.route for p in job.providers]}), or leave it out to use generator.model"
-             for where, route in _option_routes(options) if not job.serves(route)]
+    lines = [
+        f"generator.{where}: {route!r} names no provider of the job; set it to a provider's name or a route "
+        f"(providers: {[p.route for p in job.providers]}), or leave it out to use generator.model"
+        for where, route in _option_routes(options)
+        if not job.serves(route)
+    ]
     if lines:
         raise ConfigError("\n".join(lines))
 
@@ -92,8 +100,14 @@ def preflight(job: JobSpec, *, timeout: float = 3.0) -> None:
             continue
         if p.base_url:
             from_env = ref.kind == "openai" and p.base_url == os.environ.get("OPENAI_BASE_URL", "").strip()
-            checks.append((i, f"providers[{i}].base_url (provider {p.route!r})", p.base_url,
-                           "fix OPENAI_BASE_URL (or set base_url)" if from_env else "fix base_url"))
+            checks.append(
+                (
+                    i,
+                    f"providers[{i}].base_url (provider {p.route!r})",
+                    p.base_url,
+                    "fix OPENAI_BASE_URL (or set base_url)" if from_env else "fix base_url",
+                )
+            )
             continue
         try:
             if ref.kind == "gemini":
@@ -104,13 +118,15 @@ def preflight(job: JobSpec, *, timeout: float = 3.0) -> None:
             lines.append((i, f"providers[{i}] (provider {p.route!r}): {e}"))
             continue
         setting = "base_url (or OPENAI_BASE_URL)" if ref.kind == "openai" else "base_url"
-        checks.append((i, f"providers[{i}] (provider {p.route!r})", url,
-                       f"set {setting} to an endpoint this machine can reach"))
+        checks.append(
+            (i, f"providers[{i}] (provider {p.route!r})", url, f"set {setting} to an endpoint this machine can reach")
+        )
 
     async def check_all() -> dict[tuple[str, str], BaseException | None]:
         endpoints = list(dict.fromkeys((url, fix) for _, _, url, fix in checks))
-        done = await asyncio.gather(*(check_reachable(url, timeout=timeout, fix=fix) for url, fix in endpoints),
-                                    return_exceptions=True)
+        done = await asyncio.gather(
+            *(check_reachable(url, timeout=timeout, fix=fix) for url, fix in endpoints), return_exceptions=True
+        )
         return dict(zip(endpoints, done))
 
     results = asyncio.run(check_all()) if checks else {}
@@ -124,8 +140,15 @@ def preflight(job: JobSpec, *, timeout: float = 3.0) -> None:
         raise ConfigError("\n".join(line for _, line in sorted(lines)))
 
 
-def run(job: str | Path | dict[str, Any] | JobSpec, *, output: str | None = None, count: int | None = None,
-        address: str | None = None, overwrite: bool = False, progress: bool = False) -> Any:
+def run(
+    job: str | Path | dict[str, Any] | JobSpec,
+    *,
+    output: str | None = None,
+    count: int | None = None,
+    address: str | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Any:
     """Run a job to completion on Ray (embedded local Ray unless ``address`` or RAY_ADDRESS is set).
 
     Returns a :class:`synth.engine.run.RunResult`. Running it again after an interruption resumes

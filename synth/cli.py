@@ -7,9 +7,10 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 import typer
 
@@ -52,6 +53,7 @@ def guarded(fn: Callable[[], Any]) -> Any:
 @contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM stops a run as Ctrl-C does: what is made is committed and the answer journal shipped."""
+
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
@@ -69,16 +71,26 @@ def _terminate_as_interrupt() -> Iterator[None]:
 @app.command()
 def run(
     job: Path = typer.Argument(..., help="job file (YAML or JSON)"),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="output URI (overrides output.uri)"),
-    count: Optional[int] = typer.Option(None, "--count", "-n", help="planned units (overrides count)"),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: RAY_ADDRESS or an embedded local Ray)"),
+    output: str | None = typer.Option(None, "--output", "-o", help="output URI (overrides output.uri)"),
+    count: int | None = typer.Option(None, "--count", "-n", help="planned units (overrides count)"),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster address (default: RAY_ADDRESS or an embedded local Ray)"
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace what the output path holds"),
-    env_file: Optional[Path] = typer.Option(None, "--env-file", help=".env file with key variables (default: .env beside the job)"),
+    env_file: Path | None = typer.Option(
+        None, "--env-file", help=".env file with key variables (default: .env beside the job)"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="show Ray's own logs and warnings on the terminal too"),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="make the dead-lettered units of committed shards again (same ids)"),
-    no_cache: bool = typer.Option(False, "--no-cache", help="do not reuse cached answers (the job's own journal still replays)"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="run a sample on the offline sim and project tokens, dollars and time; writes nothing"),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="make the dead-lettered units of committed shards again (same ids)"
+    ),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="do not reuse cached answers (the job's own journal still replays)"
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="run a sample on the offline sim and project tokens, dollars and time; writes nothing"
+    ),
     sample: int = typer.Option(20, "--sample", min=1, help="units the dry run makes"),
 ) -> None:
     """Run a job to completion; run it again after an interruption to resume.
@@ -90,6 +102,7 @@ def run(
     failure rate."""
     overrides = {"output.uri": output, "count": count, "cache.enabled": False if no_cache else None}
     if dry_run:
+
         def plan() -> Any:
             from synth.api import load_job
             from synth.dryrun import dry_run as project
@@ -106,8 +119,15 @@ def run(
         spec = load_job(job, env_file=env_file, overrides=overrides)
         from synth.engine.run import run_job  # after the job is valid: a bad one is refused without loading Ray
 
-        return run_job(spec, address=address, overwrite=overwrite, progress=not quiet, preflight=preflight,
-                       retry_failed=retry_failed, verbose=verbose)
+        return run_job(
+            spec,
+            address=address,
+            overwrite=overwrite,
+            progress=not quiet,
+            preflight=preflight,
+            retry_failed=retry_failed,
+            verbose=verbose,
+        )
 
     from synth.outcome import outcome, print_summary
 
@@ -124,8 +144,8 @@ def run(
 def submit(
     job: Path = typer.Argument(..., help="job file"),
     address: str = typer.Option(..., "--address", help="Ray dashboard address, e.g. http://head:8265"),
-    output: Optional[str] = typer.Option(None, "--output", "-o"),
-    count: Optional[int] = typer.Option(None, "--count", "-n"),
+    output: str | None = typer.Option(None, "--output", "-o"),
+    count: int | None = typer.Option(None, "--count", "-n"),
     wait: bool = typer.Option(False, "--wait", help="follow the job's logs until it ends"),
 ) -> None:
     """Submit a job to a Ray cluster as a Ray job (keys must be set in the cluster's environment)."""
@@ -149,7 +169,7 @@ def spec_schema() -> None:
 
 
 @spec_app.command("check")
-def spec_check(job: Path = typer.Argument(...), env_file: Optional[Path] = typer.Option(None, "--env-file")) -> None:
+def spec_check(job: Path = typer.Argument(...), env_file: Path | None = typer.Option(None, "--env-file")) -> None:
     """Validate a job file, keys included, without running it."""
     from synth.api import load_job
 
@@ -159,12 +179,15 @@ def spec_check(job: Path = typer.Argument(...), env_file: Optional[Path] = typer
 
 @cache_app.command("stats")
 def cache_stats(
-    where: Optional[str] = typer.Argument(None, help="a cache folder or a job's output (any fsspec URI); default: the user cache"),
+    where: str | None = typer.Argument(
+        None, help="a cache folder or a job's output (any fsspec URI); default: the user cache"
+    ),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Answers stored in a cache folder or a job's journal: entries, bytes, models, dollars, ages.
 
     Example: synth cache stats ./out/products"""
+
     def go() -> Any:
         from synth.engine.answerstore import folder_stats, user_cache_dir
 
@@ -179,18 +202,21 @@ def cache_stats(
     def when(ts: float | None) -> str:
         return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat(timespec="seconds") if ts else "-"
 
-    typer.echo(f"{st['uri']}: {st['entries']:,} answers ({st['bytes'] / 1e6:,.1f} MB) of {st['models']} models in "
-               f"{st['segments']} segments, bought for ${st['usd']:.4f}; oldest {when(st['oldest'])}, newest {when(st['newest'])}")
+    typer.echo(
+        f"{st['uri']}: {st['entries']:,} answers ({st['bytes'] / 1e6:,.1f} MB) of {st['models']} models in "
+        f"{st['segments']} segments, bought for ${st['usd']:.4f}; oldest {when(st['oldest'])}, newest {when(st['newest'])}"
+    )
 
 
 @cache_app.command("clear")
 def cache_clear(
-    where: Optional[str] = typer.Argument(None, help="a cache folder (any fsspec URI); default: the user cache"),
-    older_than: Optional[float] = typer.Option(None, "--older-than", help="only answers older than this many seconds"),
+    where: str | None = typer.Argument(None, help="a cache folder (any fsspec URI); default: the user cache"),
+    older_than: float | None = typer.Option(None, "--older-than", help="only answers older than this many seconds"),
 ) -> None:
     """Remove cached answers (all, or the old ones). A job's own journal is never removed by this.
 
     Example: synth cache clear --older-than 604800"""
+
     def go() -> int:
         from synth.engine.answerstore import clear, user_cache_dir
 
@@ -201,13 +227,17 @@ def cache_clear(
 
 @app.command()
 def index(
-    source: str = typer.Argument(..., help="documents: txt, md, jsonl or parquet; a file, folder or glob on any fsspec URI"),
+    source: str = typer.Argument(
+        ..., help="documents: txt, md, jsonl or parquet; a file, folder or glob on any fsspec URI"
+    ),
     collection: str = typer.Option(..., "--collection", help="Qdrant collection name"),
-    path: Optional[str] = typer.Option(None, "--path", help="local Qdrant folder (default ./qdrant)"),
-    url: Optional[str] = typer.Option(None, "--url", help="Qdrant server URL instead of a local folder"),
+    path: str | None = typer.Option(None, "--path", help="local Qdrant folder (default ./qdrant)"),
+    url: str | None = typer.Option(None, "--url", help="Qdrant server URL instead of a local folder"),
     chunk_size: int = typer.Option(800, "--chunk-size", help="characters per chunk"),
     overlap: int = typer.Option(100, "--overlap", help="characters shared by neighbouring chunks"),
-    job: Optional[Path] = typer.Option(None, "--job", help="job file whose providers give the embedding model (default: offline sim)"),
+    job: Path | None = typer.Option(
+        None, "--job", help="job file whose providers give the embedding model (default: offline sim)"
+    ),
     model: str = typer.Option("default", "--model", help="route of the embedding model in the job file"),
 ) -> None:
     """Load documents into a Qdrant collection (running it twice changes nothing)."""
@@ -217,7 +247,6 @@ def index(
 
         from synth.providers.dispatch import Dispatcher
         from synth.retrieval.index import index_documents
-
         from synth.spec import load_spec, parse_job
 
         # only the providers matter here: the generator section is not validated
@@ -226,8 +255,16 @@ def index(
         async def main() -> Any:
             llm = Dispatcher.from_spec(spec)
             try:
-                return await index_documents(source, collection, path=path if (path or url) else "./qdrant", url=url,
-                                             llm=llm, chunk_size=chunk_size, overlap=overlap, model=model)
+                return await index_documents(
+                    source,
+                    collection,
+                    path=path if (path or url) else "./qdrant",
+                    url=url,
+                    llm=llm,
+                    chunk_size=chunk_size,
+                    overlap=overlap,
+                    model=model,
+                )
             finally:
                 await llm.aclose()
 
@@ -237,7 +274,7 @@ def index(
     typer.echo(report.model_dump_json() if hasattr(report, "model_dump_json") else str(report))
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     try:  # recent typer vendors click; its usage errors are that copy's classes
         from typer._click import exceptions as cx
     except ImportError:  # pragma: no cover - typer on the click package

@@ -43,8 +43,7 @@ def key_rps(rpm: float | None, tpm: float | None, rps: float | None, tokens_per_
     return min(caps) if caps else None
 
 
-def throughput(provider: ProviderSpec, tokens_per_call: float, *, latency_s: float,
-               max_in_flight: float) -> Throughput:
+def throughput(provider: ProviderSpec, tokens_per_call: float, *, latency_s: float, max_in_flight: float) -> Throughput:
     """The rate ``provider`` sustains: its keys' ceiling, or the latency bound when that is lower
     or the keys are unlimited."""
     from synth.providers.keys import key_limits
@@ -57,9 +56,14 @@ def throughput(provider: ProviderSpec, tokens_per_call: float, *, latency_s: flo
         max_in_flight = min(max_in_flight, float(sum(c for c in caps if c is not None)))
     latency_bound = max_in_flight / latency_s
     rate = latency_bound if ceiling is None else min(ceiling, latency_bound)
-    return Throughput(ceiling_rps=ceiling, max_in_flight=max_in_flight, latency_s=latency_s, rate_rps=rate,
-                      in_flight=rate * latency_s,
-                      bound="keys" if ceiling is not None and ceiling <= latency_bound else "latency")
+    return Throughput(
+        ceiling_rps=ceiling,
+        max_in_flight=max_in_flight,
+        latency_s=latency_s,
+        rate_rps=rate,
+        in_flight=rate * latency_s,
+        bound="keys" if ceiling is not None and ceiling <= latency_bound else "latency",
+    )
 
 
 def engine_in_flight(job: JobSpec, workers: int, calls_per_unit: float = 1.0) -> float:
@@ -115,18 +119,24 @@ class DryRunReport(BaseModel):
         if self.max_usd is None and self.max_tokens is None:
             return None
         tokens = self.prompt_tokens + self.completion_tokens
-        return bool((self.max_usd is not None and (self.usd or 0.0) > self.max_usd)
-                    or (self.max_tokens is not None and tokens > self.max_tokens))
+        return bool(
+            (self.max_usd is not None and (self.usd or 0.0) > self.max_usd)
+            or (self.max_tokens is not None and tokens > self.max_tokens)
+        )
 
     def render(self) -> str:
-        lines = [f"dry run of {self.job}: {self.sample_units:,} of {self.count:,} units made on the offline sim "
-                 f"({self.sample_records:,} records, {self.sample_dead_letters:,} dead letters); nothing written"]
+        lines = [
+            f"dry run of {self.job}: {self.sample_units:,} of {self.count:,} units made on the offline sim "
+            f"({self.sample_records:,} records, {self.sample_dead_letters:,} dead letters); nothing written"
+        ]
         if self.aborted:
             lines.append(f"  the sample stopped early: {self.aborted}")
         if self.dead_example:
             lines.append(f"  a dead letter: {self.dead_example}")
-        lines.append(f"projected for {self.count:,} units: {self.calls:,} calls, {self.prompt_tokens:,} prompt + "
-                     f"{self.completion_tokens:,} completion tokens")
+        lines.append(
+            f"projected for {self.count:,} units: {self.calls:,} calls, {self.prompt_tokens:,} prompt + "
+            f"{self.completion_tokens:,} completion tokens"
+        )
         lines.append("cost: " + self._cost_text())
         for p in self.providers:
             t = p.throughput
@@ -137,12 +147,16 @@ class DryRunReport(BaseModel):
                 price = "free"
             else:
                 price = f"${p.price.input_per_mtok:g} / ${p.price.output_per_mtok:g} per million tokens in / out"
-            lines.append(f"  {p.route} ({p.model}, {price}): {p.calls:,} calls; keys' ceiling {ceiling}; "
-                         f"{t.rate_rps:,.2f} requests/s ({t.bound}-bound), {t.in_flight:,.1f} in flight at "
-                         f"{t.latency_s:g} s per call (at most {t.max_in_flight:,.0f})")
+            lines.append(
+                f"  {p.route} ({p.model}, {price}): {p.calls:,} calls; keys' ceiling {ceiling}; "
+                f"{t.rate_rps:,.2f} requests/s ({t.bound}-bound), {t.in_flight:,.1f} in flight at "
+                f"{t.latency_s:g} s per call (at most {t.max_in_flight:,.0f})"
+            )
         w = f"{self.workers} worker{'' if self.workers == 1 else 's'}"
-        lines.append(f"time: about {_duration(self.wall_s)} ({_duration(self.calls_s)} of model calls; "
-                     f"making the units needs {_duration(self.compute_s)} on {w})")
+        lines.append(
+            f"time: about {_duration(self.wall_s)} ({_duration(self.calls_s)} of model calls; "
+            f"making the units needs {_duration(self.compute_s)} on {w})"
+        )
         lines.append("budget: " + self._budget_text())
         return "\n".join(lines)
 
@@ -150,12 +164,18 @@ class DryRunReport(BaseModel):
         if self.usd is None and not self.unpriced:
             return "$0 (no model calls)"
         text = "unknown" if self.usd is None else _money(self.usd)
-        if self.usd is not None and self.usd_low is not None and self.usd_high is not None \
-                and self.usd_high > self.usd_low:
+        if (
+            self.usd is not None
+            and self.usd_low is not None
+            and self.usd_high is not None
+            and self.usd_high > self.usd_low
+        ):
             text += f" (95% range {_money(self.usd_low)} to {_money(self.usd_high)})"
         if self.unpriced:
-            text += (f"; no price known for {', '.join(self.unpriced)} (its calls are not counted): add it under "
-                     "'prices:' or as the provider's 'price:'")
+            text += (
+                f"; no price known for {', '.join(self.unpriced)} (its calls are not counted): add it under "
+                "'prices:' or as the provider's 'price:'"
+            )
         if self.sim_estimate is not None:
             text += f"; the sim is free: about {_money(self.sim_estimate[1])} on {self.sim_estimate[0]}"
         return text
@@ -169,8 +189,9 @@ class DryRunReport(BaseModel):
             parts.append(f"max_usd {_money(self.max_usd)}")
         if self.max_tokens is not None:
             parts.append(f"max_tokens {self.max_tokens:,}")
-        return f"{', '.join(parts)}: " + ("the projection EXCEEDS it; the run would stop there" if verdict
-                                          else "the projection is within it")
+        return f"{', '.join(parts)}: " + (
+            "the projection EXCEEDS it; the run would stop there" if verdict else "the projection is within it"
+        )
 
 
 def _money(usd: float) -> str:

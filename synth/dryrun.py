@@ -54,6 +54,7 @@ _UNIT: ContextVar[int | None] = ContextVar("synth_dryrun_unit", default=None)  #
 
 # ---------------------------------------------------------------- the sample
 
+
 class Meter:
     """Usage per (unit index, or None for setup; route): [calls, prompt tokens, completion tokens],
     and the most calls each unit had out at once."""
@@ -135,8 +136,14 @@ def sim_copy(job: JobSpec) -> JobSpec:
     as in the real job): no keys, no limits, no budget, no cache."""
     data = job.model_dump(mode="json")
     data["providers"] = [
-        {"name": p.route, "model": p.model if p.model.startswith("sim:") else f"sim:{parse_model(p.model).model}",
-         "params": p.params, "max_retries": p.max_retries, "max_reasks": p.max_reasks, "timeout_s": p.timeout_s}
+        {
+            "name": p.route,
+            "model": p.model if p.model.startswith("sim:") else f"sim:{parse_model(p.model).model}",
+            "params": p.params,
+            "max_retries": p.max_retries,
+            "max_reasks": p.max_reasks,
+            "timeout_s": p.timeout_s,
+        }
         for p in job.providers
     ]
     data["budget"] = {}
@@ -177,8 +184,15 @@ async def make_sample(job: JobSpec, sample: int) -> tuple[Meter, dict[str, Any]]
     generator = create_generator(sim.generator, sim)
     fp = fingerprint(job)  # the real job's ids, so requests (and seeded answers) are the real run's
     ctx = GenContext(job=job.name, seed=job.seed, llm=llm)
-    out: dict[str, Any] = {"units": 0, "records": 0, "dead_letters": 0, "dead_example": None, "aborted": None,
-                           "seconds": 0.0, "timed": 0}
+    out: dict[str, Any] = {
+        "units": 0,
+        "records": 0,
+        "dead_letters": 0,
+        "dead_example": None,
+        "aborted": None,
+        "seconds": 0.0,
+        "timed": 0,
+    }
     try:
         await generator.setup(ctx)
         tagged = _Tagged(generator)
@@ -194,8 +208,13 @@ async def make_sample(job: JobSpec, sample: int) -> tuple[Meter, dict[str, Any]]
 
             shard_ctx = GenContext(job=job.name, seed=job.seed, llm=llm, claims=claim, extras=ctx.extras)
             started = time.perf_counter()
-            res = await run_shard(tagged, shard_ctx, shard, fp,  # type: ignore[arg-type]
-                                  concurrency=job.engine.concurrency)
+            res = await run_shard(
+                tagged,
+                shard_ctx,
+                shard,
+                fp,  # type: ignore[arg-type]
+                concurrency=job.engine.concurrency,
+            )
             if i > 0 or len(pieces) == 1:
                 out["seconds"] += time.perf_counter() - started
                 out["timed"] += shard.size
@@ -218,12 +237,20 @@ async def make_sample(job: JobSpec, sample: int) -> tuple[Meter, dict[str, Any]]
 
 # ---------------------------------------------------------------- projection
 
-def project(job: JobSpec, meter: Meter, made: dict[str, Any], *, workers: int | None = None,
-            latency_s: float = DEFAULT_LATENCY_S) -> DryRunReport:
+
+def project(
+    job: JobSpec,
+    meter: Meter,
+    made: dict[str, Any],
+    *,
+    workers: int | None = None,
+    latency_s: float = DEFAULT_LATENCY_S,
+) -> DryRunReport:
     """The whole job's numbers from a sample's meter (see the module docstring)."""
     n = max(1, made["units"])
-    workers = max(1, min(workers or job.engine.workers or os.cpu_count() or 1,
-                         shard_count(job.count, job.output.shard_size)))
+    workers = max(
+        1, min(workers or job.engine.workers or os.cpu_count() or 1, shard_count(job.count, job.output.shard_size))
+    )
     most_out = engine_in_flight(job, workers, meter.calls_at_once())
     by_route = {p.route: p for p in job.providers}
     prices: dict[str, PriceSpec | None] = {}
@@ -244,12 +271,22 @@ def project(job: JobSpec, meter: Meter, made: dict[str, Any], *, workers: int | 
     providers: list[ProviderProjection] = []
     for route, (calls, prompt, completion) in totals.items():
         spec, price = by_route[route], prices[route]
-        tp = throughput(spec, (prompt + completion) / calls if calls else 0.0, latency_s=latency_s,
-                        max_in_flight=most_out)
-        providers.append(ProviderProjection(
-            route=route, model=spec.model, price=price, calls=round(calls), prompt_tokens=round(prompt),
-            completion_tokens=round(completion), usd=None if price is None else _usd(prompt, completion, price),
-            throughput=tp, wall_s=calls / tp.rate_rps if calls else 0.0))
+        tp = throughput(
+            spec, (prompt + completion) / calls if calls else 0.0, latency_s=latency_s, max_in_flight=most_out
+        )
+        providers.append(
+            ProviderProjection(
+                route=route,
+                model=spec.model,
+                price=price,
+                calls=round(calls),
+                prompt_tokens=round(prompt),
+                completion_tokens=round(completion),
+                usd=None if price is None else _usd(prompt, completion, price),
+                throughput=tp,
+                wall_s=calls / tp.rate_rps if calls else 0.0,
+            )
+        )
     priced = [p.usd for p in providers if p.usd is not None]
     usd = sum(priced) if priced else None
     low = high = None
@@ -260,14 +297,29 @@ def project(job: JobSpec, meter: Meter, made: dict[str, Any], *, workers: int | 
     calls_s = max((p.wall_s for p in providers), default=0.0)
     compute_s = made["seconds"] / max(1, made["timed"]) * job.count / workers
     return DryRunReport(
-        job=job.name, count=job.count, sample_units=made["units"], sample_records=made["records"],
-        sample_dead_letters=made["dead_letters"], dead_example=made["dead_example"], aborted=made["aborted"],
-        workers=workers, providers=providers, calls=sum(p.calls for p in providers),
+        job=job.name,
+        count=job.count,
+        sample_units=made["units"],
+        sample_records=made["records"],
+        sample_dead_letters=made["dead_letters"],
+        dead_example=made["dead_example"],
+        aborted=made["aborted"],
+        workers=workers,
+        providers=providers,
+        calls=sum(p.calls for p in providers),
         prompt_tokens=sum(p.prompt_tokens for p in providers),
-        completion_tokens=sum(p.completion_tokens for p in providers), usd=usd, usd_low=low, usd_high=high,
-        unpriced=sorted({p.model for p in providers if p.price is None}), sim_estimate=_sim_estimate(job, providers),
-        calls_s=calls_s, compute_s=compute_s, wall_s=max(calls_s, compute_s),
-        max_usd=job.budget.max_usd, max_tokens=job.budget.max_tokens)
+        completion_tokens=sum(p.completion_tokens for p in providers),
+        usd=usd,
+        usd_low=low,
+        usd_high=high,
+        unpriced=sorted({p.model for p in providers if p.price is None}),
+        sim_estimate=_sim_estimate(job, providers),
+        calls_s=calls_s,
+        compute_s=compute_s,
+        wall_s=max(calls_s, compute_s),
+        max_usd=job.budget.max_usd,
+        max_tokens=job.budget.max_tokens,
+    )
 
 
 def _usd(prompt: float, completion: float, price: PriceSpec) -> float:
@@ -292,8 +344,9 @@ def _sim_estimate(job: JobSpec, providers: list[ProviderProjection]) -> tuple[st
     return ", ".join(dict.fromkeys(names)), usd
 
 
-async def dry_run_async(job: JobSpec, *, sample: int = 20, workers: int | None = None,
-                        latency_s: float = DEFAULT_LATENCY_S) -> DryRunReport:
+async def dry_run_async(
+    job: JobSpec, *, sample: int = 20, workers: int | None = None, latency_s: float = DEFAULT_LATENCY_S
+) -> DryRunReport:
     if sample < 1:
         from synth.errors import ConfigError
 
@@ -302,13 +355,23 @@ async def dry_run_async(job: JobSpec, *, sample: int = 20, workers: int | None =
     return project(job, meter, made, workers=workers, latency_s=latency_s)
 
 
-def dry_run(job: JobSpec, *, sample: int = 20, workers: int | None = None,
-            latency_s: float = DEFAULT_LATENCY_S) -> DryRunReport:
+def dry_run(
+    job: JobSpec, *, sample: int = 20, workers: int | None = None, latency_s: float = DEFAULT_LATENCY_S
+) -> DryRunReport:
     """Make ``sample`` units of ``job`` on the sim and project the whole job; writes nothing.
     ``workers`` defaults to ``engine.workers``, else one per CPU of this machine; ``latency_s`` is
     the expected time of one call on the real provider."""
     return asyncio.run(dry_run_async(job, sample=sample, workers=workers, latency_s=latency_s))
 
 
-__all__ = ["DEFAULT_LATENCY_S", "DryRunReport", "Meter", "dry_run", "dry_run_async", "first_provider", "make_sample",
-           "project", "sim_copy"]
+__all__ = [
+    "DEFAULT_LATENCY_S",
+    "DryRunReport",
+    "Meter",
+    "dry_run",
+    "dry_run_async",
+    "first_provider",
+    "make_sample",
+    "project",
+    "sim_copy",
+]

@@ -46,8 +46,9 @@ def material(*parts: object) -> bytes:
     try:
         return orjson.dumps(parts, option=_MATERIAL_OPTS, default=str)
     except (orjson.JSONEncodeError, TypeError):
-        return json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          default=str).encode("utf-8", "surrogatepass")
+        return json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode(
+            "utf-8", "surrogatepass"
+        )
 
 
 def rng_for(material: bytes | str) -> random.Random:
@@ -71,7 +72,7 @@ _WORDS = (
     "new large small early late stable common useful simple complex daily weekly local global "
     "annual average careful reliable strong weak higher lower final initial main key second"
 ).split()
-_NOUNS = _WORDS[_WORDS.index("data"):_WORDS.index("shows")]
+_NOUNS = _WORDS[_WORDS.index("data") : _WORDS.index("shows")]
 _N_WORDS = len(_WORDS)
 
 
@@ -159,8 +160,9 @@ def _pick_branch(options: list[Any], rng: random.Random, root: dict[str, Any], d
     # number-or-string is how Decimal-like types say "a number, maybe written as a string" (pydantic
     # checks the string); patterned strings cannot be faked reliably: prefer the numeric branch
     numeric = any(isinstance(b, dict) and b.get("type") in ("number", "integer") for b in branches)
-    safe = [b for b in branches if not (isinstance(b, dict) and b.get("type") == "string"
-                                        and ("pattern" in b or numeric))] or branches
+    safe = [
+        b for b in branches if not (isinstance(b, dict) and b.get("type") == "string" and ("pattern" in b or numeric))
+    ] or branches
     if depth >= _MAX_DEPTH:
         nulls = [b for b in safe if isinstance(b, dict) and b.get("type") == "null"]
         if nulls:
@@ -279,8 +281,10 @@ _FORMATS: dict[str, Any] = {
     ),
     "time": lambda r: f"{r.randint(0, 23):02d}:{r.randint(0, 59):02d}:{r.randint(0, 59):02d}Z",
     "email": lambda r: f"{_word(r)}.{_word(r)}{r.randint(1, 99)}@example.com",
-    "uuid": lambda r: "%08x-%04x-4%03x-%04x-%012x" % (
-        r.getrandbits(32), r.getrandbits(16), r.getrandbits(12), 0x8000 | r.getrandbits(14), r.getrandbits(48)),
+    "uuid": lambda r: (
+        f"{r.getrandbits(32):08x}-{r.getrandbits(16):04x}-4{r.getrandbits(12):03x}-"
+        f"{0x8000 | r.getrandbits(14):04x}-{r.getrandbits(48):012x}"
+    ),
     "uri": lambda r: f"https://example.com/{_word(r)}/{r.randint(1, 9999)}",
     "hostname": lambda r: f"{_word(r)}.example.com",
     "ipv4": lambda r: ".".join(str(r.randint(1, 254)) for _ in range(4)),

@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from synth.errors import ConfigError, KeyMissing
 
-
 KNOWN_KINDS = ("openai", "openrouter", "compat", "gemini", "sim")
 
 
@@ -84,19 +83,29 @@ class ProviderSpec(Limits):
     """One model behind one API, with its keys."""
 
     name: str | None = Field(None, description="route name generators refer to (default: the model string)")
-    model: str = Field(..., description="'kind:model', e.g. openai:gpt-4o-mini, gemini:gemini-2.5-flash, "
-                       "openrouter:meta-llama/llama-3.1-8b-instruct, compat:<model> (with base_url), sim:default")
+    model: str = Field(
+        ...,
+        description="'kind:model', e.g. openai:gpt-4o-mini, gemini:gemini-2.5-flash, "
+        "openrouter:meta-llama/llama-3.1-8b-instruct, compat:<model> (with base_url), sim:default",
+    )
     base_url: str | None = Field(None, description="API base URL (OpenAI-compatible servers such as vLLM, Ollama)")
     keys: list[KeySpec] = Field(default_factory=list, description="API keys by environment variable name")
     timeout_s: float = Field(60.0, gt=0, description="timeout of one call")
-    max_retries: int = Field(6, ge=0, description="transient failures of one request retried while the provider "
-                                                   "answers others (a provider answering no one is retried for "
-                                                   "engine.max_outage_s instead), and before a fallback; 0: no retries")
+    max_retries: int = Field(
+        6,
+        ge=0,
+        description="transient failures of one request retried while the provider "
+        "answers others (a provider answering no one is retried for "
+        "engine.max_outage_s instead), and before a fallback; 0: no retries",
+    )
     max_reasks: int = Field(2, ge=0, description="re-asks of malformed or schema-invalid structured output")
     client: Literal["auto", "sdk", "wire"] = Field(
-        "auto", description="openai kinds: 'wire' is the lean HTTP client, 'sdk' the official SDK; auto = wire")
+        "auto", description="openai kinds: 'wire' is the lean HTTP client, 'sdk' the official SDK; auto = wire"
+    )
     price: PriceSpec | None = Field(None, description="overrides the built-in price table for this model")
-    params: dict[str, Any] = Field(default_factory=dict, description="default request params (temperature, max_tokens, seed)")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="default request params (temperature, max_tokens, seed)"
+    )
     gateways: int = Field(1, ge=1, description="gateway processes per key; a key's limit is split evenly among them")
 
     @property
@@ -144,8 +153,12 @@ class OutputSpec(Strict):
     compression: str = Field("zstd", description="parquet compression codec")
     storage: StorageSpec = Field(default_factory=StorageSpec)
     max_dead_letter_rate: float = Field(
-        0.01, ge=0, le=1, description="largest share of planned units that may end as dead letters in a run "
-                                      "that exits 0; above it the run exits non-zero (6)")
+        0.01,
+        ge=0,
+        le=1,
+        description="largest share of planned units that may end as dead letters in a run "
+        "that exits 0; above it the run exits non-zero (6)",
+    )
 
     @field_validator("uri")
     @classmethod
@@ -161,8 +174,11 @@ class CacheSpec(Strict):
     schema, tools, parameters and seed) are reused instead of bought again."""
 
     enabled: bool = Field(True, description="reuse answers to identical requests (--no-cache turns it off)")
-    path: str | None = Field(None, description="fsspec URI of the cache folder (default: $SYNTH_CACHE_DIR, else "
-                                               "${XDG_CACHE_HOME:-~/.cache}/synth); a bucket a cluster shares works")
+    path: str | None = Field(
+        None,
+        description="fsspec URI of the cache folder (default: $SYNTH_CACHE_DIR, else "
+        "${XDG_CACHE_HOME:-~/.cache}/synth); a bucket a cluster shares works",
+    )
     ttl_s: float | None = Field(None, gt=0, description="answers older than this many seconds are not reused")
     max_entries: int = Field(100_000, gt=0, description="LRU size of each gateway's in-memory cache of parsed answers")
 
@@ -170,24 +186,39 @@ class CacheSpec(Strict):
 class EngineSpec(Strict):
     workers: int | None = Field(None, ge=1, description="generator worker actors (default: one per CPU)")
     max_workers: int | None = Field(
-        None, ge=1, description="most generator workers: the pool grows toward this when nodes join the cluster "
-                                "mid-run (default: no growth past the starting workers)")
+        None,
+        ge=1,
+        description="most generator workers: the pool grows toward this when nodes join the cluster "
+        "mid-run (default: no growth past the starting workers)",
+    )
     batch_size: int = Field(256, ge=1, description="most requests in one call from a worker to a gateway")
     batch_wait_ms: float = Field(20.0, ge=0, description="how long a worker gathers requests into one batch")
     concurrency: int = Field(512, ge=1, description="units in flight per shard")
     shards_per_worker: int = Field(
-        2, ge=1, description="shards a worker makes at once (a worker's memory is about this many shards)")
+        2, ge=1, description="shards a worker makes at once (a worker's memory is about this many shards)"
+    )
     gateways_per_node: int = Field(
-        1, ge=1, description="gateway processes per node; keys are dealt to them, each key to one")
+        1, ge=1, description="gateway processes per node; keys are dealt to them, each key to one"
+    )
     max_failure_rate: float = Field(
-        0.5, gt=0, le=1, description="the job stops early, everything committed, when more than this share of "
-                                     "the last failure_window model requests failed")
-    failure_window: int = Field(200, ge=1, description="requests in the sliding window of max_failure_rate "
-                                                       "(and the fewest made before it applies)")
+        0.5,
+        gt=0,
+        le=1,
+        description="the job stops early, everything committed, when more than this share of "
+        "the last failure_window model requests failed",
+    )
+    failure_window: int = Field(
+        200,
+        ge=1,
+        description="requests in the sliding window of max_failure_rate (and the fewest made before it applies)",
+    )
     max_outage_s: float = Field(
-        300.0, gt=0, description="how long a provider may go without answering a single request (429s, 5xx, "
-                                 "timeouts, lost connections, all retried with backoff meanwhile) before the job "
-                                 "stops, everything committed, to be run again when it is back")
+        300.0,
+        gt=0,
+        description="how long a provider may go without answering a single request (429s, 5xx, "
+        "timeouts, lost connections, all retried with backoff meanwhile) before the job "
+        "stops, everything committed, to be run again when it is back",
+    )
 
 
 class GeneratorSpec(BaseModel):
@@ -212,7 +243,8 @@ class JobSpec(Strict):
     generator: GeneratorSpec
     providers: list[ProviderSpec] = Field(default_factory=list, description="models and keys (default: sim)")
     routes: dict[str, list[str]] = Field(
-        default_factory=dict, description="route name -> provider names tried in order (fallbacks)")
+        default_factory=dict, description="route name -> provider names tried in order (fallbacks)"
+    )
     prices: dict[str, PriceSpec] = Field(default_factory=dict, description="price overrides by model string")
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
@@ -227,16 +259,26 @@ class JobSpec(Strict):
         names = [p.route for p in self.providers]
         problems = [
             f"providers[{i}].name: provider name {n!r} is used by an earlier provider too; give each provider "
-            f"its own 'name'" for i, n in enumerate(names) if n in names[:i]]
+            f"its own 'name'"
+            for i, n in enumerate(names)
+            if n in names[:i]
+        ]
         for route, targets in self.routes.items():
-            problems += [f"routes.{route}[{j}]: route {route!r} names unknown provider {t!r}; use one of {names}"
-                         for j, t in enumerate(targets) if t not in names]
+            problems += [
+                f"routes.{route}[{j}]: route {route!r} names unknown provider {t!r}; use one of {names}"
+                for j, t in enumerate(targets)
+                if t not in names
+            ]
         if not problems and not self.serves(self.generator.model):
             problems.append(
                 f"generator.model: {self.generator.model!r} names no provider of the job (providers: {names}, "
                 f"routes: {sorted(self.routes)}); set it to one of them, or add a provider"
-                + (" (no providers given: the offline sim:default serves the route 'default')"
-                   if names == ["default"] and self.providers[0].model == "sim:default" else ""))
+                + (
+                    " (no providers given: the offline sim:default serves the route 'default')"
+                    if names == ["default"] and self.providers[0].model == "sim:default"
+                    else ""
+                )
+            )
         if problems:
             raise ValueError("\n".join(problems))
         self.output.uri = self.output.uri.replace("${job}", self.name)
@@ -322,8 +364,10 @@ def unknown_protocol(uri: str) -> str | None:
         proto = part.split("://", 1)[0].lower() if "://" in part else "file"
         if proto in fsspec.available_protocols():
             continue
-        return (f"protocol {proto!r} of {uri!r} is not known; use a local path or a URI such as "
-                f"s3://bucket/prefix, gs://, az://, file://")
+        return (
+            f"protocol {proto!r} of {uri!r} is not known; use a local path or a URI such as "
+            f"s3://bucket/prefix, gs://, az://, file://"
+        )
     return None
 
 
@@ -348,8 +392,11 @@ def validation_lines(err: ValidationError, prefix: str = "") -> list[str]:
 
 
 # the environment variables each kind's own SDK reads for its key, first set wins
-CONVENTION_KEYS = {"openai": ("OPENAI_API_KEY",), "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
-                   "openrouter": ("OPENROUTER_API_KEY",)}
+CONVENTION_KEYS = {
+    "openai": ("OPENAI_API_KEY",),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    "openrouter": ("OPENROUTER_API_KEY",),
+}
 
 
 def apply_conventions(spec: JobSpec, env: dict[str, str]) -> JobSpec:
@@ -366,8 +413,10 @@ def apply_conventions(spec: JobSpec, env: dict[str, str]) -> JobSpec:
         base_url = env.get("OPENAI_BASE_URL", "").strip()
         if kind == "openai" and not p.base_url and base_url:
             if not _HTTP_URL.match(base_url):
-                raise ConfigError(f"OPENAI_BASE_URL: {base_url!r} (used by providers[{i}]) is not an http(s) URL; "
-                                  "set it with its scheme, e.g. http://127.0.0.1:8000/v1, or set base_url")
+                raise ConfigError(
+                    f"OPENAI_BASE_URL: {base_url!r} (used by providers[{i}]) is not an http(s) URL; "
+                    "set it with its scheme, e.g. http://127.0.0.1:8000/v1, or set base_url"
+                )
             update["base_url"] = base_url
         if update:
             spec.providers[i] = p.model_copy(update=update)
@@ -438,6 +487,18 @@ def load_spec(path: str | Path, *, env_file: str | Path | None = None, check_key
 
 
 __all__ = [
-    "BudgetSpec", "CacheSpec", "EngineSpec", "GeneratorSpec", "JobSpec", "KeySpec", "Limits",
-    "OutputSpec", "PriceSpec", "ProviderSpec", "StorageSpec", "load_spec", "parse_job", "substitute",
+    "BudgetSpec",
+    "CacheSpec",
+    "EngineSpec",
+    "GeneratorSpec",
+    "JobSpec",
+    "KeySpec",
+    "Limits",
+    "OutputSpec",
+    "PriceSpec",
+    "ProviderSpec",
+    "StorageSpec",
+    "load_spec",
+    "parse_job",
+    "substitute",
 ]

@@ -32,7 +32,8 @@ def imports(path: Path) -> set[str]:
 
 def test_ray_is_imported_only_in_engine():
     offenders = [
-        str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
+        str(p.relative_to(ROOT))
+        for p in ROOT.rglob("*.py")
         if "engine" not in p.relative_to(ROOT).parts and any(m == "ray" or m.startswith("ray.") for m in imports(p))
     ]
     assert offenders == []
@@ -45,7 +46,14 @@ def test_layers_import_downward_only():
         layer = rel.parts[0] if len(rel.parts) > 1 else None
         banned = FORBIDDEN.get(layer, ()) if layer else ()
         if rel.name in BASE and len(rel.parts) == 1:
-            banned = ("synth.engine", "synth.generators", "synth.providers.dispatch", "synth.cli", "synth.api", "synth.simulator")
+            banned = (
+                "synth.engine",
+                "synth.generators",
+                "synth.providers.dispatch",
+                "synth.cli",
+                "synth.api",
+                "synth.simulator",
+            )
         for m in imports(p):
             if any(m == b or m.startswith(b + ".") for b in banned):
                 bad.append(f"{rel} imports {m}")

@@ -64,7 +64,7 @@ def unit_of(job: JobSpec) -> Callable[[str], int | None]:
     def unit(rid: str) -> int | None:
         if not rid.startswith(prefix):
             return None
-        head = rid.split(":", 1)[0][len(prefix):]
+        head = rid.split(":", 1)[0][len(prefix) :]
         return int(head) if head.isdigit() else None
 
     return unit
@@ -83,18 +83,31 @@ def unit_skipper(job: JobSpec, todo: set[int], retried: set[int] = frozenset()) 
     return skip
 
 
-def build_store(job: JobSpec, routes: list[str], todo: set[int], retried: set[int] = frozenset()  # type: ignore[assignment]
-                ) -> AnswerStore | None:
+def build_store(
+    job: JobSpec,
+    routes: list[str],
+    todo: set[int],
+    retried: set[int] = frozenset(),  # type: ignore[assignment]
+) -> AnswerStore | None:
     """The answer store of a process holding ``routes``; None when none of them is journaled."""
-    digests = [model_digest(p.model, p.base_url) for p in job.providers
-               if p.route in routes and not p.model.startswith("sim:")]
+    digests = [
+        model_digest(p.model, p.base_url) for p in job.providers if p.route in routes and not p.model.startswith("sim:")
+    ]
     if not digests:
         return None
     storage = Storage(job.output)
     cache = folder_for(job.cache.path, job.output) if job.cache.enabled and job.cache.path else None
-    return AnswerStore(digests, spool=spool_dir(storage, job), journal=storage, cache=cache, ttl_s=job.cache.ttl_s,
-                       max_entries=job.cache.max_entries, skip=unit_skipper(job, todo, retried),
-                       use_cache=job.cache.enabled, bypass=_retried(job, retried) if retried else None)
+    return AnswerStore(
+        digests,
+        spool=spool_dir(storage, job),
+        journal=storage,
+        cache=cache,
+        ttl_s=job.cache.ttl_s,
+        max_entries=job.cache.max_entries,
+        skip=unit_skipper(job, todo, retried),
+        use_cache=job.cache.enabled,
+        bypass=_retried(job, retried) if retried else None,
+    )
 
 
 def _retried(job: JobSpec, retried: set[int]) -> Callable[[str], bool]:
@@ -105,8 +118,16 @@ def _retried(job: JobSpec, retried: set[int]) -> Callable[[str], bool]:
 def folder_stats(uri: str) -> dict[str, Any]:
     """Entries, bytes, models and ages of the answers under a cache folder or a job's output."""
     folder = folder_for(uri)
-    out: dict[str, Any] = {"uri": uri, "models": 0, "segments": 0, "entries": 0, "bytes": 0, "usd": 0.0,
-                           "oldest": None, "newest": None}
+    out: dict[str, Any] = {
+        "uri": uri,
+        "models": 0,
+        "segments": 0,
+        "entries": 0,
+        "bytes": 0,
+        "usd": 0.0,
+        "oldest": None,
+        "newest": None,
+    }
     for top in (ANSWERS, JOURNAL):
         for digest in folder.list(top) if isinstance(folder, Storage) else _dirs(folder, top):
             names = [n for n in folder.list(f"{top}/{digest}") if n.endswith(".jsonl")]
@@ -159,5 +180,13 @@ def _remove(folder: Folder, rel: str) -> None:
         Path(getattr(folder, "root", ".")).joinpath(rel).unlink(missing_ok=True)
 
 
-__all__ = ["build_store", "clear", "folder_for", "folder_stats", "resolve_cache", "spool_dir", "unit_skipper",
-           "user_cache_dir"]
+__all__ = [
+    "build_store",
+    "clear",
+    "folder_for",
+    "folder_stats",
+    "resolve_cache",
+    "spool_dir",
+    "unit_skipper",
+    "user_cache_dir",
+]

@@ -40,10 +40,19 @@ class GatewayClient:
     (:class:`~synth.engine.monitor.MonitorActor`) that publishes that table when the driver
     replaces a lost gateway; without them, a lost gateway's keys sit out the rest of the run."""
 
-    def __init__(self, gateways: dict[str, list[Any]], *, batch_size: int = 256, wait_ms: float = 5.0,
-                 local: Any = None, local_routes: set[str] | None = None, job: JobSpec | None = None,
-                 weights: dict[str, list[float]] | None = None, index: dict[str, list[int]] | None = None,
-                 directory: Any = None) -> None:
+    def __init__(
+        self,
+        gateways: dict[str, list[Any]],
+        *,
+        batch_size: int = 256,
+        wait_ms: float = 5.0,
+        local: Any = None,
+        local_routes: set[str] | None = None,
+        job: JobSpec | None = None,
+        weights: dict[str, list[float]] | None = None,
+        index: dict[str, list[int]] | None = None,
+        directory: Any = None,
+    ) -> None:
         # the full layout, kept to put a replaced gateway back: route -> [(table index, capacity share)]
         self._layout: dict[str, list[tuple[int, float]]] = {}
         self._handles: dict[int, Any] = {}
@@ -179,7 +188,9 @@ class GatewayClient:
         exhausted: Pending = []
         pending = len(batch)
         try:
-            stream = gw.complete_stream.options(num_returns="streaming").remote([request_to_wire(r) for r, _ in batch], self.flush_ms)
+            stream = gw.complete_stream.options(num_returns="streaming").remote(
+                [request_to_wire(r) for r, _ in batch], self.flush_ms
+            )
             async for ref in stream:
                 items = await ref
                 if not isinstance(items, list):  # the stream was cut (e.g. the gateway's node went away)
@@ -201,7 +212,9 @@ class GatewayClient:
             return
         except Exception as e:  # noqa: BLE001 - anything else ends its requests, never leaves them waiting
             self._load[id(gw)] -= pending
-            err = E.Transient(f"gateway call failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+            err = E.Transient(
+                f"gateway call failed: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            )
             for _, f in batch:
                 if not f.done():
                     f.set_exception(err)

@@ -38,9 +38,20 @@ SHIP_S = 3.0  # how often a gateway ships its answer journal to the job's store
 log = logging.getLogger("synth.engine")
 
 _ERRORS: dict[str, type[E.SynthError]] = {
-    cls.kind: cls for cls in (E.RateLimited, E.Transient, E.AuthError, E.BadRequest, E.MalformedOutput,
-                              E.NoKeysLeft, E.BudgetExceeded, E.JobStopped, E.ConfigError, E.KeyMissing,
-                              E.ProviderError)
+    cls.kind: cls
+    for cls in (
+        E.RateLimited,
+        E.Transient,
+        E.AuthError,
+        E.BadRequest,
+        E.MalformedOutput,
+        E.NoKeysLeft,
+        E.BudgetExceeded,
+        E.JobStopped,
+        E.ConfigError,
+        E.KeyMissing,
+        E.ProviderError,
+    )
 }
 
 
@@ -60,21 +71,66 @@ def error_from_wire(kind: str, message: str, attempts: int) -> BaseException:
 
 def request_to_wire(r: Request) -> tuple[Any, ...]:
     """A request as a plain tuple (its schema and tools stay shared objects, pickled once per batch)."""
-    msgs = [(m.role, m.content, m.name, [(t.id, t.name, t.arguments) for t in m.tool_calls] if m.tool_calls else None,
-             m.tool_call_id) for m in r.messages]
-    return (r.id, r.model, msgs, r.json_schema, r.schema_name, r.tools, r.temperature, r.top_p, r.max_tokens,
-            r.seed, r.n, r.metadata)
+    msgs = [
+        (
+            m.role,
+            m.content,
+            m.name,
+            [(t.id, t.name, t.arguments) for t in m.tool_calls] if m.tool_calls else None,
+            m.tool_call_id,
+        )
+        for m in r.messages
+    ]
+    return (
+        r.id,
+        r.model,
+        msgs,
+        r.json_schema,
+        r.schema_name,
+        r.tools,
+        r.temperature,
+        r.top_p,
+        r.max_tokens,
+        r.seed,
+        r.n,
+        r.metadata,
+    )
 
 
 def request_from_wire(t: tuple[Any, ...]) -> Request:
     rid, model, msgs, schema, schema_name, tools, temperature, top_p, max_tokens, seed, n, metadata = t
-    messages = [trusted(ChatMessage, {
-        "role": role, "content": content, "name": name, "tool_call_id": call_id,
-        "tool_calls": [trusted(ToolCall, {"id": i, "name": fn, "arguments": a}) for i, fn, a in calls] if calls else None})
-        for role, content, name, calls, call_id in msgs]
-    return trusted(Request, {"id": rid, "model": model, "messages": messages, "json_schema": schema,
-                             "schema_name": schema_name, "tools": tools, "temperature": temperature, "top_p": top_p,
-                             "max_tokens": max_tokens, "seed": seed, "n": n, "metadata": metadata})
+    messages = [
+        trusted(
+            ChatMessage,
+            {
+                "role": role,
+                "content": content,
+                "name": name,
+                "tool_call_id": call_id,
+                "tool_calls": [trusted(ToolCall, {"id": i, "name": fn, "arguments": a}) for i, fn, a in calls]
+                if calls
+                else None,
+            },
+        )
+        for role, content, name, calls, call_id in msgs
+    ]
+    return trusted(
+        Request,
+        {
+            "id": rid,
+            "model": model,
+            "messages": messages,
+            "json_schema": schema,
+            "schema_name": schema_name,
+            "tools": tools,
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_tokens": max_tokens,
+            "seed": seed,
+            "n": n,
+            "metadata": metadata,
+        },
+    )
 
 
 def completion_to_wire(c: Completion) -> tuple[Any, ...]:
@@ -82,18 +138,48 @@ def completion_to_wire(c: Completion) -> tuple[Any, ...]:
     rate-limit headers stay behind: the gateway has learned from them; workers have no use for them."""
     u = c.usage
     calls = [(t.id, t.name, t.arguments) for t in c.tool_calls] if c.tool_calls else None
-    return (c.request_id, c.text, c.parsed, calls, u.prompt_tokens, u.completion_tokens, u.total_tokens,
-            c.finish_reason, c.model, c.provider, c.key_alias, c.latency_ms, c.attempts, c.cost_usd, c.cached)
+    return (
+        c.request_id,
+        c.text,
+        c.parsed,
+        calls,
+        u.prompt_tokens,
+        u.completion_tokens,
+        u.total_tokens,
+        c.finish_reason,
+        c.model,
+        c.provider,
+        c.key_alias,
+        c.latency_ms,
+        c.attempts,
+        c.cost_usd,
+        c.cached,
+    )
 
 
 def completion_from_wire(t: tuple[Any, ...]) -> Completion:
     (rid, text, parsed, calls, pt, ct, tt, finish, model, provider, alias, latency, attempts, cost, cached) = t
     tool_calls = [trusted(ToolCall, {"id": i, "name": n, "arguments": a}) for i, n, a in calls] if calls else None
     usage = trusted(Usage, {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": tt})
-    return trusted(Completion, {
-        "request_id": rid, "text": text, "parsed": parsed, "tool_calls": tool_calls, "usage": usage,
-        "finish_reason": finish, "model": model, "provider": provider, "key_alias": alias, "latency_ms": latency,
-        "attempts": attempts, "cost_usd": cost, "cached": cached, "ratelimit": None})
+    return trusted(
+        Completion,
+        {
+            "request_id": rid,
+            "text": text,
+            "parsed": parsed,
+            "tool_calls": tool_calls,
+            "usage": usage,
+            "finish_reason": finish,
+            "model": model,
+            "provider": provider,
+            "key_alias": alias,
+            "latency_ms": latency,
+            "attempts": attempts,
+            "cost_usd": cost,
+            "cached": cached,
+            "ratelimit": None,
+        },
+    )
 
 
 class QuietGc:
@@ -161,9 +247,15 @@ def budget_shares(job: JobSpec, groups: list[list[Slot]]) -> list[float]:
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000)
 class GatewayActor:
-    def __init__(self, job_json: str, slots: list[Slot], budget_share: float,
-                 spent: tuple[float, int] = (0.0, 0), todo: list[int] | None = None,
-                 retried: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        job_json: str,
+        slots: list[Slot],
+        budget_share: float,
+        spent: tuple[float, int] = (0.0, 0),
+        todo: list[int] | None = None,
+        retried: list[int] | None = None,
+    ) -> None:
         """``spent``: dollars and tokens a lost gateway this one replaces had spent or held.
         ``todo``: the shards this run makes; journaled answers of other shards are not loaded.
         ``retried``: units made again by --retry-failed, whose answers are bought afresh."""

@@ -55,8 +55,9 @@ class Gateways:
 
     def _create(self, i: int, node: str | None, spent: tuple[float, int] = (0.0, 0)) -> Any:
         where = NodeAffinitySchedulingStrategy(node, soft=False) if node else "SPREAD"
-        return GatewayActor.options(scheduling_strategy=where).remote(self.job_json, self.slots[i], self.shares[i], spent,
-                                                                      self.todo, self.retried)
+        return GatewayActor.options(scheduling_strategy=where).remote(
+            self.job_json, self.slots[i], self.shares[i], spent, self.todo, self.retried
+        )
 
     def start(self) -> None:
         """One gateway per node in turn, so keys are spread over the cluster; a gateway that cannot
@@ -107,8 +108,12 @@ class Gateways:
                 ray.kill(actor)
                 self.nodes[i] = None
                 self.gone.add(i)
-                log.warning("gateway %d's node left the cluster and no replacement started (%s); its keys sit "
-                            "out the rest of this run", i, ready[1])
+                log.warning(
+                    "gateway %d's node left the cluster and no replacement started (%s); its keys sit "
+                    "out the rest of this run",
+                    i,
+                    ready[1],
+                )
                 continue
             self.retired.append(self.last_stats[i])
             self.last_stats[i] = {}
@@ -157,16 +162,22 @@ class Gateways:
         for unit, total in (("usd", b.max_usd), ("tokens", b.max_tokens)):
             if total is None:
                 continue
+
             def used(r: dict[str, Any], unit: str = unit) -> float:
                 return float(r.get(f"spent_{unit}", 0) + r.get(f"held_{unit}", 0))
+
             # gateways lost before: what they used is gone from the budget for good
-            out = [s.get("budget") or {} for s in self.retired] + [self.last_stats[i].get("budget") or {} for i in self.gone]
+            out = [s.get("budget") or {} for s in self.retired] + [
+                self.last_stats[i].get("budget") or {} for i in self.gone
+            ]
             now = [used(r) for r in reports]
             left = max(0.0, total - sum(used(r) for r in out) - sum(now))
             recent = [max(0.0, u - self._used.get((unit, i), 0.0)) for i, u in zip(live, now)]
             self._used.update({(unit, i): u for i, u in zip(live, now)})
-            weights = [0.5 * c / sum(capacity) + 0.5 * (r / sum(recent) if sum(recent) else c / sum(capacity))
-                       for c, r in zip(capacity, recent)]
+            weights = [
+                0.5 * c / sum(capacity) + 0.5 * (r / sum(recent) if sum(recent) else c / sum(capacity))
+                for c, r in zip(capacity, recent)
+            ]
             caps[unit] = [u + left * w for u, w in zip(now, weights)]
         self._settle_calls()
         for k, i in enumerate(live):

@@ -36,9 +36,10 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import psutil
 from pydantic import BaseModel
@@ -116,9 +117,16 @@ class Lease:
     heartbeat and removes the lease if it is still this run's. ``clock`` (epoch seconds) and
     ``gone`` (is a holder provably dead) are seams for tests."""
 
-    def __init__(self, storage: Storage, *, ttl_s: float = TTL_S, heartbeat_s: float = HEARTBEAT_S,
-                 clock: Callable[[], float] = time.time, gone: Callable[[LeaseRecord], bool] = holder_gone,
-                 on_lost: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        ttl_s: float = TTL_S,
+        heartbeat_s: float = HEARTBEAT_S,
+        clock: Callable[[], float] = time.time,
+        gone: Callable[[LeaseRecord], bool] = holder_gone,
+        on_lost: Callable[[str], None] | None = None,
+    ) -> None:
         self.storage, self.ttl_s, self.heartbeat_s = storage, ttl_s, heartbeat_s
         self.clock, self.gone, self.on_lost = clock, gone, on_lost
         self.id = uuid.uuid4().hex
@@ -132,8 +140,16 @@ class Lease:
     def _record(self) -> bytes:
         now = _iso(self.clock())
         pid = os.getpid()
-        rec = LeaseRecord(holder=self.id, host=socket.gethostname(), pid=pid, pid_started=_started(pid),
-                          pid_ns=_pid_ns(), started_at=self._started_at or now, renewed_at=now, ttl_s=self.ttl_s)
+        rec = LeaseRecord(
+            holder=self.id,
+            host=socket.gethostname(),
+            pid=pid,
+            pid_started=_started(pid),
+            pid_ns=_pid_ns(),
+            started_at=self._started_at or now,
+            renewed_at=now,
+            ttl_s=self.ttl_s,
+        )
         return json.dumps(rec.model_dump(), indent=1).encode()
 
     @staticmethod
@@ -168,25 +184,35 @@ class Lease:
                 if rec is None:
                     self._store.create(self._record())
                 elif rec.holder != self.id:  # expired: replaced only if no one changed it meanwhile
-                    log.info("taking over the expired lease of %s (host %s, pid %s)", self.storage.uri, rec.host, rec.pid)
+                    log.info(
+                        "taking over the expired lease of %s (host %s, pid %s)", self.storage.uri, rec.host, rec.pid
+                    )
                     self._store.replace(self._record(), token)
                 if self._mine():  # read back: whatever the writes said, the lease says who holds it
                     self.held = True
                     return self
             rec = self.read()
-            raise LeaseHeld(self.held_message(rec) if rec else f"{self.storage.uri}: the lease keeps changing; "
-                            "another synth run is starting on this output; try again in a few seconds")
+            raise LeaseHeld(
+                self.held_message(rec)
+                if rec
+                else f"{self.storage.uri}: the lease keeps changing; "
+                "another synth run is starting on this output; try again in a few seconds"
+            )
         except StorageError:
             raise
         except Exception as e:  # noqa: BLE001 - fsspec/botocore errors vary; name the cause in one line
-            raise StorageError(f"cannot take the lease {self.storage.url(LEASE)}: {type(e).__name__}: "
-                               f"{(str(e).strip().splitlines() or [''])[0][:200]}; check the output's storage") from None
+            raise StorageError(
+                f"cannot take the lease {self.storage.url(LEASE)}: {type(e).__name__}: "
+                f"{(str(e).strip().splitlines() or [''])[0][:200]}; check the output's storage"
+            ) from None
 
     def held_message(self, rec: LeaseRecord) -> str:
         age = max(0.0, rec.age(self.clock()))
-        return (f"{self.storage.uri} is being written by another synth run (host {rec.host}, pid {rec.pid}, "
-                f"since {rec.started_at[:19]}Z, last heartbeat {age:.0f} s ago); wait for it to finish or stop it "
-                f"(a stopped run's lease expires {rec.ttl_s:.0f} s after its last heartbeat), or use a new output path")
+        return (
+            f"{self.storage.uri} is being written by another synth run (host {rec.host}, pid {rec.pid}, "
+            f"since {rec.started_at[:19]}Z, last heartbeat {age:.0f} s ago); wait for it to finish or stop it "
+            f"(a stopped run's lease expires {rec.ttl_s:.0f} s after its last heartbeat), or use a new output path"
+        )
 
     def renew(self) -> bool:
         """One heartbeat: False when the lease is no longer this run's (``lost`` says why)."""
@@ -200,8 +226,10 @@ class Lease:
             return True
         now = self.read()
         who = f"host {now.host}, pid {now.pid}" if now else "no one"
-        self.lost = (f"the lease on {self.storage.uri} passed to another synth run ({who}) after this run "
-                     f"did not renew it for over {self.ttl_s:.0f} s; this run stopped; what it committed is kept")
+        self.lost = (
+            f"the lease on {self.storage.uri} passed to another synth run ({who}) after this run "
+            f"did not renew it for over {self.ttl_s:.0f} s; this run stopped; what it committed is kept"
+        )
         self.held = False
         return False
 
@@ -225,7 +253,11 @@ class Lease:
             except Exception as e:  # noqa: BLE001 - storage unreachable for a moment: try again next beat
                 late = time.monotonic() - last_ok
                 (log.warning if late > self.ttl_s / 2 else log.debug)(
-                    "renewing the lease on %s failed (%s), %.0f s since the last renewal", self.storage.uri, type(e).__name__, late)
+                    "renewing the lease on %s failed (%s), %.0f s since the last renewal",
+                    self.storage.uri,
+                    type(e).__name__,
+                    late,
+                )
 
     def release(self) -> None:
         """Stop the heartbeat; remove the lease if it is still this run's."""
@@ -241,8 +273,12 @@ class Lease:
             if rec is not None and rec.holder == self.id:
                 self._store.delete(token)
         except Exception as e:  # noqa: BLE001 - an unreleased lease only delays the next run by the TTL
-            log.warning("could not release the lease on %s (%s); it expires in %.0f s", self.storage.uri,
-                        type(e).__name__, self.ttl_s)
+            log.warning(
+                "could not release the lease on %s (%s); it expires in %.0f s",
+                self.storage.uri,
+                type(e).__name__,
+                self.ttl_s,
+            )
 
 
 @contextmanager

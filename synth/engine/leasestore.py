@@ -18,8 +18,9 @@ from __future__ import annotations
 import fcntl
 import os
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 from synth.engine.storage import Storage
 
@@ -89,7 +90,12 @@ def _precondition_failed(e: BaseException) -> bool:
     if isinstance(e, (FileExistsError, FileNotFoundError)):
         return True
     resp = getattr(e.__cause__, "response", None) or getattr(e, "response", None) or {}
-    return str(resp.get("Error", {}).get("Code", "")) in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
+    return str(resp.get("Error", {}).get("Code", "")) in (
+        "PreconditionFailed",
+        "ConditionalRequestConflict",
+        "412",
+        "409",
+    )
 
 
 class _S3Store:

@@ -27,9 +27,10 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any
 
 from synth.engine.lease import LEASE
 from synth.engine.plan import Shard, fingerprint, pieces, shaping_spec, spec_differences, unit_index
@@ -71,7 +72,12 @@ def _add(a: Any, b: Any) -> Any:
         return b
     if b is None:
         return a
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+    if (
+        isinstance(a, (int, float))
+        and isinstance(b, (int, float))
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    ):
         return a + b
     if isinstance(a, dict) and isinstance(b, dict):
         return {k: _add(a.get(k), b.get(k)) for k in {**a, **b}}
@@ -102,7 +108,9 @@ def merge_entry(base: dict[str, Any] | None, piece: dict[str, Any], made: dict[s
     stop = max(base["stop"], int(piece["stop"]))
     kept = [f for f in base.get("files", []) if not (retry and f.startswith(DEAD))]
     entry.update(
-        start=base["start"], stop=stop, units=base.get("units", 0) + stop - base["stop"],
+        start=base["start"],
+        stop=stop,
+        units=base.get("units", 0) + stop - base["stop"],
         files=kept + list(made.get("files", [])),
         bytes=base.get("bytes", 0) - (base.get("dead_bytes", 0) if retry else 0) + made.get("bytes", 0),
         dead_bytes=(0 if retry else base.get("dead_bytes", 0)) + made.get("dead_bytes", 0),
@@ -156,11 +164,15 @@ class Manifest:
                     "or use a new output path or --overwrite"
                 )
             if job.count > had:  # extend: the ids of the first units do not depend on the count
-                st.write_bytes(f"{MANIFEST}/job.json", _dumps({**old, "spec": new["spec"],
-                                                               "extended_at": datetime.now(timezone.utc).isoformat()}))
+                st.write_bytes(
+                    f"{MANIFEST}/job.json",
+                    _dumps({**old, "spec": new["spec"], "extended_at": datetime.now(timezone.utc).isoformat()}),
+                )
             return self.committed()
         if overwrite is False and st.list("data"):
-            raise StorageError(f"{st.uri} already holds data that synth did not write; use a new output path or --overwrite")
+            raise StorageError(
+                f"{st.uri} already holds data that synth did not write; use a new output path or --overwrite"
+            )
         st.write_bytes(
             f"{MANIFEST}/job.json",
             _dumps({**new, "created_at": datetime.now(timezone.utc).isoformat()}),
@@ -231,8 +243,10 @@ class Manifest:
                 continue
             raw = self.storage.read_bytes(rel)
             if raw is None:
-                raise StorageError(f"{self.storage.uri}: {rel} is committed but missing; "
-                                   "restore it, or use a new output path or --overwrite")
+                raise StorageError(
+                    f"{self.storage.uri}: {rel} is committed but missing; "
+                    "restore it, or use a new output path or --overwrite"
+                )
             ids = pq.read_table(io.BytesIO(raw), columns=["request_id"]).column(0).to_pylist()
             out += [unit_index(i) for i in ids]
         return out
@@ -253,12 +267,16 @@ class Manifest:
 
     def intend(self, shard: int, files: list[str], *, gen: int = 0, remove: Sequence[str] = ()) -> None:
         """Before a piece publishes: its new ``files``, and the files its commit supersedes."""
-        self.storage.write_bytes(f"{INTENTS}/{piece_name(shard, gen)}.json",
-                                 _dumps({"shard": shard, "gen": gen, "files": files, "remove": list(remove)}))
+        self.storage.write_bytes(
+            f"{INTENTS}/{piece_name(shard, gen)}.json",
+            _dumps({"shard": shard, "gen": gen, "files": files, "remove": list(remove)}),
+        )
 
     def commit(self, shard: int, entry: dict[str, Any], *, gen: int = 0, remove: Sequence[str] = ()) -> None:
         """Write the piece's entry (the atomic step), then drop what it superseded and its intent."""
-        self.storage.write_bytes(f"{COMMITS}/{piece_name(shard, gen)}.json", _dumps({**entry, "shard": shard, "gen": gen}))
+        self.storage.write_bytes(
+            f"{COMMITS}/{piece_name(shard, gen)}.json", _dumps({**entry, "shard": shard, "gen": gen})
+        )
         for rel in remove:
             self.storage.remove(rel)
         for g in range(gen):

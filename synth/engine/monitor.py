@@ -63,11 +63,16 @@ class Progress:
         self._last_print = time.monotonic()
         self._live: Any = None
         if enabled and self.tty:
-            from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
 
             self._live = RichProgress(
-                TextColumn("[bold]synth"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
-                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False,
+                TextColumn("[bold]synth"),
+                BarColumn(),
+                TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                transient=False,
             )
             self._task = self._live.add_task("run", total=total_units, completed=done_before, info="")
             self._live.start()

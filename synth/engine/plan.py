@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from synth.generators.base import Unit
 from synth.spec import JobSpec
@@ -105,8 +106,9 @@ def shards(count: int, shard_size: int, skip: set[int] | frozenset[int] = frozen
             yield Shard(k, k * shard_size, min(count, (k + 1) * shard_size))
 
 
-def pieces(count: int, shard_size: int, heads: Mapping[int, tuple[int, int]],
-           retry: Mapping[int, Sequence[int]] | None = None) -> Iterator[Shard]:
+def pieces(
+    count: int, shard_size: int, heads: Mapping[int, tuple[int, int]], retry: Mapping[int, Sequence[int]] | None = None
+) -> Iterator[Shard]:
     """What is left to make, in shard order. ``heads``: committed shard -> (its latest generation,
     one past the last unit it covers); ``retry``: committed shard -> unit indices to make again.
 

@@ -17,9 +17,10 @@ import os
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
-from typing import Any, Iterator, TextIO
+from typing import Any, TextIO
 
 from synth.engine.storage import Storage
 
@@ -84,8 +85,9 @@ def terminal_only_ours(log_path: str, verbose: bool = False) -> Iterator[None]:
 def _open_log(path: str) -> TextIO:
     # O_APPEND: Python's writes and the C++ core's writes to fd 2 interleave without overwriting
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    return io.TextIOWrapper(io.FileIO(fd, "w", closefd=True), encoding="utf-8", errors="backslashreplace",
-                            write_through=True)
+    return io.TextIOWrapper(
+        io.FileIO(fd, "w", closefd=True), encoding="utf-8", errors="backslashreplace", write_through=True
+    )
 
 
 @contextmanager
@@ -98,9 +100,13 @@ def _fd_to_log(fd: int, name: str, out: TextIO) -> Iterator[None]:
         os.dup2(out.fileno(), fd)
         ours = None
         if _fileno(stream) == fd:  # not when it is a notebook's or a test runner's stream: it is not moved
-            ours = io.TextIOWrapper(io.FileIO(terminal, "w", closefd=False), encoding=stream.encoding,
-                                    errors=stream.errors or "backslashreplace", line_buffering=True,
-                                    write_through=True)
+            ours = io.TextIOWrapper(
+                io.FileIO(terminal, "w", closefd=False),
+                encoding=stream.encoding,
+                errors=stream.errors or "backslashreplace",
+                line_buffering=True,
+                write_through=True,
+            )
             setattr(sys, name, ours)
         try:
             yield
@@ -126,7 +132,9 @@ def _route_ray_loggers(out: TextIO, keep_console: bool) -> Iterator[None]:
     for name, lg in list(logging.root.manager.loggerDict.items()):
         if not isinstance(lg, logging.Logger) or not (name == "ray" or name.startswith("ray.")):
             continue
-        console = [h for h in lg.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+        console = [
+            h for h in lg.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+        ]
         if not console:
             continue
         removed = [] if keep_console else console
@@ -148,8 +156,9 @@ def _route_ray_loggers(out: TextIO, keep_console: bool) -> Iterator[None]:
 def _route_warnings(out: TextIO, tee: bool) -> Iterator[None]:
     original = warnings.showwarning
 
-    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
-             line: str | None = None) -> None:
+    def show(
+        message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: str | None = None
+    ) -> None:
         if file is None:
             try:
                 out.write(warnings.formatwarning(message, category, filename, lineno, line))

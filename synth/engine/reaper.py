@@ -24,9 +24,14 @@ GRACE_S = 2.0  # between SIGTERM and SIGKILL
 def start(driver_pid: int | None = None) -> subprocess.Popen[bytes] | None:
     """Start the reaper of this process's Ray; None when it cannot be started (nothing depends on it)."""
     try:
-        return subprocess.Popen([sys.executable, "-m", "synth.engine.reaper", str(driver_pid or os.getpid())],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True, close_fds=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "synth.engine.reaper", str(driver_pid or os.getpid())],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
     except OSError:
         return None
 
@@ -97,8 +102,11 @@ def watch(driver_pid: int) -> None:
     known: dict[int, float] = {}
     while True:
         try:
-            alive = driver.is_running() and abs(driver.create_time() - born) < 0.01 and \
-                driver.status() != psutil.STATUS_ZOMBIE
+            alive = (
+                driver.is_running()
+                and abs(driver.create_time() - born) < 0.01
+                and driver.status() != psutil.STATUS_ZOMBIE
+            )
         except psutil.Error:
             alive = False
         if not alive:

@@ -16,8 +16,9 @@ def providers(reports: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for rep in reports:
         for route, p in (rep.get("providers") or {}).items():
-            o = out.setdefault(route, {"model": p.get("model", route), "calls": 0, "successes": 0,
-                                       "errors": Counter(), "examples": {}})
+            o = out.setdefault(
+                route, {"model": p.get("model", route), "calls": 0, "successes": 0, "errors": Counter(), "examples": {}}
+            )
             o["calls"] += p.get("requests", 0)
             o["successes"] += p.get("successes", 0)
             o["errors"].update(p.get("errors") or {})
@@ -46,8 +47,13 @@ def answers(reports: list[dict[str, Any]]) -> dict[str, float]:
         for k, v in (rep.get("answers") or {}).items():
             if isinstance(v, (int, float)):
                 tot[k] += v
-    return {"journal_hits": int(tot["journal_hits"]), "cache_hits": int(tot["cache_hits"]),
-            "misses": int(tot["misses"]), "journaled": int(tot["journaled"]), "saved_usd": round(tot["saved_usd"], 6)}
+    return {
+        "journal_hits": int(tot["journal_hits"]),
+        "cache_hits": int(tot["cache_hits"]),
+        "misses": int(tot["misses"]),
+        "journaled": int(tot["journaled"]),
+        "saved_usd": round(tot["saved_usd"], 6),
+    }
 
 
 def failure_reasons(entries: list[dict[str, Any]], top: int = 5) -> list[dict[str, Any]]:
@@ -76,12 +82,16 @@ class KeyWatch:
                     name = f"{route}/{alias}"
                     if k.get("disabled") and name not in self.disabled:
                         self.disabled[name] = route
-                        lines.append(f"key {alias} of provider {route} is disabled (the provider refused it: "
-                                     "revoked or wrong); the other keys carry on")
+                        lines.append(
+                            f"key {alias} of provider {route} is disabled (the provider refused it: "
+                            "revoked or wrong); the other keys carry on"
+                        )
                     cooling = float(k.get("cooling_s") or 0.0)
                     if cooling > COOL_REPORT_S and name not in self.cooled:
-                        lines.append(f"key {alias} of provider {route} is cooling down for {cooling:.0f} s "
-                                     "(rate limited); the other keys carry on")
+                        lines.append(
+                            f"key {alias} of provider {route} is cooling down for {cooling:.0f} s "
+                            "(rate limited); the other keys carry on"
+                        )
                     if cooling > COOL_REPORT_S:
                         self.cooled[name] = max(self.cooled.get(name, 0.0), cooling)
         return lines

@@ -32,7 +32,6 @@ from synth.engine.worker import ShardWorker
 from synth.errors import BudgetExceeded, NoKeysLeft, SynthError
 from synth.spec import JobSpec
 
-
 log = logging.getLogger("synth.engine")
 _REAPER: list[Any] = []  # the watcher of an embedded Ray started by this process
 ROUNDS = 3  # passes over the uncommitted shards when infrastructure fails under a run
@@ -71,9 +70,14 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool
     else:
         # write tasks come every few seconds; by default Ray ends an idle worker after 1 s, and a
         # fresh one spends a second or two of CPU importing pyarrow before each write
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                 object_store_memory=512 * 1024**2,
-                 _system_config={"idle_worker_killing_time_threshold_ms": 600_000}, **common)
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            object_store_memory=512 * 1024**2,
+            _system_config={"idle_worker_killing_time_threshold_ms": 600_000},
+            **common,
+        )
         # if this process is killed, its embedded Ray goes with it rather than lingering
         _REAPER.append(reaper.start())
     return True
@@ -89,17 +93,39 @@ def shutdown_ray() -> None:
 def _versions() -> dict[str, str]:
     import pyarrow
 
-    return {"synth": synth.__version__, "ray": ray.__version__, "pyarrow": pyarrow.__version__,
-            "python": platform.python_version()}
+    return {
+        "synth": synth.__version__,
+        "ray": ray.__version__,
+        "pyarrow": pyarrow.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _collect(manifest: Manifest) -> dict[str, Any]:
-    totals: dict[str, Any] = {"units": 0, "records": 0, "rows": 0, "dead_letters": 0, "prompt_tokens": 0,
-                              "completion_tokens": 0, "cost_usd": 0.0, "bytes": 0, "dead_by_kind": {},
-                              "generator_stats": {}}
+    totals: dict[str, Any] = {
+        "units": 0,
+        "records": 0,
+        "rows": 0,
+        "dead_letters": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost_usd": 0.0,
+        "bytes": 0,
+        "dead_by_kind": {},
+        "generator_stats": {},
+    }
     entries = manifest.commit_entries()
     for e in entries:
-        for k in ("units", "records", "rows", "dead_letters", "prompt_tokens", "completion_tokens", "cost_usd", "bytes"):
+        for k in (
+            "units",
+            "records",
+            "rows",
+            "dead_letters",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost_usd",
+            "bytes",
+        ):
             totals[k] += e.get(k, 0)
         for bucket in ("dead_by_kind", "generator_stats"):
             for k, v in (e.get(bucket) or {}).items():
@@ -126,8 +152,16 @@ def estimate(job: JobSpec, prompt_tokens: int, completion_tokens: int) -> dict[s
     return {"model": model, "usd": round(cost(usage, price), 6)}
 
 
-def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False, progress: bool = True,
-            preflight: Any = None, retry_failed: bool = False, verbose: bool = False) -> RunResult:
+def run_job(
+    job: JobSpec,
+    *,
+    address: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    preflight: Any = None,
+    retry_failed: bool = False,
+    verbose: bool = False,
+) -> RunResult:
     """Run (or resume, or extend) ``job``. ``retry_failed`` makes the dead-lettered units of
     committed shards again; ``verbose`` lets Ray's own logs reach the terminal."""
     started = time.monotonic()
@@ -138,12 +172,31 @@ def run_job(job: JobSpec, *, address: str | None = None, overwrite: bool = False
     if preflight is not None:
         preflight(job)  # providers' endpoints reachable, generator options valid; before anything is written
     with hold(storage):  # one run per output: another live run's lease refuses this one (exit 3)
-        return _run_held(job, storage, started, started_at, address=address, overwrite=overwrite,
-                         progress=progress, retry_failed=retry_failed, verbose=verbose)
+        return _run_held(
+            job,
+            storage,
+            started,
+            started_at,
+            address=address,
+            overwrite=overwrite,
+            progress=progress,
+            retry_failed=retry_failed,
+            verbose=verbose,
+        )
 
 
-def _run_held(job: JobSpec, storage: Storage, started: float, started_at: datetime, *, address: str | None,
-              overwrite: bool, progress: bool, retry_failed: bool, verbose: bool) -> RunResult:
+def _run_held(
+    job: JobSpec,
+    storage: Storage,
+    started: float,
+    started_at: datetime,
+    *,
+    address: str | None,
+    overwrite: bool,
+    progress: bool,
+    retry_failed: bool,
+    verbose: bool,
+) -> RunResult:
     manifest = Manifest(storage)
     committed = manifest.open(job, overwrite=overwrite)
     manifest.clean_interrupted(committed)
@@ -153,7 +206,9 @@ def _run_held(job: JobSpec, storage: Storage, started: float, started_at: dateti
     # units made again by --retry-failed: their stored answers ended as dead letters, so they are
     # bought afresh rather than replayed
     heads = manifest.heads() if retry_failed else {}
-    seen_retry = sorted(i for s in todo if s.only and s.index in heads for i in s.only if i < int(heads[s.index]["stop"]))
+    seen_retry = sorted(
+        i for s in todo if s.only and s.index in heads for i in s.only if i < int(heads[s.index]["stop"])
+    )
     from synth.generators.registry import create_generator
 
     partition_by = job.output.partition_by
@@ -162,7 +217,11 @@ def _run_held(job: JobSpec, storage: Storage, started: float, started_at: dateti
 
     sink_results: list[dict[str, Any]] = []
     gw_stats: dict[str, float] = {}
-    seen: dict[str, Any] = {"reports": [], "keys": report.KeyWatch(), "retried": seen_retry}  # what the gateways last said
+    seen: dict[str, Any] = {
+        "reports": [],
+        "keys": report.KeyWatch(),
+        "retried": seen_retry,
+    }  # what the gateways last said
     aborted: str | None = None
     rounds = 0
     tally = {"gateways_replaced": 0}
@@ -187,8 +246,11 @@ def _run_held(job: JobSpec, storage: Storage, started: float, started_at: dateti
                 except Exception as e:  # noqa: BLE001 - a lost node or worker: run what is left again
                     if attempt + 1 == ROUNDS:
                         raise
-                    log.warning("a round of the run failed (%s: %s); running the uncommitted shards again",
-                                type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+                    log.warning(
+                        "a round of the run failed (%s: %s); running the uncommitted shards again",
+                        type(e).__name__,
+                        str(e).splitlines()[0][:200] if str(e) else "",
+                    )
                     done = manifest.committed()
                     manifest.clean_interrupted(done)
                     todo = manifest.todo(job, pending=todo)
@@ -205,24 +267,51 @@ def _run_held(job: JobSpec, storage: Storage, started: float, started_at: dateti
     complete = totals["shards_committed"] == n_shards and totals["units"] == job.count
     wall = time.monotonic() - started
     stats = {
-        "job": job.name, "fingerprint": fp, "output": storage.uri, "planned_units": job.count,
-        "shards": {"total": n_shards, "committed": totals["shards_committed"], "skipped_this_run": len(committed),
-                   "written_this_run": len([r for r in sink_results if not r.get("aborted")])},
-        "complete": complete, "aborted": aborted,
-        "cost_estimate": estimate(job, totals["prompt_tokens"], totals["completion_tokens"]), **{k: v for k, v in totals.items() if k != "shards_committed"},
-        "requests": gw_stats, "rounds": rounds, "gateways_replaced": tally["gateways_replaced"],
-        "timing": {"started_at": started_at.isoformat(), "wall_s": round(wall, 3),
-                   "records_per_s_this_run": round(sum(r.get("records", 0) for r in sink_results) / max(wall, 1e-9), 2)},
-        "versions": _versions(), "spec": job.redacted(),
+        "job": job.name,
+        "fingerprint": fp,
+        "output": storage.uri,
+        "planned_units": job.count,
+        "shards": {
+            "total": n_shards,
+            "committed": totals["shards_committed"],
+            "skipped_this_run": len(committed),
+            "written_this_run": len([r for r in sink_results if not r.get("aborted")]),
+        },
+        "complete": complete,
+        "aborted": aborted,
+        "cost_estimate": estimate(job, totals["prompt_tokens"], totals["completion_tokens"]),
+        **{k: v for k, v in totals.items() if k != "shards_committed"},
+        "requests": gw_stats,
+        "rounds": rounds,
+        "gateways_replaced": tally["gateways_replaced"],
+        "timing": {
+            "started_at": started_at.isoformat(),
+            "wall_s": round(wall, 3),
+            "records_per_s_this_run": round(sum(r.get("records", 0) for r in sink_results) / max(wall, 1e-9), 2),
+        },
+        "versions": _versions(),
+        "spec": job.redacted(),
         **_outcomes(job, manifest, seen),
     }
     manifest.write_stats(stats)
     return RunResult(
-        job=job.name, output=storage.uri, fingerprint=fp, planned_units=job.count, shards_total=n_shards,
-        shards_skipped=len(committed), shards_written=stats["shards"]["written_this_run"],
-        records=totals["records"], rows=totals["rows"], dead_letters=totals["dead_letters"],
-        prompt_tokens=totals["prompt_tokens"], completion_tokens=totals["completion_tokens"],
-        cost_usd=totals["cost_usd"], wall_s=wall, complete=complete, aborted=aborted, stats=stats,
+        job=job.name,
+        output=storage.uri,
+        fingerprint=fp,
+        planned_units=job.count,
+        shards_total=n_shards,
+        shards_skipped=len(committed),
+        shards_written=stats["shards"]["written_this_run"],
+        records=totals["records"],
+        rows=totals["rows"],
+        dead_letters=totals["dead_letters"],
+        prompt_tokens=totals["prompt_tokens"],
+        completion_tokens=totals["completion_tokens"],
+        cost_usd=totals["cost_usd"],
+        wall_s=wall,
+        complete=complete,
+        aborted=aborted,
+        stats=stats,
     )
 
 
@@ -259,8 +348,15 @@ def _warm() -> None:
     import synth.engine.sink  # noqa: F401 - pyarrow, fsspec and the sink, loaded once per pooled worker
 
 
-def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before: int, show: bool,
-             tally: dict[str, int], seen: dict[str, Any]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+def _execute(
+    job: JobSpec,
+    todo: list[Any],
+    partition_by: list[str],
+    done_before: int,
+    show: bool,
+    tally: dict[str, int],
+    seen: dict[str, Any],
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
     _quiet_ray_data()
     # the first write tasks would otherwise each start a worker process and import pyarrow in the
     # middle of the run; started now, those workers are ready (and kept: see init_ray) by then
@@ -270,8 +366,9 @@ def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before
     gateways.retried = seen.get("retried", [])
     gateways.start()
     # on the driver's node: the progress totals and the gateway directory must outlive any worker node
-    monitor = MonitorActor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-        ray.get_runtime_context().get_node_id(), soft=False)).remote()
+    monitor = MonitorActor.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    ).remote()
     ray.wait(warm, num_returns=len(warm), timeout=30)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     workers = job.engine.workers or max(1, cpus)
@@ -286,11 +383,20 @@ def _execute(job: JobSpec, todo: list[Any], partition_by: list[str], done_before
         # release that drops them, so users need not read about it on every run
         warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated", category=DeprecationWarning)
         ds = ds.map_batches(
-            ShardWorker, batch_size=1, compute=worker_pool(workers, job.engine.max_workers), scheduling_strategy="SPREAD",
+            ShardWorker,
+            batch_size=1,
+            compute=worker_pool(workers, job.engine.max_workers),
+            scheduling_strategy="SPREAD",
             num_cpus=min(1.0, cpus / workers) * 0.9,
-            fn_constructor_kwargs={"job_json": job.model_dump_json(), "gateways": gateways.by_route,
-                                   "weights": gateways.weights, "index": gateways.index, "monitor": monitor},
-            max_restarts=-1, max_task_retries=3,
+            fn_constructor_kwargs={
+                "job_json": job.model_dump_json(),
+                "gateways": gateways.by_route,
+                "weights": gateways.weights,
+                "index": gateways.index,
+                "monitor": monitor,
+            },
+            max_restarts=-1,
+            max_task_retries=3,
         )
     sink = _CollectingSink(job.output, partition_by)
     failure: list[BaseException] = []

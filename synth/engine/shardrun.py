@@ -119,7 +119,9 @@ def _payload(units: list[tuple[Unit, UnitResult]], schema: pa.Schema | None) -> 
     return (table.drop_columns(sorted(clash)) if clash else table), counts
 
 
-def records_table(units: list[tuple[Unit, UnitResult]], job: str, kind: str, schema: pa.Schema | None) -> pa.Table | None:
+def records_table(
+    units: list[tuple[Unit, UnitResult]], job: str, kind: str, schema: pa.Schema | None
+) -> pa.Table | None:
     """Envelope columns first, payload columns after, one row per payload row, in unit order.
 
     Built column by column: one short array per envelope field (a value per unit), repeated to
@@ -141,7 +143,12 @@ def dead_table(rows: list[dict[str, Any]]) -> pa.Table | None:
 
 
 async def run_shard(
-    generator: Generator, ctx: GenContext, shard: Shard, fp: str, *, concurrency: int = 256,
+    generator: Generator,
+    ctx: GenContext,
+    shard: Shard,
+    fp: str,
+    *,
+    concurrency: int = 256,
     on_unit: Callable[[bool], None] | None = None,
 ) -> ShardOutcome:
     """Make every unit of a shard: each ends as payload rows or as a dead letter with its reason."""
@@ -180,11 +187,18 @@ async def run_shard(
         if isinstance(res, BaseException):
             kind = res.kind if isinstance(res, SynthError) else "internal"
             msg = str(res) if isinstance(res, SynthError) else f"{type(res).__name__}: {res}"
-            dead.append({
-                "request_id": unit.id, "job": ctx.job, "shard": shard.index, "generator": generator.kind,
-                "error_kind": kind, "message": msg[:2000], "attempts": getattr(res, "attempts", 0) or 0,
-                "created_at": now,
-            })
+            dead.append(
+                {
+                    "request_id": unit.id,
+                    "job": ctx.job,
+                    "shard": shard.index,
+                    "generator": generator.kind,
+                    "error_kind": kind,
+                    "message": msg[:2000],
+                    "attempts": getattr(res, "attempts", 0) or 0,
+                    "created_at": now,
+                }
+            )
             continue
         ok.append((unit, res))
         for c in res.calls:

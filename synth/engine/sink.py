@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
@@ -85,8 +86,10 @@ def split_partitions(table: pa.Table, cols: list[str]) -> list[tuple[str, pa.Tab
     if len(starts) > 1 and np.any(order[1:] < order[:-1]):
         rest = rest.take(pa.array(order))
     groups = sorted(zip(keys, starts.tolist(), stops.tolist()), key=lambda g: tuple(str(g[0][c]) for c in cols))
-    return [("/".join(f"{c}={_partition_value(key[c])}" for c in cols), rest.slice(start, stop - start))
-            for key, start, stop in groups]
+    return [
+        ("/".join(f"{c}={_partition_value(key[c])}" for c in cols), rest.slice(start, stop - start))
+        for key, start, stop in groups
+    ]
 
 
 def encode(table: pa.Table, fmt: str, compression: str) -> bytes:
@@ -110,8 +113,15 @@ class ShardSink(Datasink):
     def get_name(self) -> str:
         return "SynthShards"
 
-    def publish(self, storage: Storage, shard: int, records: pa.Table | None, dead: pa.Table | None, stats: dict[str, Any],
-                piece: dict[str, Any] | None = None) -> dict[str, Any]:
+    def publish(
+        self,
+        storage: Storage,
+        shard: int,
+        records: pa.Table | None,
+        dead: pa.Table | None,
+        stats: dict[str, Any],
+        piece: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Publish one piece of a shard (``piece``: see :meth:`Shard.piece`; None is a whole shard)
         in files of its own, then commit the shard's new entry. A piece that retried the shard's
         dead letters replaces their files: the old ones are removed only after the commit."""
@@ -122,8 +132,9 @@ class ShardSink(Datasink):
             return {"shard": shard, **stats}
         base = manifest.entry(shard, gen - 1) if gen else None
         if gen and base is None:
-            raise StorageError(f"{storage.uri}: shard {shard} has no commit entry of generation {gen - 1} "
-                               "to add to; run the job again")
+            raise StorageError(
+                f"{storage.uri}: shard {shard} has no commit entry of generation {gen - 1} to add to; run the job again"
+            )
         ext = "jsonl" if self.out.format == "jsonl" else "parquet"
         parts: list[tuple[str, pa.Table, str]] = []  # (file, rows, format)
         name = piece_name(shard, gen)

@@ -35,7 +35,9 @@ def storage_options(out: OutputSpec, env: dict[str, str] | None = None) -> dict[
     for field, var in (("key", st.key_env), ("secret", st.secret_env)):
         if var:
             if not env.get(var):
-                raise StorageError(f"output.storage: environment variable {var} is not set; set it or remove {field}_env")
+                raise StorageError(
+                    f"output.storage: environment variable {var} is not set; set it or remove {field}_env"
+                )
             opts[field] = env[var]
     return opts
 
@@ -58,8 +60,10 @@ class Storage:
         try:
             fs, root = url_to_fs(uri, **storage_options(self._out, self._env))
         except ImportError as e:  # a known protocol whose package is not installed
-            raise ConfigError(f"output.uri: {self.uri!r} needs a package that is not installed ({_first_line(e)}); "
-                              "install it or use another output.uri") from None
+            raise ConfigError(
+                f"output.uri: {self.uri!r} needs a package that is not installed ({_first_line(e)}); "
+                "install it or use another output.uri"
+            ) from None
         except ValueError as e:  # fsspec's refusal of a malformed URI
             raise ConfigError(f"output.uri: {self.uri!r} cannot be opened ({_first_line(e)}); fix output.uri") from None
         return fs, root.rstrip("/")
@@ -143,9 +147,13 @@ class Storage:
         except (StorageError, ConfigError):
             raise
         except FileNotFoundError:
-            raise StorageError(f"bucket {self.root.split('/', 1)[0]!r} of {self.uri} does not exist; create it or fix output.uri") from None
+            raise StorageError(
+                f"bucket {self.root.split('/', 1)[0]!r} of {self.uri} does not exist; create it or fix output.uri"
+            ) from None
         except PermissionError as e:
-            raise StorageError(f"cannot access {self.uri}: permission denied ({type(e).__name__}); check the credentials") from None
+            raise StorageError(
+                f"cannot access {self.uri}: permission denied ({type(e).__name__}); check the credentials"
+            ) from None
         except Exception as e:  # noqa: BLE001 - botocore/aiohttp errors vary; name the cause in one line
             endpoint = self._out.storage.endpoint_url or "the default endpoint"
             raise StorageError(

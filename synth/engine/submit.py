@@ -20,7 +20,9 @@ def submit_job(job: JobSpec, *, address: str, wait: bool = False) -> str:
     try:
         client = JobSubmissionClient(address)
     except Exception as e:  # noqa: BLE001 - connection errors vary by transport
-        raise ConfigError(f"cannot reach the Ray cluster at {address}: {type(e).__name__}; check --address (the dashboard URL, e.g. http://head:8265)") from None
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address}: {type(e).__name__}; check --address (the dashboard URL, e.g. http://head:8265)"
+        ) from None
     with tempfile.TemporaryDirectory(prefix="synth-submit-") as tmp:
         Path(tmp, "job.json").write_text(json.dumps(job.model_dump(mode="json")))
         job_id = client.submit_job(

@@ -30,8 +30,15 @@ def local_routes(job: JobSpec) -> set[str]:
 
 
 class ShardWorker:
-    def __init__(self, job_json: str, gateways: dict[str, list[Any]], weights: dict[str, list[float]] | None = None,
-                 monitor: Any = None, worker: int = 0, index: dict[str, list[int]] | None = None) -> None:
+    def __init__(
+        self,
+        job_json: str,
+        gateways: dict[str, list[Any]],
+        weights: dict[str, list[float]] | None = None,
+        monitor: Any = None,
+        worker: int = 0,
+        index: dict[str, list[int]] | None = None,
+    ) -> None:
         from synth.generators.registry import create_generator
         from synth.providers.dispatch import Dispatcher
 
@@ -41,9 +48,17 @@ class ShardWorker:
         sim = local_routes(self.job)
         local = Dispatcher.from_spec(self.job, slots=[(r, 0, 1.0) for r in sorted(sim)]) if sim else None
         eng = self.job.engine
-        self.llm = GatewayClient(gateways, batch_size=eng.batch_size, wait_ms=eng.batch_wait_ms,
-                                 local=local, local_routes=sim, job=self.job, weights=weights,
-                                 index=index, directory=monitor)
+        self.llm = GatewayClient(
+            gateways,
+            batch_size=eng.batch_size,
+            wait_ms=eng.batch_wait_ms,
+            local=local,
+            local_routes=sim,
+            job=self.job,
+            weights=weights,
+            index=index,
+            directory=monitor,
+        )
         self.ctx = GenContext(job=self.job.name, seed=self.job.seed, llm=self.llm, worker=worker)
         self.monitor = monitor
         self._setup: asyncio.Future[None] | None = None
@@ -71,8 +86,13 @@ class ShardWorker:
         if local is not None:
             now = (local.usage[0], local.usage[1], local.cost_usd)
             sent, self._local_sent = self._local_sent, now
-            out.update({"local_prompt_tokens": now[0] - sent[0], "local_completion_tokens": now[1] - sent[1],
-                        "local_cost_usd": now[2] - sent[2]})
+            out.update(
+                {
+                    "local_prompt_tokens": now[0] - sent[0],
+                    "local_completion_tokens": now[1] - sent[1],
+                    "local_cost_usd": now[2] - sent[2],
+                }
+            )
         if self.monitor is not None and any(out.values()):
             self.monitor.report.remote(out)
 
@@ -100,10 +120,18 @@ class ShardWorker:
                 _seen.add(key)
                 return True
 
-            ctx = GenContext(job=self.ctx.job, seed=self.ctx.seed, llm=self.llm, retriever=self.ctx.retriever,
-                             claims=claim, worker=self.ctx.worker, extras=self.ctx.extras)
-            res = await run_shard(self.generator, ctx, shard, self.fp, concurrency=self.job.engine.concurrency,
-                                  on_unit=self._unit_done)
+            ctx = GenContext(
+                job=self.ctx.job,
+                seed=self.ctx.seed,
+                llm=self.llm,
+                retriever=self.ctx.retriever,
+                claims=claim,
+                worker=self.ctx.worker,
+                extras=self.ctx.extras,
+            )
+            res = await run_shard(
+                self.generator, ctx, shard, self.fp, concurrency=self.job.engine.concurrency, on_unit=self._unit_done
+            )
             out["shard"].append(shard.index)
             out["piece"].append(json.dumps(shard.piece()))
             out["records"].append(to_ipc(res.records))

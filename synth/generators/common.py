@@ -13,9 +13,24 @@ from pydantic import BaseModel
 
 from synth.errors import ConfigError
 
-ENVELOPE_COLUMNS = frozenset({
-    "id", "job", "shard", "generator", "model", "provider", "key_alias", "prompt_tokens", "completion_tokens",
-    "cost_usd", "latency_ms", "attempts", "finish_reason", "created_at"})
+ENVELOPE_COLUMNS = frozenset(
+    {
+        "id",
+        "job",
+        "shard",
+        "generator",
+        "model",
+        "provider",
+        "key_alias",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_usd",
+        "latency_ms",
+        "attempts",
+        "finish_reason",
+        "created_at",
+    }
+)
 """Columns the engine adds to every row; payload columns must not use these names."""
 
 
@@ -25,8 +40,20 @@ def numpy_rng(seed: int, *salt: object) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(int.from_bytes(digest, "little")))
 
 
-_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0,
-          "hour": 3600.0, "d": 86400.0, "day": 86400.0, "w": 604800.0, "week": 604800.0}
+_UNITS = {
+    "us": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "sec": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+    "d": 86400.0,
+    "day": 86400.0,
+    "w": 604800.0,
+    "week": 604800.0,
+}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
 
 

@@ -60,8 +60,10 @@ class CorrespondentSpec(BaseModel):
     model: str | None = Field(None, description="route of the user simulator (default: the generator's model)")
     system: str | None = Field(None, description="system prompt of the user simulator (default: a built-in one)")
     mode: Literal["sentinel", "structured"] = Field(
-        "sentinel", description="sentinel: a reply containing end_token ends the dialog; "
-                                "structured: it answers {continue, message}")
+        "sentinel",
+        description="sentinel: a reply containing end_token ends the dialog; "
+        "structured: it answers {continue, message}",
+    )
     end_token: str = Field("[END]", min_length=1, description="what the user simulator answers to end the dialog")
     temperature: float | None = Field(None, ge=0, le=2, description="sampling temperature of the user simulator")
 
@@ -70,46 +72,89 @@ class ConversationOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     instructions: Annotated[InstructionSpec, BeforeValidator(_instruction_shorthand)] = Field(
-        ..., description="what the user asks first: a list, a file, or a source with kind list, file, topics, "
-                         "documents or personas")
+        ...,
+        description="what the user asks first: a list, a file, or a source with kind list, file, topics, "
+        "documents or personas",
+    )
     system: str = Field("You are a helpful assistant.", description="the respondent's base system prompt")
-    modifiers: list[ModifierSpec] = Field(default_factory=list, description="persona and rag modifiers, applied in order")
+    modifiers: list[ModifierSpec] = Field(
+        default_factory=list, description="persona and rag modifiers, applied in order"
+    )
     turns: TurnsSpec = Field(default_factory=TurnsSpec, description="range of the number of answers per dialog")
     correspondent: CorrespondentSpec = Field(default_factory=CorrespondentSpec, description="the user simulator")
     tools: list[ToolSpec] = Field(default_factory=list, description="tools the respondent may call")
     max_tool_rounds: int = Field(4, ge=1, le=20, description="most tool-call rounds before one answer")
-    document_context: bool = Field(True, description="documents source: give the respondent the document it is asked about")
+    document_context: bool = Field(
+        True, description="documents source: give the respondent the document it is asked about"
+    )
     temperature: float | None = Field(None, ge=0, le=2, description="respondent sampling temperature")
     max_tokens: int | None = Field(None, gt=0, description="most output tokens per respondent call")
 
 
 # ---------------------------------------------------------------- arrow schema
 
-TOOL_CALL = pa.struct([("id", pa.string()), ("type", pa.string()),
-                       ("function", pa.struct([("name", pa.string()), ("arguments", pa.string())]))])
-MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string()), ("name", pa.string()),
-                     ("tool_calls", pa.list_(TOOL_CALL)), ("tool_call_id", pa.string())])
+TOOL_CALL = pa.struct(
+    [
+        ("id", pa.string()),
+        ("type", pa.string()),
+        ("function", pa.struct([("name", pa.string()), ("arguments", pa.string())])),
+    ]
+)
+MESSAGE = pa.struct(
+    [
+        ("role", pa.string()),
+        ("content", pa.string()),
+        ("name", pa.string()),
+        ("tool_calls", pa.list_(TOOL_CALL)),
+        ("tool_call_id", pa.string()),
+    ]
+)
 HIT = pa.struct([("id", pa.string()), ("score", pa.float64()), ("doc_id", pa.string()), ("chunk", pa.int64())])
 RETRIEVAL = pa.struct([("turn", pa.int32()), ("query", pa.string()), ("empty", pa.bool_()), ("hits", pa.list_(HIT))])
-USAGE = pa.struct([("turn", pa.int32()), ("role", pa.string()), ("request_id", pa.string()),
-                   ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("cost_usd", pa.float64())])
-SCHEMA = pa.schema([
-    ("messages", pa.list_(MESSAGE)), ("instruction", pa.string()), ("instruction_source", pa.string()),
-    ("topic", pa.string()), ("document_id", pa.string()), ("persona", pa.string()), ("user_persona", pa.string()),
-    ("retrieval", pa.list_(RETRIEVAL)), ("usage", pa.list_(USAGE)), ("turns", pa.int32()),
-    ("tool_calls", pa.int32()), ("ended_by", pa.string()),
-])
+USAGE = pa.struct(
+    [
+        ("turn", pa.int32()),
+        ("role", pa.string()),
+        ("request_id", pa.string()),
+        ("prompt_tokens", pa.int64()),
+        ("completion_tokens", pa.int64()),
+        ("cost_usd", pa.float64()),
+    ]
+)
+SCHEMA = pa.schema(
+    [
+        ("messages", pa.list_(MESSAGE)),
+        ("instruction", pa.string()),
+        ("instruction_source", pa.string()),
+        ("topic", pa.string()),
+        ("document_id", pa.string()),
+        ("persona", pa.string()),
+        ("user_persona", pa.string()),
+        ("retrieval", pa.list_(RETRIEVAL)),
+        ("usage", pa.list_(USAGE)),
+        ("turns", pa.int32()),
+        ("tool_calls", pa.int32()),
+        ("ended_by", pa.string()),
+    ]
+)
 
 
 def message_row(m: ChatMessage) -> dict[str, Any]:
     """A chat message in OpenAI format (tool calls nested as ``{id, type, function{name, arguments}}``)."""
-    calls = [{"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}
-             for t in m.tool_calls] if m.tool_calls else None
+    calls = (
+        [{"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}} for t in m.tool_calls]
+        if m.tool_calls
+        else None
+    )
     return {"role": m.role, "content": m.content, "name": m.name, "tool_calls": calls, "tool_call_id": m.tool_call_id}
 
 
-_END_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["continue", "message"],
-               "properties": {"continue": {"type": "boolean"}, "message": {"type": "string"}}}
+_END_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["continue", "message"],
+    "properties": {"continue": {"type": "boolean"}, "message": {"type": "string"}},
+}
 
 
 # ---------------------------------------------------------------- the generator
@@ -153,7 +198,9 @@ class ConversationGenerator:
             e.calls = calls  # type: ignore[attr-defined]  # what the failed dialog cost
             raise
 
-    async def _dialog(self, unit: Unit, ctx: GenContext, calls: list[Completion], usage: list[dict[str, Any]]) -> UnitResult:
+    async def _dialog(
+        self, unit: Unit, ctx: GenContext, calls: list[Completion], usage: list[dict[str, Any]]
+    ) -> UnitResult:
         o = self.options
         ins = await self.source.instruction(unit, ctx)
         self._account(calls, usage, ins.calls, 0, "instruction")
@@ -186,36 +233,75 @@ class ConversationGenerator:
                 break
             messages.append(ChatMessage(role="user", content=follow))
 
-        retrieval = [{"turn": t, "query": r.query, "empty": r.empty, "hits": [h.model_dump() for h in r.hits]}
-                     for t, r in shaped.retrievals]
+        retrieval = [
+            {"turn": t, "query": r.query, "empty": r.empty, "hits": [h.model_dump() for h in r.hits]}
+            for t, r in shaped.retrievals
+        ]
         row = {
-            "messages": [message_row(m) for m in messages], "instruction": ins.text,
-            "instruction_source": ins.source, "topic": ins.topic, "document_id": ins.document_id,
-            "persona": shaped.persona, "user_persona": ins.persona, "retrieval": retrieval, "usage": usage,
-            "turns": answers, "tool_calls": tool_calls, "ended_by": ended_by,
+            "messages": [message_row(m) for m in messages],
+            "instruction": ins.text,
+            "instruction_source": ins.source,
+            "topic": ins.topic,
+            "document_id": ins.document_id,
+            "persona": shaped.persona,
+            "user_persona": ins.persona,
+            "retrieval": retrieval,
+            "usage": usage,
+            "turns": answers,
+            "tool_calls": tool_calls,
+            "ended_by": ended_by,
         }
         stats = {**ins.stats, "turns": float(answers), "ended_early": float(ended_by == "correspondent")}
         return UnitResult(rows=[row], calls=calls, stats=stats)
 
     @staticmethod
-    def _account(calls: list[Completion], usage: list[dict[str, Any]], new: list[Completion], turn: int, role: str,
-                 first: bool = False) -> None:
+    def _account(
+        calls: list[Completion],
+        usage: list[dict[str, Any]],
+        new: list[Completion],
+        turn: int,
+        role: str,
+        first: bool = False,
+    ) -> None:
         # embeddings go first: the engine's envelope reports the model of the last call
         if first:
             calls[:0] = new
         else:
             calls.extend(new)
-        usage.extend({"turn": turn, "role": role, "request_id": c.request_id, "prompt_tokens": c.usage.prompt_tokens,
-                      "completion_tokens": c.usage.completion_tokens, "cost_usd": c.cost_usd} for c in new)
+        usage.extend(
+            {
+                "turn": turn,
+                "role": role,
+                "request_id": c.request_id,
+                "prompt_tokens": c.usage.prompt_tokens,
+                "completion_tokens": c.usage.completion_tokens,
+                "cost_usd": c.cost_usd,
+            }
+            for c in new
+        )
 
-    async def _respond(self, messages: list[ChatMessage], unit: Unit, turn: int, ctx: GenContext,
-                       calls: list[Completion], usage: list[dict[str, Any]]) -> int:
+    async def _respond(
+        self,
+        messages: list[ChatMessage],
+        unit: Unit,
+        turn: int,
+        ctx: GenContext,
+        calls: list[Completion],
+        usage: list[dict[str, Any]],
+    ) -> int:
         """One respondent answer, after any tool rounds; returns the number of tool calls made."""
         o, made = self.options, 0
         for rnd in range(o.max_tool_rounds + 1):
             rid = f"{unit.id}:t{turn}:r{rnd}"
-            req = Request(id=rid, model=self.route, messages=list(messages), seed=sub_seed(unit.seed, "respond", turn, rnd),
-                          tools=self.tools.declarations() or None, temperature=o.temperature, max_tokens=o.max_tokens)
+            req = Request(
+                id=rid,
+                model=self.route,
+                messages=list(messages),
+                seed=sub_seed(unit.seed, "respond", turn, rnd),
+                tools=self.tools.declarations() or None,
+                temperature=o.temperature,
+                max_tokens=o.max_tokens,
+            )
             c = await ctx.llm.complete(req)
             self._account(calls, usage, [c], turn, "respondent")
             if c.tool_calls:
@@ -234,19 +320,35 @@ class ConversationGenerator:
                 raise MalformedOutput(f"the respondent returned an empty answer at turn {turn}")
             messages.append(ChatMessage(role="assistant", content=c.text))
             return made
-        raise ToolLoop(f"the respondent was still calling tools after {o.max_tool_rounds} rounds at turn {turn}; "
-                       f"raise generator.max_tool_rounds")
+        raise ToolLoop(
+            f"the respondent was still calling tools after {o.max_tool_rounds} rounds at turn {turn}; "
+            f"raise generator.max_tool_rounds"
+        )
 
-    async def _follow_up(self, messages: list[ChatMessage], ins: Instruction, unit: Unit, turn: int, ctx: GenContext,
-                         calls: list[Completion], usage: list[dict[str, Any]]) -> str | None:
+    async def _follow_up(
+        self,
+        messages: list[ChatMessage],
+        ins: Instruction,
+        unit: Unit,
+        turn: int,
+        ctx: GenContext,
+        calls: list[Completion],
+        usage: list[dict[str, Any]],
+    ) -> str | None:
         """The correspondent's next user message, or None when it ends the dialog."""
         spec = self.options.correspondent
         structured = spec.mode == "structured"
-        c = await ctx.llm.complete(Request(
-            id=f"{unit.id}:t{turn}:c", model=self.correspondent_route, seed=sub_seed(unit.seed, "correspond", turn),
-            messages=self._correspondent_view(messages, ins), temperature=spec.temperature,
-            json_schema=_END_SCHEMA if structured else None, schema_name="next_message",
-        ))
+        c = await ctx.llm.complete(
+            Request(
+                id=f"{unit.id}:t{turn}:c",
+                model=self.correspondent_route,
+                seed=sub_seed(unit.seed, "correspond", turn),
+                messages=self._correspondent_view(messages, ins),
+                temperature=spec.temperature,
+                json_schema=_END_SCHEMA if structured else None,
+                schema_name="next_message",
+            )
+        )
         self._account(calls, usage, [c], turn, "correspondent")
         if structured:
             p = c.parsed if isinstance(c.parsed, dict) else None
@@ -270,11 +372,15 @@ class ConversationGenerator:
             system = spec.system
         else:
             who = f"You are this person: {ins.persona}\n" if ins.persona else ""
-            how = (f"When your needs are met or the conversation has run its course, answer only {spec.end_token}."
-                   if spec.mode == "sentinel" else
-                   "Answer with continue=false when your needs are met, else continue=true and your message.")
-            system = (f"{who}You are a user talking with an AI assistant. You opened with: {ins.text!r}\n"
-                      f"Write only your next message to the assistant: a natural follow-up in your own voice. {how}")
+            how = (
+                f"When your needs are met or the conversation has run its course, answer only {spec.end_token}."
+                if spec.mode == "sentinel"
+                else "Answer with continue=false when your needs are met, else continue=true and your message."
+            )
+            system = (
+                f"{who}You are a user talking with an AI assistant. You opened with: {ins.text!r}\n"
+                f"Write only your next message to the assistant: a natural follow-up in your own voice. {how}"
+            )
         view = [ChatMessage(role="system", content=system)]
         for m in messages:
             if m.role == "user":
@@ -284,5 +390,12 @@ class ConversationGenerator:
         return view
 
 
-__all__ = ["ConversationGenerator", "ConversationOptions", "CorrespondentSpec", "SCHEMA", "ToolLoop", "TurnsSpec",
-           "message_row"]
+__all__ = [
+    "ConversationGenerator",
+    "ConversationOptions",
+    "CorrespondentSpec",
+    "SCHEMA",
+    "ToolLoop",
+    "TurnsSpec",
+    "message_row",
+]

@@ -99,7 +99,8 @@ class Sessions(Strict):
     profile: RateProfile | None = Field(None, description="profile of session starts (default: the catalog's)")
     entry: dict[str, float] = Field(..., min_length=1, description="first event type -> relative weight")
     transitions: dict[str, dict[str, float]] = Field(
-        default_factory=dict, description="type -> next type (or 'end') -> probability; the rest ends the session")
+        default_factory=dict, description="type -> next type (or 'end') -> probability; the rest ends the session"
+    )
     gap: S.SamplerSpec = Field(S.ExponentialSpec(mean=30.0), description="seconds between events of a session")
     max_events: int = Field(100, ge=1, le=100_000, description="most events in one session")
 
@@ -137,8 +138,9 @@ class EventCatalog(Strict):
                 if label == "entry" and total <= 0:
                     raise ValueError("sessions.entry: weights need a positive sum")
                 if label != "entry" and total > 1 + 1e-6:
-                    raise ValueError(f"sessions.{label} sums to {total:.3g}; keep it <= 1 "
-                                     "(the remainder ends the session)")
+                    raise ValueError(
+                        f"sessions.{label} sums to {total:.3g}; keep it <= 1 (the remainder ends the session)"
+                    )
                 reached |= {k for k, p in row.items() if p > 0}
         never = [t.name for t in self.types if t.rate is None and t.name not in reached]
         if never:
@@ -148,9 +150,28 @@ class EventCatalog(Strict):
 
 # ---------------------------------------------------------------- model planning
 
-FAKER_PROVIDERS = ("name", "first_name", "last_name", "email", "company", "city", "country", "country_code",
-                   "street_address", "postcode", "phone_number", "job", "user_name", "url", "ipv4",
-                   "user_agent", "currency_code", "color_name", "word", "catch_phrase")
+FAKER_PROVIDERS = (
+    "name",
+    "first_name",
+    "last_name",
+    "email",
+    "company",
+    "city",
+    "country",
+    "country_code",
+    "street_address",
+    "postcode",
+    "phone_number",
+    "job",
+    "user_name",
+    "url",
+    "ipv4",
+    "user_agent",
+    "currency_code",
+    "color_name",
+    "word",
+    "catch_phrase",
+)
 
 
 def plan_model(max_types: int) -> type[BaseModel]:
@@ -266,21 +287,35 @@ def catalog_from_plan(plan: Any) -> EventCatalog:
             if total > 1:
                 for dst in row:
                     row[dst] /= total
-        sessions = Sessions(rate=Rate(per_second=plan.sessions_per_user_per_day / 86400, per_user=True),
-                            entry=entry, transitions=trans, gap=S.ExponentialSpec(mean=plan.mean_gap_s),
-                            max_events=50)
+        sessions = Sessions(
+            rate=Rate(per_second=plan.sessions_per_user_per_day / 86400, per_user=True),
+            entry=entry,
+            transitions=trans,
+            gap=S.ExponentialSpec(mean=plan.mean_gap_s),
+            max_events=50,
+        )
     reached = set()
     if sessions is not None:
         reached = {n for row in [sessions.entry, *sessions.transitions.values()] for n, p in row.items() if p > 0}
     for t in types:
         if t["rate"] is None and t["name"] not in reached:
             t["rate"] = Rate(per_second=1 / 86400, per_user=True)
-    profile = RateProfile(daily_amplitude=plan.daily_amplitude, peak_hour=plan.peak_hour,
-                          weekend_factor=plan.weekend_factor)
+    profile = RateProfile(
+        daily_amplitude=plan.daily_amplitude, peak_hour=plan.peak_hour, weekend_factor=plan.weekend_factor
+    )
     return EventCatalog(types=[EventType(**t) for t in types], sessions=sessions, profile=profile)
 
 
 __all__ = [
-    "END", "FAKER_PROVIDERS", "RESERVED", "EventCatalog", "EventType", "Rate", "RateProfile", "Sessions",
-    "TextField", "catalog_from_plan", "plan_model",
+    "END",
+    "FAKER_PROVIDERS",
+    "RESERVED",
+    "EventCatalog",
+    "EventType",
+    "Rate",
+    "RateProfile",
+    "Sessions",
+    "TextField",
+    "catalog_from_plan",
+    "plan_model",
 ]

@@ -34,8 +34,13 @@ from synth.generators.samplers import Sampler, SamplerSpec, build_sampler
 from synth.records import ChatMessage, Completion, Request
 
 _US = 1_000_000
-_NUMPY = {pa.int64(): np.int64, pa.float64(): np.float64, pa.bool_(): bool,
-          pa.timestamp("us", tz="UTC"): "datetime64[us]", pa.date32(): "datetime64[D]"}
+_NUMPY = {
+    pa.int64(): np.int64,
+    pa.float64(): np.float64,
+    pa.bool_(): bool,
+    pa.timestamp("us", tz="UTC"): "datetime64[us]",
+    pa.date32(): "datetime64[D]",
+}
 
 
 class EventsOptions(BaseModel):
@@ -88,8 +93,9 @@ def check_options(data: dict[str, Any]) -> EventsOptions:
     try:
         return EventsOptions.model_validate(data)
     except ValidationError as e:
-        raise ConfigError("\n".join(f"generator.{'.'.join(map(str, x['loc']))}: {x['msg']}"
-                                    for x in e.errors())) from None
+        raise ConfigError(
+            "\n".join(f"generator.{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        ) from None
 
 
 def _seed(*parts: object) -> int:
@@ -113,8 +119,10 @@ class _Prepared:
         for t, samplers in zip(catalog.types, self.payload):
             for col, s in samplers.items():
                 if columns.setdefault(col, _arrow_type(s)) != _arrow_type(s):
-                    raise ConfigError(f"catalog: column {col!r} of type {t.name!r} is {_arrow_type(s)} but "
-                                      f"{columns[col]} elsewhere; rename it or use one type")
+                    raise ConfigError(
+                        f"catalog: column {col!r} of type {t.name!r} is {_arrow_type(s)} but "
+                        f"{columns[col]} elsewhere; rename it or use one type"
+                    )
         for t in catalog.types:
             for col in t.text:
                 if columns.setdefault(col, pa.string()) != pa.string():
@@ -124,11 +132,20 @@ class _Prepared:
         self.funnel = Funnel.of(catalog, s) if s is not None else None
         self.gap = build_sampler(s.gap) if s is not None else None
         self.schema = pa.schema(
-            [("event_id", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")), ("date", pa.date32()),
-             ("event_type", pa.string()), ("user_id", pa.string()), ("session_id", pa.string()),
-             ("seq", pa.int32())] + list(columns.items()))
+            [
+                ("event_id", pa.string()),
+                ("timestamp", pa.timestamp("us", tz="UTC")),
+                ("date", pa.date32()),
+                ("event_type", pa.string()),
+                ("user_id", pa.string()),
+                ("session_id", pa.string()),
+                ("seq", pa.int32()),
+            ]
+            + list(columns.items())
+        )
         self.per_user = any(t.rate is not None and t.rate.per_user for t in catalog.types) or (
-            s is not None and s.rate.per_user)
+            s is not None and s.rate.per_user
+        )
 
 
 class EventsGenerator:
@@ -149,8 +166,10 @@ class EventsGenerator:
         self._prepared = _Prepared(options.catalog, options.user_fields) if options.catalog else None
         per_user = options.scenario is not None or (self._prepared is not None and self._prepared.per_user)
         if per_user and self.count > options.users:
-            raise ConfigError(f"count ({self.count}) exceeds users ({options.users}): units would have no users; "
-                              "set count <= users (one unit is one cohort of users)")
+            raise ConfigError(
+                f"count ({self.count}) exceeds users ({options.users}): units would have no users; "
+                "set count <= users (one unit is one cohort of users)"
+            )
         self.catalog_model = plan_model(options.max_types) if options.scenario else None  # what a model answers
         self._planning: asyncio.Future[_Prepared] | None = None
         self._width = len(str(max(options.users - 1, 0)))
@@ -177,11 +196,20 @@ class EventsGenerator:
             f"{o.users} users. Use snake_case names."
         )
         return Request(
-            id=f"{job_name}:events-catalog", model=self.route, temperature=0.0, seed=_seed(job_seed, "catalog"),
-            messages=[ChatMessage(role="system", content="You design realistic product analytics event "
-                                  "catalogs. Answer with JSON matching the schema."),
-                      ChatMessage(role="user", content=prompt)],
-            json_schema=inline_schema(self.catalog_model) if self.catalog_model else None, schema_name="event_catalog",
+            id=f"{job_name}:events-catalog",
+            model=self.route,
+            temperature=0.0,
+            seed=_seed(job_seed, "catalog"),
+            messages=[
+                ChatMessage(
+                    role="system",
+                    content="You design realistic product analytics event "
+                    "catalogs. Answer with JSON matching the schema.",
+                ),
+                ChatMessage(role="user", content=prompt),
+            ],
+            json_schema=inline_schema(self.catalog_model) if self.catalog_model else None,
+            schema_name="event_catalog",
             metadata={"purpose": "events.catalog"},
         )
 
@@ -230,11 +258,18 @@ class EventsGenerator:
             users = rng.integers(lo, hi, size=starts.size) if nu else np.full(starts.size, -1)
             w = walk(rng, starts, prep.funnel, prep.gap, cat.sessions.max_events, span)
             parts.append((w.t, w.type, users[w.session], w.session, w.seq))
-        t, etype, user, session, seq = (np.concatenate([p[i] for p in parts]) if parts else np.zeros(0)
-                                        for i in range(5))
+        t, etype, user, session, seq = (
+            np.concatenate([p[i] for p in parts]) if parts else np.zeros(0) for i in range(5)
+        )
         order = np.argsort(t, kind="stable")  # a session's events keep their order on equal times
-        return (t[order], etype[order].astype(np.int64), user[order].astype(np.int64),
-                session[order].astype(np.int64), seq[order].astype(np.int64), n_sessions)
+        return (
+            t[order],
+            etype[order].astype(np.int64),
+            user[order].astype(np.int64),
+            session[order].astype(np.int64),
+            seq[order].astype(np.int64),
+            n_sessions,
+        )
 
     async def generate(self, unit: Unit, ctx: GenContext) -> UnitResult:
         prep, calls = await self._catalog(ctx)
@@ -248,8 +283,10 @@ class EventsGenerator:
         def put(col: str, rows: np.ndarray, vals: Any) -> None:
             if col not in values:
                 dtype = _NUMPY.get(prep.columns[col], object)
-                values[col] = (np.zeros(n, dtype=dtype) if dtype is not object else np.full(n, None, dtype=object),
-                               np.zeros(n, dtype=bool))
+                values[col] = (
+                    np.zeros(n, dtype=dtype) if dtype is not object else np.full(n, None, dtype=object),
+                    np.zeros(n, dtype=bool),
+                )
             buf, present = values[col]
             buf[rows] = vals
             present[rows] = True
@@ -279,7 +316,8 @@ class EventsGenerator:
             "event_type": pc.take(prep.names, pa.array(etype)),
             "user_id": pc.take(pa.array(ids, type=pa.string()), pa.array(user - lo, mask=user < 0)),
             "session_id": pc.binary_join_element_wise(
-                f"{unit.index}-", pc.cast(pa.array(session, mask=session < 0), pa.string()), ""),
+                f"{unit.index}-", pc.cast(pa.array(session, mask=session < 0), pa.string()), ""
+            ),
             "seq": pa.array(seq.astype(np.int32), mask=seq < 0),
         }
         for col, kind in prep.columns.items():
@@ -288,31 +326,65 @@ class EventsGenerator:
                 cols[col] = pa.array(buf, type=kind, mask=~present, from_pandas=True)
             else:
                 cols[col] = pa.nulls(n, kind)
-        return UnitResult(rows=pa.Table.from_arrays([cols[f.name] for f in prep.schema], schema=prep.schema),
-                          calls=calls, stats=stats)
+        return UnitResult(
+            rows=pa.Table.from_arrays([cols[f.name] for f in prep.schema], schema=prep.schema), calls=calls, stats=stats
+        )
 
-    async def _texts(self, unit: Unit, ctx: GenContext, et: EventType, col: str, tf: Any, rows: np.ndarray,
-                     values: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[list[str], list[Completion], int]:
+    async def _texts(
+        self,
+        unit: Unit,
+        ctx: GenContext,
+        et: EventType,
+        col: str,
+        tf: Any,
+        rows: np.ndarray,
+        values: dict[str, tuple[np.ndarray, np.ndarray]],
+    ) -> tuple[list[str], list[Completion], int]:
         """One text per row, ``text_batch`` per request, each listing the rows' sampled fields."""
         size, gate = self.options.text_batch, asyncio.Semaphore(self.options.text_concurrency)
         context = [c for c in (*self.options.user_fields, *et.payload) if c in values][:8]
-        schema = {"type": "object", "additionalProperties": False, "required": ["texts"], "properties": {"texts": {
-            "type": "array", "items": {"type": "string"}, "minItems": 0, "maxItems": 0}}}
+        schema = {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["texts"],
+            "properties": {"texts": {"type": "array", "items": {"type": "string"}, "minItems": 0, "maxItems": 0}},
+        }
 
         async def batch(b: int, chunk: np.ndarray) -> tuple[list[str], Completion, int]:
-            lines = [f"{i + 1}. " + ", ".join(f"{c}={_show(values[c][0][r])}" for c in context)
-                     for i, r in enumerate(chunk)]
-            prompt = (f"Event type: {et.name}" + (f" ({et.description})" if et.description else "") +
-                      f"\nFor each event below write {tf.prompt}, at most {tf.max_words} words, consistent with "
-                      f"its fields. Return exactly {len(chunk)} texts in order.\n" + "\n".join(lines))
-            sch = {**schema, "properties": {"texts": {**schema["properties"]["texts"],  # type: ignore[index]
-                                                      "minItems": len(chunk), "maxItems": len(chunk)}}}
-            req = Request(id=f"{unit.id}:text:{et.name}:{col}:{b}", model=self.route, json_schema=sch,
-                          schema_name="texts", seed=_seed(unit.seed, et.name, col, b),
-                          messages=[ChatMessage(role="system", content="You write short realistic texts for "
-                                                "event data. Answer with JSON matching the schema."),
-                                    ChatMessage(role="user", content=prompt)],
-                          metadata={"purpose": "events.text", "event_type": et.name, "field": col})
+            lines = [
+                f"{i + 1}. " + ", ".join(f"{c}={_show(values[c][0][r])}" for c in context) for i, r in enumerate(chunk)
+            ]
+            prompt = (
+                f"Event type: {et.name}"
+                + (f" ({et.description})" if et.description else "")
+                + f"\nFor each event below write {tf.prompt}, at most {tf.max_words} words, consistent with "
+                f"its fields. Return exactly {len(chunk)} texts in order.\n" + "\n".join(lines)
+            )
+            sch = {
+                **schema,
+                "properties": {
+                    "texts": {
+                        **schema["properties"]["texts"],  # type: ignore[index]
+                        "minItems": len(chunk),
+                        "maxItems": len(chunk),
+                    }
+                },
+            }
+            req = Request(
+                id=f"{unit.id}:text:{et.name}:{col}:{b}",
+                model=self.route,
+                json_schema=sch,
+                schema_name="texts",
+                seed=_seed(unit.seed, et.name, col, b),
+                messages=[
+                    ChatMessage(
+                        role="system",
+                        content="You write short realistic texts for event data. Answer with JSON matching the schema.",
+                    ),
+                    ChatMessage(role="user", content=prompt),
+                ],
+                metadata={"purpose": "events.text", "event_type": et.name, "field": col},
+            )
             async with gate:
                 done = await ctx.llm.complete(req)
             got = done.parsed.get("texts") if isinstance(done.parsed, dict) else None
@@ -342,8 +414,10 @@ async def plan_catalog(gen: EventsGenerator, llm: Any, job_name: str, seed: int)
         plan = gen.catalog_model.model_validate(completion.parsed)
     except ValidationError as e:
         first = e.errors()[0]
-        raise MalformedOutput(f"event catalog: {'.'.join(map(str, first['loc']))}: {first['msg']} "
-                              f"({e.error_count()} problems); the model's answer does not match the schema") from None
+        raise MalformedOutput(
+            f"event catalog: {'.'.join(map(str, first['loc']))}: {first['msg']} "
+            f"({e.error_count()} problems); the model's answer does not match the schema"
+        ) from None
     return catalog_from_plan(plan), completion
 
 

@@ -22,7 +22,7 @@ import asyncio
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal, Protocol, Union
+from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,14 +63,18 @@ class _Spec(BaseModel):
 class ListInstructions(_Spec):
     kind: Literal["list"] = "list"
     items: list[str] = Field(..., min_length=1, description="the instructions")
-    order: Literal["cycle", "random"] = Field("cycle", description="cycle: unit i gets item i mod n; random: seeded pick")
+    order: Literal["cycle", "random"] = Field(
+        "cycle", description="cycle: unit i gets item i mod n; random: seeded pick"
+    )
 
 
 class FileInstructions(_Spec):
     kind: Literal["file"] = "file"
     uri: str = Field(..., description="txt (one instruction per line), jsonl, csv or parquet; path, fsspec URI or glob")
     field: str | None = Field(None, description="column holding the instruction in jsonl/csv/parquet rows")
-    order: Literal["cycle", "random"] = Field("cycle", description="cycle: unit i gets row i mod n; random: seeded pick")
+    order: Literal["cycle", "random"] = Field(
+        "cycle", description="cycle: unit i gets row i mod n; random: seeded pick"
+    )
 
 
 class _LLMSpec(_Spec):
@@ -88,7 +92,9 @@ class TopicInstructions(_LLMSpec):
 
 class DocumentInstructions(_LLMSpec):
     kind: Literal["documents"] = "documents"
-    uri: str = Field(..., description="documents: txt/md files (one per file) or jsonl/csv/parquet rows; path, URI or glob")
+    uri: str = Field(
+        ..., description="documents: txt/md files (one per file) or jsonl/csv/parquet rows; path, URI or glob"
+    )
     per_document: int = Field(1, ge=1, le=100, description="instructions per document (count = documents x this)")
     text_field: str = Field("text", description="row field holding the document text")
     id_field: str = Field("id", description="row field holding the document id")
@@ -107,12 +113,16 @@ class PersonaInstructions(_LLMSpec):
 
 
 InstructionSpec = Annotated[
-    Union[ListInstructions, FileInstructions, TopicInstructions, DocumentInstructions, PersonaInstructions],
+    ListInstructions | FileInstructions | TopicInstructions | DocumentInstructions | PersonaInstructions,
     Field(discriminator="kind"),
 ]
 
-_LIST_SCHEMA = {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "string"}}},
-                "required": ["items"], "additionalProperties": False}
+_LIST_SCHEMA = {
+    "type": "object",
+    "properties": {"items": {"type": "array", "items": {"type": "string"}}},
+    "required": ["items"],
+    "additionalProperties": False,
+}
 
 
 def _norm(text: str) -> str:
@@ -154,8 +164,14 @@ class _Base:
     async def _ask_list(self, ctx: GenContext, key: str, prompt: str, n: int) -> tuple[list[str], list[Completion]]:
         """One structured call answering ``{"items": [...]}``; deterministic id and seed from ``key``."""
         digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-        req = Request(id=f"{self.name}:{self.kind}:{digest}", model=self.route, seed=sub_seed(self.seed, key),
-                      messages=[ChatMessage(role="user", content=prompt)], json_schema=_LIST_SCHEMA, schema_name="items")
+        req = Request(
+            id=f"{self.name}:{self.kind}:{digest}",
+            model=self.route,
+            seed=sub_seed(self.seed, key),
+            messages=[ChatMessage(role="user", content=prompt)],
+            json_schema=_LIST_SCHEMA,
+            schema_name="items",
+        )
         c = await ctx.llm.complete(req)
         items = _distinct((c.parsed or {}).get("items") if isinstance(c.parsed, dict) else None, n)
         if not items:
@@ -203,7 +219,9 @@ class ListSource(_Base):
             where = "generator.instructions.uri"
             values = read_values(resolve_uri(self.spec.uri, self.job), where, self.spec.field)
             if any(not isinstance(v, str) for v in values):
-                raise ConfigError(f"{where}: rows are not text; set generator.instructions.field to the instruction column")
+                raise ConfigError(
+                    f"{where}: rows are not text; set generator.instructions.field to the instruction column"
+                )
             self.items = values
 
     async def instruction(self, unit: Unit, ctx: GenContext) -> Instruction:
@@ -221,10 +239,18 @@ class TopicSource(_Base):
         level: list[tuple[str, ...]] = [(t,) for t in _distinct(s.seeds)]
         leaves: list[tuple[str, ...]] = []
         for _ in range(s.depth):
-            answers = await asyncio.gather(*(self._ask_list(
-                ctx, "subtopics:" + " > ".join(path),
-                f"List {s.breadth} distinct, specific subtopics of the topic '{' > '.join(path)}'. "
-                f"Answer with short noun phrases.{self._guidance()}", s.breadth) for path in level))
+            answers = await asyncio.gather(
+                *(
+                    self._ask_list(
+                        ctx,
+                        "subtopics:" + " > ".join(path),
+                        f"List {s.breadth} distinct, specific subtopics of the topic '{' > '.join(path)}'. "
+                        f"Answer with short noun phrases.{self._guidance()}",
+                        s.breadth,
+                    )
+                    for path in level
+                )
+            )
             nxt: list[tuple[str, ...]] = []
             for path, (subs, calls) in zip(level, answers):
                 self.pending.extend(calls)
@@ -241,10 +267,13 @@ class TopicSource(_Base):
         group, j = divmod(unit.index, k)
         topic, round_ = self.leaves[group % n], group // n
         items, calls = await self._batch(
-            ctx, f"leaf:{topic}:{round_}",
+            ctx,
+            f"leaf:{topic}:{round_}",
             f"Write {k} distinct, self-contained requests or questions a user could ask an AI assistant "
             f"about '{topic}'. Vary their kind, length and difficulty.{self._guidance()}"
-            + (f" (set {round_ + 1}: avoid the most obvious ones)" if round_ else ""), k)
+            + (f" (set {round_ + 1}: avoid the most obvious ones)" if round_ else ""),
+            k,
+        )
         return self._charge(Instruction(text=items[j % len(items)], source="topics", topic=topic, calls=calls))
 
 
@@ -262,7 +291,8 @@ class DocumentSource(_Base):
         if count != want:
             raise ConfigError(
                 f"count: document coverage needs count = {len(self.docs)} documents x {self.spec.per_document} "
-                f"per_document = {want}, not {count}; set count: {want}")
+                f"per_document = {want}, not {count}; set count: {want}"
+            )
 
     async def instruction(self, unit: Unit, ctx: GenContext) -> Instruction:
         k = self.spec.per_document
@@ -270,13 +300,17 @@ class DocumentSource(_Base):
         doc = self.docs[d % len(self.docs)]
         text = doc.text[: self.spec.max_chars]
         items, calls = await self._batch(
-            ctx, f"doc:{doc.id}",
+            ctx,
+            f"doc:{doc.id}",
             f"Here is a document:\n<document>\n{text}\n</document>\nWrite {k} distinct questions or requests a "
             f"user could ask that this document answers. Each must make sense without seeing the document."
-            f"{self._guidance()}", k)
+            f"{self._guidance()}",
+            k,
+        )
         stats = {"document_instructions": 1.0, "documents": 1.0 if j == 0 else 0.0}
-        return Instruction(text=items[j % len(items)], source="documents", document_id=doc.id, context=text,
-                           calls=calls, stats=stats)
+        return Instruction(
+            text=items[j % len(items)], source="documents", document_id=doc.id, context=text, calls=calls, stats=stats
+        )
 
 
 class PersonaSource(_Base):
@@ -293,13 +327,22 @@ class PersonaSource(_Base):
         if s.personas is not None:
             self.personas = _distinct(s.personas)
         elif s.personas_file is not None:
-            self.personas = _distinct([str(v) for v in read_values(
-                resolve_uri(s.personas_file, self.job), "generator.instructions.personas_file", s.personas_field)])
+            self.personas = _distinct(
+                [
+                    str(v)
+                    for v in read_values(
+                        resolve_uri(s.personas_file, self.job), "generator.instructions.personas_file", s.personas_field
+                    )
+                ]
+            )
         else:
             self.personas, calls = await self._ask_list(
-                ctx, f"personas:{s.persona_hint}:{s.generate}",
+                ctx,
+                f"personas:{s.persona_hint}:{s.generate}",
                 f"Describe {s.generate} distinct personas, {s.persona_hint}, one sentence each: who they are, "
-                f"what they know and how they write.{self._guidance()}", s.generate)
+                f"what they know and how they write.{self._guidance()}",
+                s.generate,
+            )
             self.pending.extend(calls)
         self.topics = _distinct(s.topics)
 
@@ -308,18 +351,36 @@ class PersonaSource(_Base):
         group, j = divmod(unit.index, k)
         persona, topic, round_ = self.personas[group % p], self.topics[(group // p) % t], group // (p * t)
         items, calls = await self._batch(
-            ctx, f"pair:{persona}:{topic}:{round_}",
+            ctx,
+            f"pair:{persona}:{topic}:{round_}",
             f"You are this person: {persona}\nWrite {k} distinct messages you would send to an AI assistant about "
-            f"'{topic}', in your own voice.{self._guidance()}", k)
-        return self._charge(Instruction(text=items[j % len(items)], source="personas", topic=topic, persona=persona,
-                                        calls=calls))
+            f"'{topic}', in your own voice.{self._guidance()}",
+            k,
+        )
+        return self._charge(
+            Instruction(text=items[j % len(items)], source="personas", topic=topic, persona=persona, calls=calls)
+        )
 
 
 def build_instruction_source(spec: Any, job: Any) -> InstructionSource:
-    cls = {"list": ListSource, "file": ListSource, "topics": TopicSource, "documents": DocumentSource,
-           "personas": PersonaSource}[spec.kind]
+    cls = {
+        "list": ListSource,
+        "file": ListSource,
+        "topics": TopicSource,
+        "documents": DocumentSource,
+        "personas": PersonaSource,
+    }[spec.kind]
     return cls(spec, job)  # type: ignore[abstract]
 
 
-__all__ = ["DocumentInstructions", "FileInstructions", "Instruction", "InstructionSource", "InstructionSpec",
-           "ListInstructions", "PersonaInstructions", "TopicInstructions", "build_instruction_source"]
+__all__ = [
+    "DocumentInstructions",
+    "FileInstructions",
+    "Instruction",
+    "InstructionSource",
+    "InstructionSpec",
+    "ListInstructions",
+    "PersonaInstructions",
+    "TopicInstructions",
+    "build_instruction_source",
+]

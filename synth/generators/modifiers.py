@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Protocol, Union
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -64,9 +64,13 @@ class PersonaModifierSpec(_Spec):
     personas: list[str] | None = Field(None, description="persona descriptions")
     file: str | None = Field(None, description="file of personas: txt lines, or jsonl/csv/parquet rows with 'field'")
     field: str | None = Field(None, description="row field holding the persona")
-    order: Literal["random", "cycle"] = Field("random", description="random: seeded pick per unit; cycle: unit i gets i mod n")
-    template: str = Field("Adopt this persona in all your answers: {persona}",
-                          description="text appended to the system prompt; {persona} is replaced")
+    order: Literal["random", "cycle"] = Field(
+        "random", description="random: seeded pick per unit; cycle: unit i gets i mod n"
+    )
+    template: str = Field(
+        "Adopt this persona in all your answers: {persona}",
+        description="text appended to the system prompt; {persona} is replaced",
+    )
 
 
 class RagModifierSpec(_Spec):
@@ -74,23 +78,32 @@ class RagModifierSpec(_Spec):
     collection: str | None = Field(None, description="Qdrant collection built with `synth index` (with path or url)")
     path: str | None = Field(None, description="local Qdrant folder (path or fsspec URI); one of path / url / source")
     url: str | None = Field(None, description="Qdrant server URL")
-    source: str | None = Field(None, description="documents each worker indexes in memory at setup instead "
-                               "(small corpora: no `synth index` step, embeddings paid once per worker)")
+    source: str | None = Field(
+        None,
+        description="documents each worker indexes in memory at setup instead "
+        "(small corpora: no `synth index` step, embeddings paid once per worker)",
+    )
     chunk_size: int = Field(800, ge=50, description="source: characters per chunk")
     overlap: int = Field(100, ge=0, description="source: characters shared by neighbouring chunks")
     api_key_env: str | None = Field(None, description="environment variable holding the Qdrant server API key")
-    local_mode: Literal["copy", "open"] = Field("copy", description="copy: each worker opens a private copy of the "
-                                                "folder; open: open it in place (single process only)")
+    local_mode: Literal["copy", "open"] = Field(
+        "copy",
+        description="copy: each worker opens a private copy of the "
+        "folder; open: open it in place (single process only)",
+    )
     top_k: int = Field(4, ge=1, le=50, description="chunks retrieved per query")
     score_threshold: float | None = Field(None, description="drop hits scoring below this")
-    embed_model: str | None = Field(None, description="route computing query embeddings (default: the generator's model)")
+    embed_model: str | None = Field(
+        None, description="route computing query embeddings (default: the generator's model)"
+    )
     per_turn: bool = Field(False, description="retrieve again for every follow-up instead of once per dialog")
     template: str = Field(
         "Use the following context to answer. If it does not hold the answer, say so.\n<context>\n{context}\n</context>",
-        description="text appended to the system prompt; {context} is replaced")
+        description="text appended to the system prompt; {context} is replaced",
+    )
 
 
-ModifierSpec = Annotated[Union[PersonaModifierSpec, RagModifierSpec], Field(discriminator="kind")]
+ModifierSpec = Annotated[PersonaModifierSpec | RagModifierSpec, Field(discriminator="kind")]
 
 
 def _fill(template: str, **values: str) -> str:
@@ -136,7 +149,9 @@ class PersonaModifier:
 class RagModifier:
     def __init__(self, spec: RagModifierSpec, job: Any, where: str) -> None:
         if sum(bool(x) for x in (spec.path, spec.url, spec.source)) > 1:
-            raise ConfigError(f"{where}: give one of path (local Qdrant folder), url (Qdrant server) or source (documents)")
+            raise ConfigError(
+                f"{where}: give one of path (local Qdrant folder), url (Qdrant server) or source (documents)"
+            )
         if (spec.path or spec.url) and not spec.collection:
             raise ConfigError(f"{where}.collection: name the collection to query at {spec.path or spec.url!r}")
         if spec.collection and not (spec.path or spec.url or spec.source):
@@ -160,8 +175,10 @@ class RagModifier:
 
             fs, root = fsspec.core.url_to_fs(resolve_uri(spec.path, job))
             if not fs.exists(root.rstrip("/") + "/meta.json"):
-                raise ConfigError(f"{where}.path: {spec.path!r} is not a Qdrant folder; build it with "
-                                  f"`synth index SOURCE --collection {spec.collection} --path {spec.path}`")
+                raise ConfigError(
+                    f"{where}.path: {spec.path!r} is not a Qdrant folder; build it with "
+                    f"`synth index SOURCE --collection {spec.collection} --path {spec.path}`"
+                )
         self.spec, self.job, self.where = spec, job, where
         self.route = spec.embed_model or (job.generator.model if job is not None else "default")
         self.retriever: Any = None
@@ -190,8 +207,15 @@ class RagModifier:
                 raise KeyMissing(f"{self.where}.api_key_env: environment variable {s.api_key_env} is not set")
         path = resolve_uri(s.path, self.job) if s.path else None
         self.retriever = await QdrantRetriever.open(
-            s.collection, embedder=LLMEmbedder(ctx.llm, model=self.route), path=path, url=s.url, api_key=api_key,
-            local_mode=s.local_mode, top_k=s.top_k, score_threshold=s.score_threshold)
+            s.collection,
+            embedder=LLMEmbedder(ctx.llm, model=self.route),
+            path=path,
+            url=s.url,
+            api_key=api_key,
+            local_mode=s.local_mode,
+            top_k=s.top_k,
+            score_threshold=s.score_threshold,
+        )
         self._owned = True
 
     async def _index_in_memory(self, ctx: GenContext) -> tuple[Any, list[Completion]]:
@@ -215,8 +239,9 @@ class RagModifier:
         client = AsyncQdrantClient(location=":memory:")
         name = s.collection or "documents"
         await index_into(client, name, docs, _Recording(), chunk_size=s.chunk_size, overlap=s.overlap)
-        retriever = QdrantRetriever(collection=name, embedder=embedder, async_client=client, top_k=s.top_k,
-                                    score_threshold=s.score_threshold)
+        retriever = QdrantRetriever(
+            collection=name, embedder=embedder, async_client=client, top_k=s.top_k, score_threshold=s.score_threshold
+        )
         return retriever, raw
 
     async def _retrieve(self, shaped: Shaped, query: str, turn: int) -> RetrievalResult:
@@ -250,5 +275,13 @@ def build_modifier(spec: Any, job: Any, where: str) -> PromptModifier:
     return RagModifier(spec, job, where)
 
 
-__all__ = ["ModifierSpec", "PersonaModifier", "PersonaModifierSpec", "PromptModifier", "RagModifier",
-           "RagModifierSpec", "Shaped", "build_modifier"]
+__all__ = [
+    "ModifierSpec",
+    "PersonaModifier",
+    "PersonaModifierSpec",
+    "PromptModifier",
+    "RagModifier",
+    "RagModifierSpec",
+    "Shaped",
+    "build_modifier",
+]

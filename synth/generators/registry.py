@@ -36,11 +36,15 @@ def available_generators() -> dict[str, str]:
 
 
 def _check_class(obj: Any, origin: str) -> type:
-    missing = [a for a in ("kind", "Options", "generate", "setup", "partition_by", "arrow_schema") if not hasattr(obj, a)]
+    missing = [
+        a for a in ("kind", "Options", "generate", "setup", "partition_by", "arrow_schema") if not hasattr(obj, a)
+    ]
     if not isinstance(obj, type) or missing:
         what = f"lacks {', '.join(missing)}" if isinstance(obj, type) else "is not a class"
-        raise ConfigError(f"generator.kind: {origin} {what}; a generator class needs kind, Options, setup, "
-                          f"generate, partition_by and arrow_schema")
+        raise ConfigError(
+            f"generator.kind: {origin} {what}; a generator class needs kind, Options, setup, "
+            f"generate, partition_by and arrow_schema"
+        )
     if not (isinstance(obj.Options, type) and issubclass(obj.Options, BaseModel)):
         raise ConfigError(f"generator.kind: {origin}.Options must be a pydantic model class")
     return obj
@@ -53,15 +57,18 @@ def get_generator(kind: str) -> type:
         try:
             obj = ep.load()
         except Exception as e:  # noqa: BLE001 - a broken plugin is reported, not crashed on
-            raise ConfigError(f"generator.kind: {kind!r} is registered as {ep.value!r} but failed to import: "
-                              f"{type(e).__name__}: {e}") from None
+            raise ConfigError(
+                f"generator.kind: {kind!r} is registered as {ep.value!r} but failed to import: {type(e).__name__}: {e}"
+            ) from None
         return _check_class(obj, f"{kind!r} ({ep.value})")
     if ":" in kind:
         mod_name, _, attr = kind.partition(":")
         try:
             mod = importlib.import_module(mod_name)
         except ImportError as e:
-            raise ConfigError(f"generator.kind: cannot import {mod_name!r} ({e}); install the package or fix the path") from None
+            raise ConfigError(
+                f"generator.kind: cannot import {mod_name!r} ({e}); install the package or fix the path"
+            ) from None
         obj = getattr(mod, attr, None)
         if obj is None:
             raise ConfigError(f"generator.kind: module {mod_name!r} has no {attr!r}")

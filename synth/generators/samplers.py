@@ -93,8 +93,9 @@ class ChoiceSpec(_Spec):
     def _weights(self) -> ChoiceSpec:
         if self.weights is not None:
             if len(self.weights) != len(self.values):
-                raise ValueError(f"weights has {len(self.weights)} entries for {len(self.values)} values; "
-                                 "give one per value")
+                raise ValueError(
+                    f"weights has {len(self.weights)} entries for {len(self.values)} values; give one per value"
+                )
             if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
                 raise ValueError("weights must be >= 0 with a positive sum")
         return self
@@ -292,8 +293,15 @@ class FakerSpec(_Spec):
             probe = _plain(fn(**args))
         except TypeError as e:
             raise ConfigError(f"faker provider {self.provider!r}: bad args {args}: {e}") from None
-        kind = (pa.bool_() if isinstance(probe, bool) else pa.int64() if isinstance(probe, int)
-                else pa.float64() if isinstance(probe, float) else pa.string())
+        kind = (
+            pa.bool_()
+            if isinstance(probe, bool)
+            else pa.int64()
+            if isinstance(probe, int)
+            else pa.float64()
+            if isinstance(probe, float)
+            else pa.string()
+        )
         dtype: Any = {pa.bool_(): bool, pa.int64(): np.int64, pa.float64(): np.float64}.get(kind, object)
 
         def draw(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -304,13 +312,31 @@ class FakerSpec(_Spec):
 
 
 SAMPLER_SPECS: tuple[type[BaseModel], ...] = (
-    ChoiceSpec, UniformSpec, NormalSpec, LognormalSpec, ExponentialSpec, PoissonSpec, BoolSpec,
-    ConstSpec, DatetimeSpec, IdSpec, FakerSpec,
+    ChoiceSpec,
+    UniformSpec,
+    NormalSpec,
+    LognormalSpec,
+    ExponentialSpec,
+    PoissonSpec,
+    BoolSpec,
+    ConstSpec,
+    DatetimeSpec,
+    IdSpec,
+    FakerSpec,
 )
 
 SamplerSpec = Annotated[
-    ChoiceSpec | UniformSpec | NormalSpec | LognormalSpec | ExponentialSpec | PoissonSpec | BoolSpec | ConstSpec
-    | DatetimeSpec | IdSpec | FakerSpec,
+    ChoiceSpec
+    | UniformSpec
+    | NormalSpec
+    | LognormalSpec
+    | ExponentialSpec
+    | PoissonSpec
+    | BoolSpec
+    | ConstSpec
+    | DatetimeSpec
+    | IdSpec
+    | FakerSpec,
     Field(discriminator="kind"),
 ]
 """Any built-in sampler spec, chosen by its ``kind`` field."""
@@ -344,7 +370,26 @@ def sample(spec: Any, rng: np.random.Generator, n: int) -> np.ndarray | list[Any
 
 
 __all__ = [
-    "ENVELOPE_COLUMNS", "SAMPLER_SPECS", "BoolSpec", "ChoiceSpec", "ConstSpec", "DatetimeSpec", "ExponentialSpec",
-    "FakerSpec", "IdSpec", "LognormalSpec", "NormalSpec", "PoissonSpec", "Sampler", "SamplerSpec", "UniformSpec",
-    "build_sampler", "inline_schema", "numpy_rng", "parse_duration", "parse_sampler", "sample", "utc",
+    "ENVELOPE_COLUMNS",
+    "SAMPLER_SPECS",
+    "BoolSpec",
+    "ChoiceSpec",
+    "ConstSpec",
+    "DatetimeSpec",
+    "ExponentialSpec",
+    "FakerSpec",
+    "IdSpec",
+    "LognormalSpec",
+    "NormalSpec",
+    "PoissonSpec",
+    "Sampler",
+    "SamplerSpec",
+    "UniformSpec",
+    "build_sampler",
+    "inline_schema",
+    "numpy_rng",
+    "parse_duration",
+    "parse_sampler",
+    "sample",
+    "utc",
 ]

@@ -17,7 +17,8 @@ import hashlib
 import importlib
 import json
 import re
-from typing import Any, Callable, ClassVar, Literal
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,10 +29,24 @@ from synth.generators.templates import PromptTemplate, VarSampler, VarSpec, read
 from synth.records import ChatMessage, Request, trusted
 
 # columns the engine adds to every record; a payload column of the same name would be lost
-ENVELOPE_COLUMNS = frozenset({
-    "id", "job", "shard", "generator", "model", "provider", "key_alias", "prompt_tokens",
-    "completion_tokens", "cost_usd", "latency_ms", "attempts", "finish_reason", "created_at",
-})
+ENVELOPE_COLUMNS = frozenset(
+    {
+        "id",
+        "job",
+        "shard",
+        "generator",
+        "model",
+        "provider",
+        "key_alias",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_usd",
+        "latency_ms",
+        "attempts",
+        "finish_reason",
+        "created_at",
+    }
+)
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -146,7 +161,9 @@ def content_key(prefix: str, value: Any) -> str:
 # ---------------------------------------------------------------- schemas
 
 
-def load_schema(spec: str | dict[str, Any], *, job: Any = None, where: str = "generator.schema") -> tuple[dict[str, Any], type[BaseModel] | None]:
+def load_schema(
+    spec: str | dict[str, Any], *, job: Any = None, where: str = "generator.schema"
+) -> tuple[dict[str, Any], type[BaseModel] | None]:
     """(JSON Schema, pydantic model or None) from an inline schema, a file URI or 'pkg.mod:Model'."""
     model: type[BaseModel] | None = None
     if isinstance(spec, dict):
@@ -183,7 +200,9 @@ def import_object(path: str, where: str) -> Any:
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as e:
-        raise ConfigError(f"{where}: cannot import module {mod_name!r} ({e}); is it installed or on PYTHONPATH?") from None
+        raise ConfigError(
+            f"{where}: cannot import module {mod_name!r} ({e}); is it installed or on PYTHONPATH?"
+        ) from None
     try:
         return getattr(mod, attr)
     except AttributeError:
@@ -197,29 +216,41 @@ class StructuredOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     schema_: str | dict[str, Any] = Field(
-        ..., alias="schema",
+        ...,
+        alias="schema",
         description="JSON Schema of one record: a .json file (path or fsspec URI), an inline object, "
-                    "or a pydantic model as 'pkg.module:Model'")
+        "or a pydantic model as 'pkg.module:Model'",
+    )
     prompt: str | None = Field(None, description="prompt template ({var} or {{ var }}); one of prompt / prompt_file")
     prompt_file: str | None = Field(None, description="file (path or fsspec URI) holding the prompt template")
     system: str | None = Field(None, description="system message sent before the prompt")
     vars: dict[str, VarSpec] = Field(  # type: ignore[valid-type]
-        default_factory=dict, description="template variables: a list, a constant, a sampler, a range or a file")
+        default_factory=dict, description="template variables: a list, a constant, a sampler, a range or a file"
+    )
     template_syntax: Literal["auto", "format", "jinja"] = Field(
-        "auto", description="auto: jinja when the template contains '{{' or '{%', else str.format")
+        "auto", description="auto: jinja when the template contains '{{' or '{%', else str.format"
+    )
     temperature: float | None = Field(None, ge=0, le=2, description="sampling temperature")
     max_tokens: int | None = Field(None, gt=0, description="most output tokens per call")
-    dedup: bool = Field(True, description="drop a record that repeats one made earlier in the same shard and try "
-                        "again (within a shard, so a shard makes the same records on any worker and on resume)")
+    dedup: bool = Field(
+        True,
+        description="drop a record that repeats one made earlier in the same shard and try "
+        "again (within a shard, so a shard makes the same records on any worker and on resume)",
+    )
     max_attempts: int = Field(5, ge=1, le=50, description="attempts per unit when records come out duplicated")
     layout: Literal["record", "columns"] = Field(
-        "record", description="record: one struct column 'record'; columns: the record's fields as top-level columns")
+        "record", description="record: one struct column 'record'; columns: the record's fields as top-level columns"
+    )
     keep_prompt: bool = Field(True, description="store the rendered prompt in a 'prompt' column")
-    schema_name: str = Field("record", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="name of the schema sent to the model")
+    schema_name: str = Field(
+        "record", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="name of the schema sent to the model"
+    )
 
 
 def _message(role: str, content: str) -> ChatMessage:
-    return trusted(ChatMessage, {"role": role, "content": content, "name": None, "tool_calls": None, "tool_call_id": None})
+    return trusted(
+        ChatMessage, {"role": role, "content": content, "name": None, "tool_calls": None, "tool_call_id": None}
+    )
 
 
 class StructuredGenerator:
@@ -234,9 +265,16 @@ class StructuredGenerator:
         self.route = job.generator.model if job is not None else "default"
         if (o.prompt is None) == (o.prompt_file is None):
             raise ConfigError("generator: give exactly one of prompt or prompt_file")
-        text = o.prompt if o.prompt is not None else read_text(resolve_uri(o.prompt_file or "", job, "generator.prompt_file"), "generator.prompt_file")
-        self.template = PromptTemplate(text, syntax=o.template_syntax,
-                                       where="generator.prompt" if o.prompt is not None else "generator.prompt_file")
+        text = (
+            o.prompt
+            if o.prompt is not None
+            else read_text(resolve_uri(o.prompt_file or "", job, "generator.prompt_file"), "generator.prompt_file")
+        )
+        self.template = PromptTemplate(
+            text,
+            syntax=o.template_syntax,
+            where="generator.prompt" if o.prompt is not None else "generator.prompt_file",
+        )
         self.template.check(set(o.vars))
         self.vars = VarSampler(o.vars, job=job)
         self.json_schema, self.model_cls = load_schema(o.schema_, job=job)
@@ -246,7 +284,9 @@ class StructuredGenerator:
             names = {f.name for f in self.record_type}
             clash = sorted(names & (ENVELOPE_COLUMNS | {n for n, _ in extra}))
             if clash:
-                raise ConfigError(f"generator.layout: record fields {clash} clash with standard columns; use layout: record")
+                raise ConfigError(
+                    f"generator.layout: record fields {clash} clash with standard columns; use layout: record"
+                )
             self._schema = pa.schema(list(self.record_type) + extra)
         else:
             self._schema = pa.schema([("record", self.record_type)] + extra)
@@ -267,13 +307,23 @@ class StructuredGenerator:
         # built without validation: every field comes from validated options (this runs per record)
         messages = [_message("system", self.options.system)] if self.options.system else []
         messages.append(_message("user", prompt))
-        req = trusted(Request, {
-            "id": unit.id if attempt == 0 else f"{unit.id}:a{attempt}",
-            "model": self.route, "messages": messages, "json_schema": self.json_schema,
-            "schema_name": self.options.schema_name, "tools": None, "temperature": self.options.temperature,
-            "top_p": None, "max_tokens": self.options.max_tokens, "seed": sub_seed(unit.seed, "structured", attempt),
-            "n": 1, "metadata": {},
-        })
+        req = trusted(
+            Request,
+            {
+                "id": unit.id if attempt == 0 else f"{unit.id}:a{attempt}",
+                "model": self.route,
+                "messages": messages,
+                "json_schema": self.json_schema,
+                "schema_name": self.options.schema_name,
+                "tools": None,
+                "temperature": self.options.temperature,
+                "top_p": None,
+                "max_tokens": self.options.max_tokens,
+                "seed": sub_seed(unit.seed, "structured", attempt),
+                "n": 1,
+                "metadata": {},
+            },
+        )
         return req, values, prompt
 
     async def generate(self, unit: Unit, ctx: GenContext) -> UnitResult:
@@ -291,7 +341,8 @@ class StructuredGenerator:
             return UnitResult(rows=[row], calls=calls, stats={"duplicates": float(duplicates)})
         raise DuplicateRecord(
             f"all {self.options.max_attempts} attempts gave records already generated; "
-            f"add variety to the prompt variables or raise generator.max_attempts")
+            f"add variety to the prompt variables or raise generator.max_attempts"
+        )
 
     def _record(self, parsed: Any, text: str | None) -> dict[str, Any]:
         if parsed is None:
@@ -302,8 +353,9 @@ class StructuredGenerator:
             except ValidationError as e:
                 first = e.errors()[0]
                 loc = ".".join(str(p) for p in first["loc"]) or "record"
-                raise MalformedOutput(f"output does not fit {self.model_cls.__name__}: {loc}: {first['msg']}",
-                                      raw=text) from None
+                raise MalformedOutput(
+                    f"output does not fit {self.model_cls.__name__}: {loc}: {first['msg']}", raw=text
+                ) from None
         if not isinstance(parsed, dict):
             raise MalformedOutput(f"expected a JSON object, got {type(parsed).__name__}", raw=text)
         return parsed
@@ -317,5 +369,14 @@ class StructuredGenerator:
         return row
 
 
-__all__ = ["DuplicateRecord", "StructuredGenerator", "StructuredOptions", "canonical_json", "conform",
-           "content_key", "import_object", "json_schema_to_arrow", "load_schema"]
+__all__ = [
+    "DuplicateRecord",
+    "StructuredGenerator",
+    "StructuredOptions",
+    "canonical_json",
+    "conform",
+    "content_key",
+    "import_object",
+    "json_schema_to_arrow",
+    "load_schema",
+]

@@ -42,8 +42,10 @@ def resolve_uri(uri: str, job: Any = None, where: str = "generator") -> str:
     if "://" in uri or "::" in uri or posixpath.isabs(uri) or uri.startswith("~"):
         return uri
     if posixpath.normpath(uri.replace("\\", "/")).split("/")[0] == "..":
-        raise ConfigError(f"{where}: {uri!r} climbs out of the folder it is relative to with '..'; "
-                          f"give a path inside it or an absolute path")
+        raise ConfigError(
+            f"{where}: {uri!r} climbs out of the folder it is relative to with '..'; "
+            f"give a path inside it or an absolute path"
+        )
     base = getattr(job, "base_dir", None)
     return posixpath.join(str(base), uri) if base else uri
 
@@ -215,7 +217,7 @@ def _shorthand(v: Any) -> Any:
 
 
 VarSpec = Annotated[
-    Annotated[Union[SAMPLER_SPECS + (ValuesVar, RangeVar, FileVar)], Field(discriminator="kind")],  # type: ignore[valid-type]
+    Annotated[Union[SAMPLER_SPECS + (ValuesVar, RangeVar, FileVar)], Field(discriminator="kind")],  # type: ignore[valid-type]  # noqa: UP007 - a union built from a tuple
     BeforeValidator(_shorthand),
 ]
 """A template variable source: a list, a scalar, a sampler spec, a range or a file."""
@@ -240,8 +242,9 @@ class VarSampler:
                     fs, path = fsspec.core.url_to_fs(uri)
                     found = fs.glob(path) if any(c in path for c in "*?[") else fs.exists(path)
                 except (OSError, ValueError, ImportError) as e:  # e.g. an unknown protocol
-                    raise ConfigError(f"{where}.{name}.uri: cannot open {uri!r} ({_reason(e)}); "
-                                      f"give a path or fsspec URI that exists") from None
+                    raise ConfigError(
+                        f"{where}.{name}.uri: cannot open {uri!r} ({_reason(e)}); give a path or fsspec URI that exists"
+                    ) from None
                 if found is True:
                     _check_text_start(fs, path, f"{where}.{name}.uri", uri)
                 if not found:
@@ -251,8 +254,11 @@ class VarSampler:
         samplers: dict[str, Any] = {}
         for name, spec in self.specs.items():
             if isinstance(spec, FileVar):
-                samplers[name] = _ListSampler(read_values(resolve_uri(spec.uri, self.job, f"{self.where}.{name}.uri"),
-                                                     f"{self.where}.{name}", spec.field))
+                samplers[name] = _ListSampler(
+                    read_values(
+                        resolve_uri(spec.uri, self.job, f"{self.where}.{name}.uri"), f"{self.where}.{name}", spec.field
+                    )
+                )
             else:
                 samplers[name] = build_sampler(spec)
         self._samplers = samplers
@@ -274,8 +280,12 @@ class VarSampler:
         """The stream of one variable of one unit attempt, from its 32-byte hash. Setting a PCG64
         state is about 3x cheaper than seeding a new generator, and this runs for every variable
         of every unit; each draw completes before the next state is set."""
-        self._bits.state = {"bit_generator": "PCG64", "has_uint32": 0, "uinteger": 0, "state": {
-            "state": int.from_bytes(d[:16], "little"), "inc": int.from_bytes(d[16:], "little") | 1}}
+        self._bits.state = {
+            "bit_generator": "PCG64",
+            "has_uint32": 0,
+            "uinteger": 0,
+            "state": {"state": int.from_bytes(d[:16], "little"), "inc": int.from_bytes(d[16:], "little") | 1},
+        }
         return self._gen
 
 
@@ -312,7 +322,9 @@ def vars_json(values: dict[str, Any]) -> str:
 class PromptTemplate:
     """A prompt with named holes; ``render(values)`` fills them."""
 
-    def __init__(self, text: str, *, syntax: Literal["auto", "format", "jinja"] = "auto", where: str = "generator.prompt") -> None:
+    def __init__(
+        self, text: str, *, syntax: Literal["auto", "format", "jinja"] = "auto", where: str = "generator.prompt"
+    ) -> None:
         self.text = text
         self.where = where
         self.syntax = ("jinja" if "{{" in text or "{%" in text else "format") if syntax == "auto" else syntax
@@ -332,15 +344,19 @@ class PromptTemplate:
             except ValueError as e:
                 raise ConfigError(f"{where}: {e}; write literal braces as {{{{ and }}}}") from None
             if any(f == "" or f.isdigit() for f in fields):
-                raise ConfigError(f"{where}: positional field '{{}}' in the template; name every variable, e.g. {{topic}}")
+                raise ConfigError(
+                    f"{where}: positional field '{{}}' in the template; name every variable, e.g. {{topic}}"
+                )
             self.names = {f.split(".")[0].split("[")[0] for f in fields}
 
     def check(self, available: set[str]) -> None:
         """Refuse a template that uses a variable nobody defines."""
         missing = sorted(self.names - available)
         if missing:
-            raise ConfigError(f"{self.where}: uses undefined variable(s) {missing}; define them under vars "
-                              f"(defined: {sorted(available) or 'none'})")
+            raise ConfigError(
+                f"{self.where}: uses undefined variable(s) {missing}; define them under vars "
+                f"(defined: {sorted(available) or 'none'})"
+            )
 
     def render(self, values: dict[str, Any]) -> str:
         try:
@@ -351,5 +367,16 @@ class PromptTemplate:
             raise ConfigError(f"{self.where}: cannot render with {sorted(values)}: {type(e).__name__}: {e}") from None
 
 
-__all__ = ["FileVar", "PromptTemplate", "RangeVar", "ValuesVar", "VarSampler", "VarSpec", "read_text", "read_values",
-           "resolve_uri", "sub_seed", "vars_json"]
+__all__ = [
+    "FileVar",
+    "PromptTemplate",
+    "RangeVar",
+    "ValuesVar",
+    "VarSampler",
+    "VarSpec",
+    "read_text",
+    "read_values",
+    "resolve_uri",
+    "sub_seed",
+    "vars_json",
+]

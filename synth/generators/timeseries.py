@@ -142,11 +142,21 @@ class TimeseriesGenerator:
 
     async def generate(self, unit: Unit, ctx: GenContext) -> UnitResult:
         params, calls = await self.params_for(unit, ctx)
-        arrays = synthesize(params, self.options.fields, start_s=self._start_us / _US,
-                            step_s=self._step_us / _US, n=self._n, seed=unit.seed, jitter=self.options.jitter)
+        arrays = synthesize(
+            params,
+            self.options.fields,
+            start_s=self._start_us / _US,
+            step_s=self._step_us / _US,
+            n=self._n,
+            seed=unit.seed,
+            jitter=self.options.jitter,
+        )
         table = self.to_table(arrays, f"{self.options.series_prefix}{unit.index:0{self._width}d}")
-        stats = {"points": float(self._n * len(self.options.fields)), "anomalies": float(len(arrays.planted)),
-                 "anomalies_dropped": float(arrays.dropped)}
+        stats = {
+            "points": float(self._n * len(self.options.fields)),
+            "anomalies": float(len(arrays.planted)),
+            "anomalies_dropped": float(arrays.dropped),
+        }
         return UnitResult(rows=table, calls=calls, stats=stats)
 
     # ------------------------------------------------------------ parameters
@@ -189,12 +199,17 @@ class TimeseriesGenerator:
             "(3600 hourly, 86400 daily, 604800 weekly); positions 'at' are fractions of the series "
             "from 0 to 1; other numbers are in the field's units."
         )
-        system = ("You plan the parameters of synthetic time series so that they look like real "
-                  "measurements of the scenario. Answer with JSON matching the schema.")
+        system = (
+            "You plan the parameters of synthetic time series so that they look like real "
+            "measurements of the scenario. Answer with JSON matching the schema."
+        )
         return Request(
-            id=f"{job_name}:timeseries-plan:{group}", model=self.route,
+            id=f"{job_name}:timeseries-plan:{group}",
+            model=self.route,
             messages=[ChatMessage(role="system", content=system), ChatMessage(role="user", content=prompt)],
-            json_schema=self._plan_schema, schema_name="series_plan", seed=_seed(job_seed, "plan", group),
+            json_schema=self._plan_schema,
+            schema_name="series_plan",
+            seed=_seed(job_seed, "plan", group),
             metadata={"purpose": "timeseries.plan", "group": group},
         )
 
@@ -217,16 +232,21 @@ class TimeseriesGenerator:
         n = arrays.anomaly_code.size
         if self._clock is None:  # every series shares its timestamps: build them once
             ts = self._start_us + np.arange(n, dtype=np.int64) * self._step_us
-            self._clock = (pa.array(ts, type=pa.timestamp("us", tz="UTC")),
-                           pa.array((ts // _DAY_US).astype(np.int32), type=pa.date32()))
+            self._clock = (
+                pa.array(ts, type=pa.timestamp("us", tz="UTC")),
+                pa.array((ts // _DAY_US).astype(np.int32), type=pa.date32()),
+            )
         cols: list[pa.Array] = [pa.repeat(series_id, n).cast(pa.string()), *self._clock]
         for f in self.options.fields:
             v = arrays.values[f.name]
             cols.append(pa.array(v.astype(np.int64) if f.type == "int" else v, mask=arrays.missing[f.name]))
         if arrays.planted:
             code, which = arrays.anomaly_code, arrays.anomaly_field
-            cols += [pa.array(code > 0), pc.take(self._kinds, pa.array(code - 1, mask=code == 0)),
-                     pc.take(self._targets, pa.array(which, mask=which < 0))]
+            cols += [
+                pa.array(code > 0),
+                pc.take(self._kinds, pa.array(code - 1, mask=code == 0)),
+                pc.take(self._targets, pa.array(which, mask=which < 0)),
+            ]
         else:  # the common case: no labels, shared columns
             if self._unlabelled is None:
                 self._unlabelled = [pa.repeat(False, n), pa.nulls(n, pa.string()), pa.nulls(n, pa.string())]
@@ -239,8 +259,9 @@ def check_options(data: dict[str, Any]) -> TimeseriesOptions:
     try:
         return TimeseriesOptions.model_validate(data)
     except ValidationError as e:
-        raise ConfigError("\n".join(f"generator.{'.'.join(map(str, x['loc']))}: {x['msg']}"
-                                    for x in e.errors())) from None
+        raise ConfigError(
+            "\n".join(f"generator.{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        ) from None
 
 
 __all__ = ["RESERVED", "TimeseriesGenerator", "TimeseriesOptions", "check_options"]

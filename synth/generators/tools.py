@@ -34,13 +34,16 @@ class ToolSpec(BaseModel):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_-]{1,64}$", description="tool name the model calls")
     description: str = Field("", description="what the tool does, shown to the model")
     parameters: dict[str, Any] = Field(
-        default_factory=lambda: {"type": "object", "properties": {}}, description="JSON Schema of the arguments")
-    function: str | None = Field(None, description="'pkg.module:func' computing the result (sync or async); "
-                                 "unset: a model simulates the tool")
+        default_factory=lambda: {"type": "object", "properties": {}}, description="JSON Schema of the arguments"
+    )
+    function: str | None = Field(
+        None, description="'pkg.module:func' computing the result (sync or async); unset: a model simulates the tool"
+    )
     result_schema: dict[str, Any] | None = Field(None, description="JSON Schema of a simulated result")
     model: str | None = Field(None, description="route simulating the tool (default: the generator's model)")
     on_error: Literal["fail", "report"] = Field(
-        "fail", description="when the function raises: fail the dialog (dead letter) or report the error to the model")
+        "fail", description="when the function raises: fail the dialog (dead letter) or report the error to the model"
+    )
 
 
 class ToolBox:
@@ -78,10 +81,14 @@ class ToolBox:
 
     def declarations(self) -> list[dict[str, Any]]:
         """OpenAI-format tool declarations for ``Request.tools``."""
-        return [{"type": "function", "function": {"name": s.name, "description": s.description,
-                                                  "parameters": s.parameters}} for s in self.specs.values()]
+        return [
+            {"type": "function", "function": {"name": s.name, "description": s.description, "parameters": s.parameters}}
+            for s in self.specs.values()
+        ]
 
-    async def call(self, tc: ToolCall, request_id: str, seed: int, ctx: GenContext) -> tuple[ChatMessage, list[Completion]]:
+    async def call(
+        self, tc: ToolCall, request_id: str, seed: int, ctx: GenContext
+    ) -> tuple[ChatMessage, list[Completion]]:
         """Run one tool call; the tool message for the trace and any model calls it took."""
         spec = self.specs.get(tc.name)
         if spec is None:
@@ -89,12 +96,15 @@ class ToolBox:
         try:
             args = json.loads(tc.arguments or "{}")
         except json.JSONDecodeError:
-            raise MalformedOutput(f"tool {tc.name!r} was called with arguments that are not JSON", raw=tc.arguments) from None
+            raise MalformedOutput(
+                f"tool {tc.name!r} was called with arguments that are not JSON", raw=tc.arguments
+            ) from None
         error = next(iter(self.validators[tc.name].iter_errors(args)), None)
         if error is not None:
             where = "/".join(str(p) for p in error.path) or "arguments"
-            raise MalformedOutput(f"tool {tc.name!r} was called with bad arguments: {where}: {error.message}",
-                                  raw=tc.arguments)
+            raise MalformedOutput(
+                f"tool {tc.name!r} was called with bad arguments: {where}: {error.message}", raw=tc.arguments
+            )
         calls: list[Completion] = []
         if tc.name in self.functions:
             content = await self._run_function(spec, args)
@@ -114,16 +124,24 @@ class ToolBox:
             raise ToolFailed(f"tool {spec.name!r} raised {type(e).__name__}: {e}") from e
         return result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
 
-    async def _simulate(self, spec: ToolSpec, args: dict[str, Any], request_id: str, seed: int,
-                        ctx: GenContext) -> tuple[str, Completion]:
-        system = (f"You simulate the tool '{spec.name}'. {spec.description}\n"
-                  "Given its arguments, return exactly what the tool would return: realistic, specific and "
-                  "consistent with the arguments. Return only the result.")
+    async def _simulate(
+        self, spec: ToolSpec, args: dict[str, Any], request_id: str, seed: int, ctx: GenContext
+    ) -> tuple[str, Completion]:
+        system = (
+            f"You simulate the tool '{spec.name}'. {spec.description}\n"
+            "Given its arguments, return exactly what the tool would return: realistic, specific and "
+            "consistent with the arguments. Return only the result."
+        )
         req = Request(
-            id=request_id, model=spec.model or self.route, seed=sub_seed(seed, "tool", spec.name),
-            messages=[ChatMessage(role="system", content=system),
-                      ChatMessage(role="user", content=json.dumps(args, ensure_ascii=False, sort_keys=True))],
-            json_schema=spec.result_schema, schema_name=f"{spec.name}_result"[:64],
+            id=request_id,
+            model=spec.model or self.route,
+            seed=sub_seed(seed, "tool", spec.name),
+            messages=[
+                ChatMessage(role="system", content=system),
+                ChatMessage(role="user", content=json.dumps(args, ensure_ascii=False, sort_keys=True)),
+            ],
+            json_schema=spec.result_schema,
+            schema_name=f"{spec.name}_result"[:64],
         )
         c = await ctx.llm.complete(req)
         if spec.result_schema is not None:

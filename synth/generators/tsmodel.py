@@ -152,7 +152,13 @@ def place_anomalies(
 
 
 def synthesize(
-    params: SeriesParams, fields: list[FieldSpec], *, start_s: float, step_s: float, n: int, seed: int,
+    params: SeriesParams,
+    fields: list[FieldSpec],
+    *,
+    start_s: float,
+    step_s: float,
+    n: int,
+    seed: int,
     jitter: float = 0.0,
 ) -> SeriesArrays:
     """All fields of one series of ``n`` points starting at ``start_s`` (Unix seconds).
@@ -175,8 +181,11 @@ def synthesize(
         p = params.fields.get(f.name) or FieldParams()
         level = p.level if p.level is not None else ((f.min + f.max) / 2 if f.span is not None else 0.0)
         # multipliers: level offset, trend, noise, then (amplitude, phase) per seasonality
-        r = jitter * jitter_rng.uniform(-1, 1, 3 + 2 * len(p.seasonality)) if jitter_rng else np.zeros(
-            3 + 2 * len(p.seasonality))
+        r = (
+            jitter * jitter_rng.uniform(-1, 1, 3 + 2 * len(p.seasonality))
+            if jitter_rng
+            else np.zeros(3 + 2 * len(p.seasonality))
+        )
         level += r[0] * (f.span / 2 if f.span is not None else abs(level))
         v = np.full(n, float(level))
         v += _trend(p, u) * (1 + r[1])
@@ -185,12 +194,13 @@ def synthesize(
             cycles = (start_s / s.period) % 1.0 + idx * (step_s / s.period) - (s.phase + r[4 + 2 * k])
             v += s.amplitude * (1 + r[3 + 2 * k]) * np.cos(2 * np.pi * cycles)
         for sh in p.shifts:
-            v[int(round(sh.at * (n - 1))):] += sh.delta
+            v[int(round(sh.at * (n - 1))) :] += sh.delta
         v += _noise(p, np.ascontiguousarray(z[:, j]), noise_rng) * (1 + r[2])
         values[f.name] = v
 
-    planted, dropped = (place_anomalies(params.anomalies, n, numpy_rng(seed, "anomalies"), jitter)
-                        if params.anomalies else ([], 0))
+    planted, dropped = (
+        place_anomalies(params.anomalies, n, numpy_rng(seed, "anomalies"), jitter) if params.anomalies else ([], 0)
+    )
     code = np.zeros(n, dtype=np.int8)
     which = np.full(n, -1, dtype=np.int16)
     for a in planted:
@@ -217,5 +227,12 @@ def synthesize(
     return SeriesArrays(values, missing, code, which, planted, dropped)
 
 
-__all__ = ["ANOMALY_KINDS", "Planted", "SeriesArrays", "ar1_filter", "correlation_factor", "place_anomalies",
-           "synthesize"]
+__all__ = [
+    "ANOMALY_KINDS",
+    "Planted",
+    "SeriesArrays",
+    "ar1_filter",
+    "correlation_factor",
+    "place_anomalies",
+    "synthesize",
+]

@@ -156,37 +156,53 @@ def planning_model(fields: list[FieldSpec], step_s: float, n: int) -> type[BaseM
     for f in fields:
         span, tag = float(f.span or 1.0), f.name.title().replace("_", "")
         season = create_model(
-            f"Season{tag}", __config__=ConfigDict(extra="forbid"),
+            f"Season{tag}",
+            __config__=ConfigDict(extra="forbid"),
             period_s=_bounded(min(4 * step_s, duration), duration, "cycle length in seconds (86400 = daily)"),
             amplitude=_bounded(0.0, span / 4, "half the peak-to-trough swing"),
             phase=_bounded(0.0, 1.0, "where in the cycle the peak falls (daily: 0.5 = 12:00 UTC)"),
         )
-        knot = create_model(f"Knot{tag}", __config__=ConfigDict(extra="forbid"),
-                            at=_bounded(0.0, 1.0, "position (fraction)"),
-                            value=_bounded(-span / 2, span / 2, "offset there"))
-        shift = create_model(f"Shift{tag}", __config__=ConfigDict(extra="forbid"),
-                             at=_bounded(0.05, 0.95, "position (fraction)"),
-                             delta=_bounded(-span / 4, span / 4, "step added from there on"))
+        knot = create_model(
+            f"Knot{tag}",
+            __config__=ConfigDict(extra="forbid"),
+            at=_bounded(0.0, 1.0, "position (fraction)"),
+            value=_bounded(-span / 2, span / 2, "offset there"),
+        )
+        shift = create_model(
+            f"Shift{tag}",
+            __config__=ConfigDict(extra="forbid"),
+            at=_bounded(0.05, 0.95, "position (fraction)"),
+            delta=_bounded(-span / 4, span / 4, "step added from there on"),
+        )
         noise = create_model(
-            f"Noise{tag}", __config__=ConfigDict(extra="forbid"),
+            f"Noise{tag}",
+            __config__=ConfigDict(extra="forbid"),
             kind=(Literal["gaussian", "student_t", "ar1"], Field(..., description="noise process")),
             scale=_bounded(0.0, span / 10, "noise standard deviation"),
             df=_bounded(2.5, 30.0, "student_t degrees of freedom"),
             phi=_bounded(0.0, 0.95, "ar1 lag-one autocorrelation"),
         )
-        per_field[f.name] = (create_model(
-            f"Plan{tag}", __config__=ConfigDict(extra="forbid"),
-            level=_bounded(float(f.min), float(f.max), f"base value in {f.unit or 'units'}"),  # type: ignore[arg-type]
-            trend_kind=(Literal["none", "linear", "exponential", "piecewise"], Field(..., description="trend shape")),
-            trend_change=_bounded(-span / 2, span / 2, "linear/exponential: total change over the series"),
-            trend_knots=(list[knot], Field(..., max_length=3, description="piecewise: offsets at positions")),
-            seasonality=(list[season], Field(..., max_length=3, description="cycles")),
-            noise=(noise, Field(...)),
-            shifts=(list[shift], Field(..., max_length=2, description="level shifts (change points)")),
-        ), Field(...))
+        per_field[f.name] = (
+            create_model(
+                f"Plan{tag}",
+                __config__=ConfigDict(extra="forbid"),
+                level=_bounded(float(f.min), float(f.max), f"base value in {f.unit or 'units'}"),  # type: ignore[arg-type]
+                trend_kind=(
+                    Literal["none", "linear", "exponential", "piecewise"],
+                    Field(..., description="trend shape"),
+                ),
+                trend_change=_bounded(-span / 2, span / 2, "linear/exponential: total change over the series"),
+                trend_knots=(list[knot], Field(..., max_length=3, description="piecewise: offsets at positions")),
+                seasonality=(list[season], Field(..., max_length=3, description="cycles")),
+                noise=(noise, Field(...)),
+                shifts=(list[shift], Field(..., max_length=2, description="level shifts (change points)")),
+            ),
+            Field(...),
+        )
     targets = Literal[tuple(names + ["all"])]  # type: ignore[valid-type]
     anomaly = create_model(
-        "PlannedAnomaly", __config__=ConfigDict(extra="forbid"),
+        "PlannedAnomaly",
+        __config__=ConfigDict(extra="forbid"),
         kind=(Literal["spike", "dip", "drift"], Field(..., description="anomaly shape")),
         field=(targets, Field(..., description="field it hits, or 'all'")),
         at=_bounded(0.0, 1.0, "start (fraction of the series) when it happens once"),
@@ -197,13 +213,18 @@ def planning_model(fields: list[FieldSpec], step_s: float, n: int) -> type[BaseM
     extra: dict[str, Any] = {}
     if len(names) > 1:
         one_of = Literal[tuple(names)]  # type: ignore[valid-type]
-        corr = create_model("PlannedCorrelation", __config__=ConfigDict(extra="forbid"),
-                            a=(one_of, Field(...)), b=(one_of, Field(...)),
-                            rho=_bounded(-0.9, 0.9, "noise correlation"))
+        corr = create_model(
+            "PlannedCorrelation",
+            __config__=ConfigDict(extra="forbid"),
+            a=(one_of, Field(...)),
+            b=(one_of, Field(...)),
+            rho=_bounded(-0.9, 0.9, "noise correlation"),
+        )
         extra["correlations"] = (list[corr], Field(..., max_length=len(names) * (len(names) - 1) // 2))
     fields_model = create_model("PlannedFields", __config__=ConfigDict(extra="forbid"), **per_field)
     return create_model(
-        "SeriesPlan", __config__=ConfigDict(extra="forbid"),
+        "SeriesPlan",
+        __config__=ConfigDict(extra="forbid"),
         fields=(fields_model, Field(...)),
         anomalies=(list[anomaly], Field(..., max_length=6, description="labelled anomalies to plant")),
         missing_rate=_bounded(0.0, 0.05, "fraction of values left empty"),
@@ -221,15 +242,21 @@ def from_plan(plan: BaseModel, fields: list[FieldSpec]) -> SeriesParams:
         out[name] = FieldParams(
             level=p["level"],
             trend=Trend(kind=kind, change=p["trend_change"], knots=[Knot(**k) for k in p["trend_knots"]]),
-            seasonality=[Seasonality(period=s["period_s"], amplitude=s["amplitude"], phase=s["phase"])
-                         for s in p["seasonality"]],
+            seasonality=[
+                Seasonality(period=s["period_s"], amplitude=s["amplitude"], phase=s["phase"]) for s in p["seasonality"]
+            ],
             noise=Noise(**p["noise"]),
             shifts=[LevelShift(**s) for s in p["shifts"]],
         )
     anomalies = [
-        Anomaly(kind=a["kind"], field=None if a["field"] == "all" else a["field"],
-                at=a["at"] if a["recurs"] == 1 else None, count=a["recurs"], points=a["points"],
-                magnitude=min(a["magnitude"], spans.get(a["field"], min(spans.values()))))
+        Anomaly(
+            kind=a["kind"],
+            field=None if a["field"] == "all" else a["field"],
+            at=a["at"] if a["recurs"] == 1 else None,
+            count=a["recurs"],
+            points=a["points"],
+            magnitude=min(a["magnitude"], spans.get(a["field"], min(spans.values()))),
+        )
         for a in data["anomalies"]
     ]
     corr = [Correlation(**c) for c in data.get("correlations", []) if c["a"] != c["b"]]
@@ -284,6 +311,17 @@ def fit_to_range(params: SeriesParams, fields: list[FieldSpec]) -> SeriesParams:
 
 
 __all__ = [
-    "Anomaly", "Correlation", "FieldParams", "FieldSpec", "Knot", "LevelShift", "Noise", "Seasonality",
-    "SeriesParams", "Trend", "fit_to_range", "from_plan", "planning_model",
+    "Anomaly",
+    "Correlation",
+    "FieldParams",
+    "FieldSpec",
+    "Knot",
+    "LevelShift",
+    "Noise",
+    "Seasonality",
+    "SeriesParams",
+    "Trend",
+    "fit_to_range",
+    "from_plan",
+    "planning_model",
 ]

@@ -21,7 +21,13 @@ from typing import Any, Protocol
 
 from synth.errors import MalformedOutput
 from synth.providers.journal import (
-    MALFORMED, OK, Entry, SegmentWriter, completion_row, encode_entry, parse_segment,
+    MALFORMED,
+    OK,
+    Entry,
+    SegmentWriter,
+    completion_row,
+    encode_entry,
+    parse_segment,
 )
 from synth.records import Completion
 
@@ -80,10 +86,20 @@ class AnswerStore:
     already committed (their answers are in the dataset). ``cache`` (``<cache>/answers/<digest>/``)
     gets every closed segment too."""
 
-    def __init__(self, digests: Iterable[str], *, spool: str | Path, journal: Folder | None = None,
-                 cache: Folder | None = None, ttl_s: float | None = None, max_entries: int = 100_000,
-                 skip: Callable[[str], bool] | None = None, use_cache: bool = True,
-                 bypass: Callable[[str], bool] | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        digests: Iterable[str],
+        *,
+        spool: str | Path,
+        journal: Folder | None = None,
+        cache: Folder | None = None,
+        ttl_s: float | None = None,
+        max_entries: int = 100_000,
+        skip: Callable[[str], bool] | None = None,
+        use_cache: bool = True,
+        bypass: Callable[[str], bool] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.digests = sorted(set(digests))
         self.spool = Path(spool)
         self.journal = journal
@@ -117,14 +133,16 @@ class AnswerStore:
                     index.setdefault(e.key, e)
             if self.cache is not None and self.use_cache:
                 ttl = self.ttl_s
-                fresh = (lambda e: now - e.ts <= ttl) if ttl else (lambda e: True)
+                fresh = (lambda e, ttl=ttl: now - e.ts <= ttl) if ttl else (lambda e: True)
                 cidx = self._cache[d]
                 for e in load_segments(self.cache, f"{ANSWERS}/{d}", fresh):
                     cidx.setdefault(e.key, e)
 
     def sizes(self) -> dict[str, int]:
-        return {"journal_entries": sum(map(len, self._journal.values())),
-                "cache_entries": sum(map(len, self._cache.values()))}
+        return {
+            "journal_entries": sum(map(len, self._journal.values())),
+            "cache_entries": sum(map(len, self._cache.values())),
+        }
 
     # ------------------------------------------------------------------ lookups
 
@@ -158,8 +176,16 @@ class AnswerStore:
 
     # ------------------------------------------------------------------ recording
 
-    def record(self, digest: str, key: str, request_id: str, comp: Completion | None, *, cost_usd: float,
-               raw: str | None = None) -> None:
+    def record(
+        self,
+        digest: str,
+        key: str,
+        request_id: str,
+        comp: Completion | None,
+        *,
+        cost_usd: float,
+        raw: str | None = None,
+    ) -> None:
         """Journal an answer before it is used (``comp``), or an unparseable one (``raw``)."""
         status, payload = (OK, completion_row(comp)) if comp is not None else (MALFORMED, raw or "")
         line = encode_entry(key, request_id, status, payload, cost_usd, self.clock())
@@ -182,8 +208,10 @@ class AnswerStore:
         with self._lock:
             closed: list[tuple[str, Path]] = []
             for d, w in self._writers.items():
-                if w.appended and (final or (self.journal is not None and self._remote_journal()
-                                             and w.path.stat().st_size >= ROTATE_BYTES)):
+                if w.appended and (
+                    final
+                    or (self.journal is not None and self._remote_journal() and w.path.stat().st_size >= ROTATE_BYTES)
+                ):
                     path = w.rotate()
                     if path is not None:
                         closed.append((d, path))
@@ -222,8 +250,9 @@ class AnswerStore:
         return {**self.counts, "saved_usd": round(self.counts["saved_usd"], 8)}
 
 
-async def answered(store: AnswerStore, t: Any, r: Any, spent: list[Any],
-                   buy: Callable[[], Awaitable[Completion]], counts: Any) -> Completion:
+async def answered(
+    store: AnswerStore, t: Any, r: Any, spent: list[Any], buy: Callable[[], Awaitable[Completion]], counts: Any
+) -> Completion:
     """One answer to request ``r`` on target ``t`` (a dispatcher's): from the store when it has
     one, else bought with ``buy`` and journaled before it is used (an unparseable answer too: it
     was paid for). ``spent`` (attempts, usage, cost) adds up as if the call had been made."""

@@ -12,6 +12,7 @@ from typing import Protocol, runtime_checkable
 
 from synth.records import Completion, EmbeddingRequest, Embeddings, Request
 
+
 @dataclass(frozen=True)
 class ApiKey:
     """A key and the alias it is known by. The secret never appears in repr, str or logs."""
@@ -37,11 +38,9 @@ class Provider(Protocol):
         ``ratelimit`` (from response headers, when available). Raise a ProviderError subclass."""
         ...
 
-    async def embed(self, request: EmbeddingRequest, key: ApiKey | None, *, timeout: float) -> Embeddings:
-        ...
+    async def embed(self, request: EmbeddingRequest, key: ApiKey | None, *, timeout: float) -> Embeddings: ...
 
-    async def aclose(self) -> None:
-        ...
+    async def aclose(self) -> None: ...
 
 
 # The model-string parser lives with the job spec (which validates it); re-exported here.

@@ -20,8 +20,9 @@ class Budget:
     part of the job's, which the driver deals again every half second; a call that does not fit
     with nothing out waits up to ``grace_s`` for a new part before the budget counts as spent."""
 
-    def __init__(self, spec: BudgetSpec, *, clock: Clock = REAL_CLOCK, shared: bool = False,
-                 grace_s: float = 2.0) -> None:
+    def __init__(
+        self, spec: BudgetSpec, *, clock: Clock = REAL_CLOCK, shared: bool = False, grace_s: float = 2.0
+    ) -> None:
         self.max_usd = spec.max_usd
         self.max_tokens = spec.max_tokens
         self.spent_usd = self.held_usd = 0.0
@@ -40,8 +41,9 @@ class Budget:
         return bool(self._queue)
 
     def fits(self, usd: float, tokens: int) -> bool:
-        return ((self.max_usd is None or self.spent_usd + self.held_usd + usd <= self.max_usd)
-                and (self.max_tokens is None or self.spent_tokens + self.held_tokens + tokens <= self.max_tokens))
+        return (self.max_usd is None or self.spent_usd + self.held_usd + usd <= self.max_usd) and (
+            self.max_tokens is None or self.spent_tokens + self.held_tokens + tokens <= self.max_tokens
+        )
 
     def exceeded(self, usd: float = 0.0, tokens: int = 0) -> BudgetExceeded:
         """The error for a call of this size: it names the limit the call would cross."""
@@ -50,10 +52,12 @@ class Budget:
             if self.max_usd is None or self.spent_tokens + self.held_tokens + tokens > self.max_tokens:
                 return BudgetExceeded(
                     f"budget reached: {self.spent_tokens} tokens spent and {self.held_tokens} in flight of "
-                    f"budget.max_tokens {self.max_tokens}; raise budget.max_tokens to generate more")
+                    f"budget.max_tokens {self.max_tokens}; raise budget.max_tokens to generate more"
+                )
         return BudgetExceeded(
             f"budget reached: ${self.spent_usd:.4f} spent and ${self.held_usd:.4f} in flight of "
-            f"budget.max_usd ${self.max_usd or 0:g}; raise budget.max_usd to generate more")
+            f"budget.max_usd ${self.max_usd or 0:g}; raise budget.max_usd to generate more"
+        )
 
     def check(self, usd: float, tokens: int) -> None:
         """Raise BudgetExceeded when a call that may cost ``usd`` and ``tokens`` cannot fit now."""

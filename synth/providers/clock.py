@@ -16,7 +16,8 @@ import asyncio
 import heapq
 import itertools
 import time
-from typing import Any, Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 
 class Timer(Protocol):
@@ -179,8 +180,11 @@ class Waker:
     async def nap(self, seconds: float) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._poke = fut
-        timer = None if seconds == float("inf") else self.clock.call_later(
-            seconds, lambda: fut.done() or fut.set_result(None))
+        timer = (
+            None
+            if seconds == float("inf")
+            else self.clock.call_later(seconds, lambda: fut.done() or fut.set_result(None))
+        )
         try:
             await fut
         finally:

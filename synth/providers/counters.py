@@ -25,8 +25,10 @@ class FailureWindow:
             return None
         self.failed += 1
         if len(w) == w.maxlen and self.failed > self.max_rate * len(w):
-            return (f"{self.failed} of the last {len(w)} requests failed (engine.max_failure_rate "
-                    f"{self.max_rate:g}); the last: {str(err)[:300]}")
+            return (
+                f"{self.failed} of the last {len(w)} requests failed (engine.max_failure_rate "
+                f"{self.max_rate:g}); the last: {str(err)[:300]}"
+            )
         return None
 
 
@@ -50,14 +52,16 @@ def dispatcher_stats(d: Any) -> dict[str, Any]:
         "completion_tokens": d.usage[1],
         "cost_usd": round(d.cost_usd, 8),
         "providers": {
-            r: {"successes": t.counts["successes"],
+            r: {
+                "successes": t.counts["successes"],
                 "errors": {k[7:]: v for k, v in t.counts.items() if k.startswith("errors.")},
                 "keys": t.pool.stats(),
                 "disabled_keys": [s.alias for s in t.pool.slots if s.limiter.disabled],
                 "requests": sum(s.requests for s in t.pool.slots),
                 "model": t.spec.model,
                 "examples": dict(t.examples),
-                "waiting": t.pool.waiting}
+                "waiting": t.pool.waiting,
+            }
             for r, t in d.targets.items()
         },
     }
@@ -65,9 +69,14 @@ def dispatcher_stats(d: Any) -> dict[str, Any]:
         out["answers"] = d.answers.stats()
     if d.budget is not None:
         b = d.budget
-        out["budget"] = {"spent_usd": round(b.spent_usd, 8), "held_usd": round(b.held_usd, 8),
-                         "spent_tokens": b.spent_tokens, "held_tokens": b.held_tokens,
-                         "max_usd": b.max_usd, "max_tokens": b.max_tokens}
+        out["budget"] = {
+            "spent_usd": round(b.spent_usd, 8),
+            "held_usd": round(b.held_usd, 8),
+            "spent_tokens": b.spent_tokens,
+            "held_tokens": b.held_tokens,
+            "max_usd": b.max_usd,
+            "max_tokens": b.max_tokens,
+        }
     return out
 
 

@@ -38,23 +38,30 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from synth.errors import (
-    AuthError, BadRequest, BudgetExceeded, JobStopped, MalformedOutput, ProviderError, RateLimited, SynthError,
+    AuthError,
+    BadRequest,
+    BudgetExceeded,
+    JobStopped,
+    MalformedOutput,
+    ProviderError,
+    RateLimited,
+    SynthError,
     Transient,
 )
-from synth.tokens import estimate_tokens
-from synth.providers.base import ApiKey, Provider
 from synth.providers.answers import AnswerStore, answered
-from synth.providers.counters import FailureWindow, dispatcher_stats
+from synth.providers.base import ApiKey, Provider
+from synth.providers.budget import Budget
 from synth.providers.clock import REAL_CLOCK, Clock
+from synth.providers.counters import FailureWindow, dispatcher_stats
 from synth.providers.health import Health, loop_time
 from synth.providers.keys import redact_causes
-from synth.providers.budget import Budget
 from synth.providers.limits import DEFAULT_BURST_S, prompt_tokens
 from synth.providers.pricing import cost as price_cost
 from synth.providers.retry import SchemaCheck, reask, retry_delay, should_retry
 from synth.providers.target import Slot, Target, build_targets
 from synth.records import Completion, EmbeddingRequest, Embeddings, Request, Usage
 from synth.spec import BudgetSpec, JobSpec, PriceSpec, ProviderSpec
+from synth.tokens import estimate_tokens
 
 log = logging.getLogger("synth.providers")
 
@@ -115,8 +122,15 @@ class Dispatcher:
         ``slots`` does not mention is owned at full share. ``budget`` overrides the job's (a
         gateway's part of it)."""
         clock = clock or REAL_CLOCK
-        targets = build_targets(job, slots, clock=clock, provider_factory=provider_factory, env=env,
-                                max_usd=(budget or job.budget).max_usd, burst_s=burst_s)
+        targets = build_targets(
+            job,
+            slots,
+            clock=clock,
+            provider_factory=provider_factory,
+            env=env,
+            max_usd=(budget or job.budget).max_usd,
+            burst_s=burst_s,
+        )
         return cls(job, targets, clock=clock, answers=answers, budget=budget, rng=rng)
 
     # ------------------------------------------------------------------ routing
@@ -130,8 +144,10 @@ class Dispatcher:
         if not found:  # a raw 'kind:model' matching a provider's model
             found = [t for t in self.targets.values() if t.spec.model == route]
         if not found:
-            raise BadRequest(f"request names model {route!r}, which is neither a route nor a provider of the "
-                             f"job; use one of {sorted(set(self.job.routes) | set(self.targets))}")
+            raise BadRequest(
+                f"request names model {route!r}, which is neither a route nor a provider of the "
+                f"job; use one of {sorted(set(self.job.routes) | set(self.targets))}"
+            )
         self._routes[route] = found
         return found
 
@@ -161,8 +177,13 @@ class Dispatcher:
                         self._outcome(False, e)
                     raise
                 self.counts["fallbacks"] += 1
-                log.info("route %s: %s failed (%s); falling back to %s", request.model, target.route,
-                         e.kind, targets[i + 1].route)
+                log.info(
+                    "route %s: %s failed (%s); falling back to %s",
+                    request.model,
+                    target.route,
+                    e.kind,
+                    targets[i + 1].route,
+                )
                 continue
             # pydantic attribute writes cost a few microseconds each: only the ones that change
             if spent[0] != comp.attempts:
@@ -194,7 +215,7 @@ class Dispatcher:
             prompt = prompt_tokens(req.messages)
             r = req
 
-            def call(key: ApiKey | None) -> Awaitable[Completion]:
+            def call(key: ApiKey | None, r: Request = r) -> Awaitable[Completion]:
                 return t.provider.complete(r, key, timeout=t.timeout)
 
             try:
@@ -208,16 +229,27 @@ class Dispatcher:
             if error is None:
                 return comp
             if reasks >= t.spec.max_reasks:
-                raise MalformedOutput(f"{t.spec.model}: structured output still invalid after {reasks} "
-                                      f"re-asks: {error}", raw=raw, key_alias=None)
+                raise MalformedOutput(
+                    f"{t.spec.model}: structured output still invalid after {reasks} re-asks: {error}",
+                    raw=raw,
+                    key_alias=None,
+                )
             reasks += 1
             self.counts["reasks"] += 1
             req = reask(req, raw, error)
 
-    async def _answer(self, t: Target, r: Request, prompt: int, max_out: int,
-                      call: Callable[[ApiKey | None], Awaitable[Completion]], spent: list[Any],
-                      last: bool = True) -> Completion:
+    async def _answer(
+        self,
+        t: Target,
+        r: Request,
+        prompt: int,
+        max_out: int,
+        call: Callable[[ApiKey | None], Awaitable[Completion]],
+        spent: list[Any],
+        last: bool = True,
+    ) -> Completion:
         """One answer to ``r`` from ``t``: replayed from the answer store, or bought and journaled."""
+
         def buy() -> Awaitable[Completion]:
             return self._attempt(t, prompt, max_out, call, spent, last)
 
@@ -232,6 +264,7 @@ class Dispatcher:
         tokens = sum(estimate_tokens(t) for t in request.texts)
         spent: list[Any] = [0, None, 0.0]
         for i, t in enumerate(targets):
+
             def call(key: ApiKey | None, t: Target = t) -> Awaitable[Embeddings]:
                 return t.provider.embed(request, key, timeout=t.timeout)
 
@@ -263,8 +296,15 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ one call, with retries
 
-    async def _attempt(self, t: Target, prompt: int, max_out: int,
-                       call: Callable[[ApiKey | None], Awaitable[Any]], spent: list[Any], last: bool = True) -> Any:
+    async def _attempt(
+        self,
+        t: Target,
+        prompt: int,
+        max_out: int,
+        call: Callable[[ApiKey | None], Awaitable[Any]],
+        spent: list[Any],
+        last: bool = True,
+    ) -> Any:
         """Call ``t`` until it answers, retrying 429s and transient failures within the policy
         (``last``: no fallback provider comes after ``t``, so the outage policy applies)."""
         tokens = prompt + max_out
@@ -322,8 +362,10 @@ class Dispatcher:
                 took = self.clock.now() - sent
                 if health.abandon_s is not None and took < t.timeout:
                     self.counts["abandoned"] += 1
-                    err = Transient(f"{t.spec.model} key {slot.alias!r}: no answer within {took:.1f}s "
-                                    f"({health.factor:g} x p99 latency {health.p99 or 0:.2f}s); abandoned (timeout)")
+                    err = Transient(
+                        f"{t.spec.model} key {slot.alias!r}: no answer within {took:.1f}s "
+                        f"({health.factor:g} x p99 latency {health.p99 or 0:.2f}s); abandoned (timeout)"
+                    )
                 else:
                     err = Transient(f"{t.spec.model} key {slot.alias!r}: no answer within {t.timeout:g}s (timeout)")
                 err.billed = True  # type: ignore[attr-defined]

@@ -105,11 +105,11 @@ async def check_reachable(base_url: str, *, timeout: float = 3.0, fix: str = "fi
     except socket.gaierror:
         raise ConfigError(f"cannot connect to {base_url}: unknown host {host!r}; {fix}") from None
     except (asyncio.TimeoutError, TimeoutError):
-        raise ConfigError(f"cannot connect to {base_url}: no answer within {timeout:g}s; "
-                          f"check the network or {fix}") from None
+        raise ConfigError(
+            f"cannot connect to {base_url}: no answer within {timeout:g}s; check the network or {fix}"
+        ) from None
     except OSError as exc:
-        raise ConfigError(f"cannot connect to {base_url}: {exc.strerror or exc}; "
-                          f"start the server or {fix}") from None
+        raise ConfigError(f"cannot connect to {base_url}: {exc.strerror or exc}; start the server or {fix}") from None
 
 
 __all__ = ["check_reachable", "create_provider"]

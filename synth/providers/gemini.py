@@ -13,7 +13,8 @@ import asyncio
 import json
 import re
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 from google import genai
@@ -50,8 +51,12 @@ _FINISH = {
     "MALFORMED_FUNCTION_CALL": "error",
 }
 # request params with a different name in GenerateContentConfig
-_PARAM_NAMES = {"max_tokens": "max_output_tokens", "max_completion_tokens": "max_output_tokens",
-                "stop": "stop_sequences", "n": "candidate_count"}
+_PARAM_NAMES = {
+    "max_tokens": "max_output_tokens",
+    "max_completion_tokens": "max_output_tokens",
+    "stop": "stop_sequences",
+    "n": "candidate_count",
+}
 
 
 def _split_base_url(base_url: str | None) -> tuple[str | None, str | None]:
@@ -85,8 +90,13 @@ def contents(messages: list[ChatMessage]) -> tuple[str | None, list[types.Conten
         if m.role == "tool":
             role = "user"
             name = names.get(m.tool_call_id or "", m.name or "tool")
-            parts.append(types.Part(function_response=types.FunctionResponse(
-                id=m.tool_call_id, name=name, response={"result": m.content or ""})))
+            parts.append(
+                types.Part(
+                    function_response=types.FunctionResponse(
+                        id=m.tool_call_id, name=name, response={"result": m.content or ""}
+                    )
+                )
+            )
         else:
             role = "model" if m.role == "assistant" else "user"
             if m.content:
@@ -111,8 +121,11 @@ def function_declarations(tools: list[dict[str, Any]]) -> list[types.Tool]:
         fn = t.get("function") or t
         if t.get("type", "function") != "function" or "name" not in fn:
             raise BadRequest(f"gemini takes function tools only; got {str(t)[:80]}")
-        decls.append(types.FunctionDeclaration(name=fn["name"], description=fn.get("description"),
-                                               parameters_json_schema=fn.get("parameters") or None))
+        decls.append(
+            types.FunctionDeclaration(
+                name=fn["name"], description=fn.get("description"), parameters_json_schema=fn.get("parameters") or None
+            )
+        )
     return [types.Tool(function_declarations=decls)]
 
 
@@ -146,8 +159,10 @@ class GeminiProvider:
         try:  # bad params fail at load, not on the first call
             types.GenerateContentConfig(**self._defaults)
         except Exception as exc:  # pydantic ValidationError
-            raise ConfigError(f"{self._where}: params {sorted(self._defaults)} are not valid Gemini options: "
-                              f"{str(exc).splitlines()[0]}") from None
+            raise ConfigError(
+                f"{self._where}: params {sorted(self._defaults)} are not valid Gemini options: "
+                f"{str(exc).splitlines()[0]}"
+            ) from None
         self._clients: dict[str | None, tuple[str, int, genai.Client]] = {}
         self._http: dict[int, types.HttpOptions] = {}
 
@@ -178,8 +193,9 @@ class GeminiProvider:
             h = self._http[ms] = types.HttpOptions(timeout=ms)
         return hit[2], h
 
-    def _config(self, request: Request, system: str | None,
-                http: types.HttpOptions | None) -> types.GenerateContentConfig:
+    def _config(
+        self, request: Request, system: str | None, http: types.HttpOptions | None
+    ) -> types.GenerateContentConfig:
         cfg: dict[str, Any] = dict(self._defaults)
         if http is not None:
             cfg["http_options"] = http
@@ -209,21 +225,36 @@ class GeminiProvider:
         if isinstance(exc, genai_errors.APIError):
             detail = error_detail(exc.details if exc.details is not None else exc.message)
             if exc.code == 400 and ("API_KEY_INVALID" in str(exc.details) or "API key not valid" in detail):
-                return AuthError(f"{self._where} key {alias!r} was rejected (HTTP 400): {detail}; "
-                                 "check the key or replace it", status=400, key_alias=alias)
-            return status_error(int(exc.code or 0) or 500, detail, where=self._where, key_alias=alias,
-                                headers=_headers_of(exc), secret=key.secret if key else None,
-                                retry_after=_retry_delay(exc.details))
+                return AuthError(
+                    f"{self._where} key {alias!r} was rejected (HTTP 400): {detail}; check the key or replace it",
+                    status=400,
+                    key_alias=alias,
+                )
+            return status_error(
+                int(exc.code or 0) or 500,
+                detail,
+                where=self._where,
+                key_alias=alias,
+                headers=_headers_of(exc),
+                secret=key.secret if key else None,
+                retry_after=_retry_delay(exc.details),
+            )
         if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
             return timeout_error(self._where, alias, timeout)
         if isinstance(exc, (aiohttp.ClientError, OSError)):
-            return connection_error(self._where, self.base_url or DEFAULT_BASE_URL, alias,
-                                    f"{exc.__class__.__name__}: {exc}", refused=is_refused(exc))
+            return connection_error(
+                self._where,
+                self.base_url or DEFAULT_BASE_URL,
+                alias,
+                f"{exc.__class__.__name__}: {exc}",
+                refused=is_refused(exc),
+            )
         if isinstance(exc, genai_errors.UnknownApiResponseError):
             return Transient(f"{self._where}: the server sent a body that is not JSON", key_alias=alias)
         # the SDK refusing to build the request (an option this API does not take): retrying cannot help
-        return BadRequest(f"{self._where}: the request was refused by the client library: "
-                          f"{scrub(str(exc))[:200]}", key_alias=alias)
+        return BadRequest(
+            f"{self._where}: the request was refused by the client library: {scrub(str(exc))[:200]}", key_alias=alias
+        )
 
     async def complete(self, request: Request, key: ApiKey | None, *, timeout: float) -> Completion:
         system, history = contents(request.messages)
@@ -231,30 +262,45 @@ class GeminiProvider:
         config = self._config(request, system, http)
         t0 = time.perf_counter()
         try:
-            resp = await client.aio.models.generate_content(
-                model=self.model, contents=history, config=config)  # type: ignore[arg-type]
-        except (genai_errors.APIError, genai_errors.UnknownApiResponseError, aiohttp.ClientError,
-                asyncio.TimeoutError, TimeoutError, OSError, ValueError) as exc:
+            resp = await client.aio.models.generate_content(model=self.model, contents=history, config=config)  # type: ignore[arg-type]
+        except (
+            genai_errors.APIError,
+            genai_errors.UnknownApiResponseError,
+            aiohttp.ClientError,
+            asyncio.TimeoutError,
+            TimeoutError,
+            OSError,
+            ValueError,
+        ) as exc:
             raise self._error(exc, key, timeout) from exc
         return self._completion(resp, request, key, (time.perf_counter() - t0) * 1000.0)
 
-    def _completion(self, resp: types.GenerateContentResponse, request: Request, key: ApiKey | None,
-                    latency_ms: float) -> Completion:
+    def _completion(
+        self, resp: types.GenerateContentResponse, request: Request, key: ApiKey | None, latency_ms: float
+    ) -> Completion:
         alias = key.alias if key else None
         cand = resp.candidates[0] if resp.candidates else None
         texts: list[str] = []
         calls: list[ToolCall] = []
-        for part in (cand.content.parts if cand and cand.content and cand.content.parts else ()):
+        for part in cand.content.parts if cand and cand.content and cand.content.parts else ():
             if part.text is not None and not part.thought:
                 texts.append(part.text)
             elif part.function_call is not None:
                 fc = part.function_call
-                calls.append(ToolCall(id=fc.id or f"call_{len(calls)}", name=fc.name or "",
-                                      arguments=json.dumps(fc.args or {}, separators=(",", ":"))))
+                calls.append(
+                    ToolCall(
+                        id=fc.id or f"call_{len(calls)}",
+                        name=fc.name or "",
+                        arguments=json.dumps(fc.args or {}, separators=(",", ":")),
+                    )
+                )
         text = "".join(texts) if texts else None
         reason = cand.finish_reason if cand else None
-        finish = None if reason is None else _FINISH.get(getattr(reason, "value", str(reason)),
-                                                         str(getattr(reason, "value", reason)).lower())
+        finish = (
+            None
+            if reason is None
+            else _FINISH.get(getattr(reason, "value", str(reason)), str(getattr(reason, "value", reason)).lower())
+        )
         if calls and finish == "stop":
             finish = "tool_calls"  # as OpenAI reports it
         if cand is None and resp.prompt_feedback is not None:
@@ -282,21 +328,36 @@ class GeminiProvider:
         config = types.EmbedContentConfig(http_options=http) if http is not None else None
         try:
             resp = await client.aio.models.embed_content(  # one content per text, not one with many parts
-                model=self.model, contents=[types.Content(parts=[types.Part(text=t)]) for t in request.texts],
-                config=config)
+                model=self.model,
+                contents=[types.Content(parts=[types.Part(text=t)]) for t in request.texts],
+                config=config,
+            )
             vectors = [list(e.values or ()) for e in resp.embeddings or ()]
-        except (genai_errors.APIError, genai_errors.UnknownApiResponseError, aiohttp.ClientError,
-                asyncio.TimeoutError, TimeoutError, OSError, ValueError) as exc:
+        except (
+            genai_errors.APIError,
+            genai_errors.UnknownApiResponseError,
+            aiohttp.ClientError,
+            asyncio.TimeoutError,
+            TimeoutError,
+            OSError,
+            ValueError,
+        ) as exc:
             raise self._error(exc, key, timeout) from exc
         if len(vectors) != len(request.texts):
-            raise Transient(f"{self._where}: asked for {len(request.texts)} embeddings, got {len(vectors)}",
-                            key_alias=alias)
+            raise Transient(
+                f"{self._where}: asked for {len(request.texts)} embeddings, got {len(vectors)}", key_alias=alias
+            )
         u = getattr(resp, "usage_metadata", None)
         tokens = getattr(u, "prompt_token_count", None) or getattr(u, "total_token_count", None)
         if not tokens:  # the Gemini API does not report embedding tokens: estimate, ~4 chars a token
             tokens = sum(max(1, len(t) // 4) for t in request.texts)
-        return Embeddings(vectors=vectors, usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
-                          model=self.model, provider="gemini", key_alias=alias)
+        return Embeddings(
+            vectors=vectors,
+            usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
+            model=self.model,
+            provider="gemini",
+            key_alias=alias,
+        )
 
     async def aclose(self) -> None:
         clients, self._clients = self._clients, {}

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any, Mapping
+from typing import Any
 
 from synth.errors import AuthError, BadRequest, ProviderError, RateLimited, Transient
 from synth.records import RateLimitInfo, trusted
@@ -47,7 +48,7 @@ def parse_duration(text: str | None) -> float | None:
     bare, h, mi, sec, ms = m.groups()
     if bare is not None:
         return float(bare)
-    return (float(h or 0) * 3600.0 + float(mi or 0) * 60.0 + float(sec or 0) + float(ms or 0) / 1000.0)
+    return float(h or 0) * 3600.0 + float(mi or 0) * 60.0 + float(sec or 0) + float(ms or 0) / 1000.0
 
 
 def _int(text: Any) -> int | None:
@@ -71,14 +72,17 @@ def parse_ratelimit(headers: Mapping[str, Any] | None) -> RateLimitInfo | None:
     rt = _get(headers, "x-ratelimit-remaining-tokens")
     if lr is None and lt is None and rr is None and rt is None:
         return None
-    return trusted(RateLimitInfo, {  # every value below is an int, a float or None already
-        "limit_requests": _int(lr),
-        "remaining_requests": _int(rr),
-        "reset_requests_s": parse_duration(_get(headers, "x-ratelimit-reset-requests")),
-        "limit_tokens": _int(lt),
-        "remaining_tokens": _int(rt),
-        "reset_tokens_s": parse_duration(_get(headers, "x-ratelimit-reset-tokens")),
-    })
+    return trusted(
+        RateLimitInfo,
+        {  # every value below is an int, a float or None already
+            "limit_requests": _int(lr),
+            "remaining_requests": _int(rr),
+            "reset_requests_s": parse_duration(_get(headers, "x-ratelimit-reset-requests")),
+            "limit_tokens": _int(lt),
+            "remaining_tokens": _int(rt),
+            "reset_tokens_s": parse_duration(_get(headers, "x-ratelimit-reset-tokens")),
+        },
+    )
 
 
 def parse_retry_after(headers: Mapping[str, Any] | None) -> float | None:

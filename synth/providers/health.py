@@ -26,8 +26,9 @@ WINDOW = 1000  # latencies kept
 class Health:
     """One provider's recent successes and latencies in this process."""
 
-    def __init__(self, timeout_s: float, *, floor_s: float = FLOOR_S, factor: float = FACTOR,
-                 min_samples: int = MIN_SAMPLES) -> None:
+    def __init__(
+        self, timeout_s: float, *, floor_s: float = FLOOR_S, factor: float = FACTOR, min_samples: int = MIN_SAMPLES
+    ) -> None:
         self.timeout_s = timeout_s
         self.floor_s = floor_s
         self.factor = factor
@@ -62,11 +63,15 @@ class Health:
         retry-after on every key) that would take it past ``limit``."""
         outage = self.outage_s(now)
         if outage >= limit:
-            return (f"provider {name} has failed every call for {outage:.1f} s (engine.max_outage_s {limit:g}); "
-                    f"the last: {str(err)[:200]}")
+            return (
+                f"provider {name} has failed every call for {outage:.1f} s (engine.max_outage_s {limit:g}); "
+                f"the last: {str(err)[:200]}"
+            )
         if ahead != float("inf") and outage + ahead > limit:
-            return (f"provider {name} is rate limited for {ahead:.0f} s more, past engine.max_outage_s {limit:g}: "
-                    f"{str(err)[:200]}")
+            return (
+                f"provider {name} is rate limited for {ahead:.0f} s more, past engine.max_outage_s {limit:g}: "
+                f"{str(err)[:200]}"
+            )
         return None
 
     def _refresh(self) -> None:

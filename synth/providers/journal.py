@@ -61,8 +61,16 @@ class KeyMaker:
         return d
 
     def key(self, r: Request) -> str:
-        msgs = [(m.role, m.content, m.name, [(t.id, t.name, t.arguments) for t in m.tool_calls] if m.tool_calls else None,
-                 m.tool_call_id) for m in r.messages]
+        msgs = [
+            (
+                m.role,
+                m.content,
+                m.name,
+                [(t.id, t.name, t.arguments) for t in m.tool_calls] if m.tool_calls else None,
+                m.tool_call_id,
+            )
+            for m in r.messages
+        ]
         body = orjson.dumps([msgs, r.schema_name, r.temperature, r.top_p, r.max_tokens, r.seed, r.n])
         h = hashlib.blake2b(self.base, digest_size=20)
         h.update(self._digest(r.json_schema))
@@ -74,18 +82,46 @@ class KeyMaker:
 def completion_row(c: Completion) -> list[Any]:
     u = c.usage
     calls = [(t.id, t.name, t.arguments) for t in c.tool_calls] if c.tool_calls else None
-    return [c.text, c.parsed, calls, u.prompt_tokens, u.completion_tokens, u.total_tokens, c.finish_reason,
-            c.model, c.provider, c.key_alias, c.latency_ms, c.attempts, c.cost_usd]
+    return [
+        c.text,
+        c.parsed,
+        calls,
+        u.prompt_tokens,
+        u.completion_tokens,
+        u.total_tokens,
+        c.finish_reason,
+        c.model,
+        c.provider,
+        c.key_alias,
+        c.latency_ms,
+        c.attempts,
+        c.cost_usd,
+    ]
 
 
 def completion_from_row(row: list[Any], request_id: str, *, cached: bool) -> Completion:
     text, parsed, calls, pt, ct, tt, finish, model, provider, alias, latency, attempts, cost = row
     tool_calls = [trusted(ToolCall, {"id": i, "name": n, "arguments": a}) for i, n, a in calls] if calls else None
     usage = trusted(Usage, {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": tt})
-    return trusted(Completion, {
-        "request_id": request_id, "text": text, "parsed": parsed, "tool_calls": tool_calls, "usage": usage,
-        "finish_reason": finish, "model": model, "provider": provider, "key_alias": alias,
-        "latency_ms": latency, "attempts": attempts, "cost_usd": cost, "cached": cached, "ratelimit": None})
+    return trusted(
+        Completion,
+        {
+            "request_id": request_id,
+            "text": text,
+            "parsed": parsed,
+            "tool_calls": tool_calls,
+            "usage": usage,
+            "finish_reason": finish,
+            "model": model,
+            "provider": provider,
+            "key_alias": alias,
+            "latency_ms": latency,
+            "attempts": attempts,
+            "cost_usd": cost,
+            "cached": cached,
+            "ratelimit": None,
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -109,7 +145,9 @@ class Entry:
 
 
 def encode_entry(key: str, request_id: str, status: str, payload: Any, cost_usd: float, ts: float) -> bytes:
-    return orjson.dumps({"k": key, "i": request_id, "t": round(ts, 3), "s": status, "$": cost_usd, "c": payload}) + b"\n"
+    return (
+        orjson.dumps({"k": key, "i": request_id, "t": round(ts, 3), "s": status, "$": cost_usd, "c": payload}) + b"\n"
+    )
 
 
 def parse_segment(data: bytes) -> Iterator[Entry]:
@@ -177,5 +215,16 @@ def newest(entries: Iterable[Entry]) -> dict[str, Entry]:
     return out
 
 
-__all__ = ["Entry", "KeyMaker", "MALFORMED", "OK", "SegmentWriter", "completion_from_row", "completion_row",
-           "encode_entry", "model_digest", "newest", "parse_segment"]
+__all__ = [
+    "Entry",
+    "KeyMaker",
+    "MALFORMED",
+    "OK",
+    "SegmentWriter",
+    "completion_from_row",
+    "completion_row",
+    "encode_entry",
+    "model_digest",
+    "newest",
+    "parse_segment",
+]

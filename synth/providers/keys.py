@@ -84,14 +84,21 @@ class KeyPool:
             if not secret:
                 raise KeyMissing(
                     f"provider {self.name!r}: environment variable {spec.env} is not set; "
-                    f"export it with the API key, or remove it from the job file")
-            limiter = KeyLimiter(key_limits(provider, spec), share=share, burst_s=burst_s, clock=clock,
-                                 on_change=self._changed)
+                    f"export it with the API key, or remove it from the job file"
+                )
+            limiter = KeyLimiter(
+                key_limits(provider, spec), share=share, burst_s=burst_s, clock=clock, on_change=self._changed
+            )
             self.slots.append(KeySlot(ApiKey(spec.name, secret), spec.name, limiter, index))
         self.keyless = not provider.keys
         if self.keyless and keyless_share > 0:
-            limiter = KeyLimiter(key_limits(provider, Limits()), share=keyless_share, burst_s=burst_s,
-                                 clock=clock, on_change=self._changed)
+            limiter = KeyLimiter(
+                key_limits(provider, Limits()),
+                share=keyless_share,
+                burst_s=burst_s,
+                clock=clock,
+                on_change=self._changed,
+            )
             self.slots.append(KeySlot(None, "(no key)", limiter, 0))
         self.total = len(self.slots)
 
@@ -109,8 +116,7 @@ class KeyPool:
                 continue
             live = True
             wait = lim.wait_time(tokens, now)
-            if wait < best_wait or (wait == best_wait and best is not None
-                                    and lim.in_flight < best.limiter.in_flight):
+            if wait < best_wait or (wait == best_wait and best is not None and lim.in_flight < best.limiter.in_flight):
                 best, best_wait = slot, wait
                 if wait == 0.0 and lim.in_flight == 0:
                     break  # cannot do better
@@ -191,8 +197,9 @@ class KeyPool:
             return
         slot.limiter.disable()
         left = sum(not s.limiter.disabled for s in self.slots)
-        log.warning("provider %s: key %s disabled (%s); %d of %d keys left",
-                    self.name, slot.alias, reason, left, self.total)
+        log.warning(
+            "provider %s: key %s disabled (%s); %d of %d keys left", self.name, slot.alias, reason, left, self.total
+        )
 
     @property
     def live(self) -> int:
@@ -200,17 +207,18 @@ class KeyPool:
 
     def no_keys_left(self) -> NoKeysLeft:
         if not self.slots:
-            return NoKeysLeft(f"provider {self.name} has no keys assigned to this gateway; "
-                              f"assign it a key slot or route its requests to another gateway")
+            return NoKeysLeft(
+                f"provider {self.name} has no keys assigned to this gateway; "
+                f"assign it a key slot or route its requests to another gateway"
+            )
         names = ", ".join(s.alias for s in self.slots)
         return NoKeysLeft(
             f"all {self.total} keys of provider {self.name} are disabled (revoked or invalid): "
-            f"fix the keys named {names}")
+            f"fix the keys named {names}"
+        )
 
     def stats(self) -> dict[str, object]:
-        return {
-            s.alias: {"requests": s.requests, **s.errors, **s.limiter.snapshot()} for s in self.slots
-        }
+        return {s.alias: {"requests": s.requests, **s.errors, **s.limiter.snapshot()} for s in self.slots}
 
     def __repr__(self) -> str:
         return f"KeyPool({self.name!r}, keys={[s.alias for s in self.slots]}, live={self.live})"

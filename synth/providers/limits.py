@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable
-from typing import Callable
+from collections.abc import Callable, Iterable
 
-from synth.tokens import estimate_tokens
 from synth.providers.clock import REAL_CLOCK, Clock, Waker
 from synth.records import ChatMessage, RateLimitInfo
 from synth.spec import Limits
+from synth.tokens import estimate_tokens
 
 INF = math.inf
 DEFAULT_BURST_S = 0.5  # the simulator and most providers allow a 1 s burst; keep well inside it
@@ -215,12 +214,14 @@ class KeyLimiter:
         now = self.clock.now()
         if self.configured["rpm"] is None and info.limit_requests and self.rpm is None:
             self.rpm = _bucket(info.limit_requests * self.share, self.burst_s, now, 1.0)
-            self.rpm.level = 0.0 if info.remaining_requests is None else min(
-                self.rpm.capacity, info.remaining_requests * self.share)
+            self.rpm.level = (
+                0.0 if info.remaining_requests is None else min(self.rpm.capacity, info.remaining_requests * self.share)
+            )
         if self.configured["tpm"] is None and info.limit_tokens and self.tpm is None:
             self.tpm = _bucket(info.limit_tokens * self.share, self.burst_s, now, 1.0)
-            self.tpm.level = 0.0 if info.remaining_tokens is None else min(
-                self.tpm.capacity, info.remaining_tokens * self.share)
+            self.tpm.level = (
+                0.0 if info.remaining_tokens is None else min(self.tpm.capacity, info.remaining_tokens * self.share)
+            )
         # a claimed limit is an upper bound: follow the server's when it is lower
         if info.limit_requests and self.rpm is not None:
             self._follow(self.rpm, min(self.configured["rpm"] or INF, info.limit_requests) * self.share, now)

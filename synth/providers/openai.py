@@ -11,7 +11,8 @@ from __future__ import annotations
 import inspect
 import json
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import httpx2
 import openai
@@ -39,8 +40,9 @@ _MAX_CONNECTIONS = 10_000  # per key; the dispatcher bounds what is in flight
 class OpenAIProvider:
     """Chat completions and embeddings with the official SDK."""
 
-    def __init__(self, kind: str, model: str, *, base_url: str | None = None,
-                 params: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, kind: str, model: str, *, base_url: str | None = None, params: Mapping[str, Any] | None = None
+    ) -> None:
         if kind not in OPENAI_KINDS:
             raise ValueError(f"OpenAIProvider serves {OPENAI_KINDS}, not {kind!r}")
         self.kind = kind
@@ -74,8 +76,14 @@ class OpenAIProvider:
             return connection_error(self._where, self.base_url, alias, reason, refused=is_refused(exc))
         if isinstance(exc, openai.APIStatusError):
             body = exc.body if exc.body is not None else exc.response.text
-            return status_error(exc.status_code, error_detail(body), where=self._where, key_alias=alias,
-                                headers=exc.response.headers, secret=key.secret if key else None)
+            return status_error(
+                exc.status_code,
+                error_detail(body),
+                where=self._where,
+                key_alias=alias,
+                headers=exc.response.headers,
+                secret=key.secret if key else None,
+            )
         return Transient(f"{self._where}: unexpected client error {exc.__class__.__name__}", key_alias=alias)
 
     async def complete(self, request: Request, key: ApiKey | None, *, timeout: float) -> Completion:
@@ -105,28 +113,40 @@ class OpenAIProvider:
                 raise not_json(self._where, raw.status_code, key.alias if key else None) from exc
         return answer
 
-    def _completion(self, answer: Any, request: Request, key: ApiKey | None, latency_ms: float,
-                    headers: Mapping[str, str]) -> Completion:
+    def _completion(
+        self, answer: Any, request: Request, key: ApiKey | None, latency_ms: float, headers: Mapping[str, str]
+    ) -> Completion:
         alias = key.alias if key else None
         try:
             choice = answer.choices[0]
             msg = choice.message
         except (AttributeError, IndexError, TypeError) as exc:
-            raise Transient(f"{self._where}: the answer has no choices; the server sent an unexpected body",
-                            key_alias=alias) from exc
+            raise Transient(
+                f"{self._where}: the answer has no choices; the server sent an unexpected body", key_alias=alias
+            ) from exc
         tool_calls = [
             ToolCall(id=c.id or f"call_{i}", name=c.function.name, arguments=c.function.arguments or "{}")
             for i, c in enumerate(msg.tool_calls or ())
         ] or None
         parsed = None
         if request.json_schema is not None and not tool_calls:
-            parsed = decode_output(msg.content, request, where=self._where, key_alias=alias,
-                                   finish_reason=choice.finish_reason, refusal=getattr(msg, "refusal", None))
+            parsed = decode_output(
+                msg.content,
+                request,
+                where=self._where,
+                key_alias=alias,
+                finish_reason=choice.finish_reason,
+                refusal=getattr(msg, "refusal", None),
+            )
         u = answer.usage
         usage = (
-            Usage(prompt_tokens=u.prompt_tokens or 0, completion_tokens=u.completion_tokens or 0,
-                  total_tokens=u.total_tokens or (u.prompt_tokens or 0) + (u.completion_tokens or 0))
-            if u is not None else Usage()
+            Usage(
+                prompt_tokens=u.prompt_tokens or 0,
+                completion_tokens=u.completion_tokens or 0,
+                total_tokens=u.total_tokens or (u.prompt_tokens or 0) + (u.completion_tokens or 0),
+            )
+            if u is not None
+            else Usage()
         )
         return Completion(
             request_id=request.id,
@@ -154,12 +174,14 @@ class OpenAIProvider:
             rows = sorted(answer.data, key=lambda r: r.index)
             vectors = [list(r.embedding) for r in rows]
         except (AttributeError, TypeError) as exc:
-            raise Transient(f"{self._where}: the embeddings answer has no data; the server sent an unexpected body",
-                            key_alias=alias) from exc
+            raise Transient(
+                f"{self._where}: the embeddings answer has no data; the server sent an unexpected body", key_alias=alias
+            ) from exc
         u = answer.usage
         usage = Usage(prompt_tokens=u.prompt_tokens or 0, total_tokens=u.total_tokens or 0) if u else Usage()
-        return Embeddings(vectors=vectors, usage=usage, model=answer.model or self.model, provider=self.kind,
-                          key_alias=alias)
+        return Embeddings(
+            vectors=vectors, usage=usage, model=answer.model or self.model, provider=self.kind, key_alias=alias
+        )
 
     async def aclose(self) -> None:
         clients, self._clients = self._clients, {}

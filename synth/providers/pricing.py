@@ -14,8 +14,8 @@ report what the job would cost on that model: see :func:`estimate_price`. ::
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import Mapping
 
 from synth.records import Usage
 from synth.spec import PriceSpec
@@ -109,8 +109,9 @@ def price_for(
     found = table_price(name)
     if found is None and model not in _warned:
         _warned.add(model)
-        log.warning("no price known for %s: its calls are counted as free; add it under 'prices:' in the job file",
-                    model)
+        log.warning(
+            "no price known for %s: its calls are counted as free; add it under 'prices:' in the job file", model
+        )
     return found
 
 

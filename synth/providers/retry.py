@@ -21,8 +21,10 @@ from synth.errors import BadRequest, RateLimited, Transient
 from synth.providers.wire import json_value
 from synth.records import ChatMessage, Completion, Request
 
-REASK = ("Your previous answer does not match the required JSON Schema ({error}). Answer again with "
-         "only one JSON value that matches the schema.")
+REASK = (
+    "Your previous answer does not match the required JSON Schema ({error}). Answer again with "
+    "only one JSON value that matches the schema."
+)
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,7 @@ class RetryPolicy:
         return backoff_delay(retry, base_s=self.base_s, cap_s=self.cap_s, rng=rng)
 
 
-def backoff_delay(retry: int, *, base_s: float = 0.5, cap_s: float = 30.0,
-                  rng: random.Random | None = None) -> float:
+def backoff_delay(retry: int, *, base_s: float = 0.5, cap_s: float = 30.0, rng: random.Random | None = None) -> float:
     """Full-jitter delay before retry number ``retry`` (0 for the first retry)."""
     ceiling = min(cap_s, base_s * (2.0 ** min(retry, 62)))
     return (rng or random).uniform(0.0, ceiling)
@@ -51,8 +52,7 @@ def should_retry(error: BaseException, retries_done: int, policy: RetryPolicy) -
     return isinstance(error, (RateLimited, Transient)) and retries_done < policy.max_retries
 
 
-def retry_delay(error: BaseException, retry: int, policy: RetryPolicy,
-                rng: random.Random | None = None) -> float:
+def retry_delay(error: BaseException, retry: int, policy: RetryPolicy, rng: random.Random | None = None) -> float:
     """Seconds to wait before retry number ``retry`` after ``error``: the provider's retry-after
     when it sent one, else the jittered backoff."""
     if isinstance(error, RateLimited) and error.retry_after is not None:
@@ -64,10 +64,22 @@ def retry_delay(error: BaseException, retry: int, policy: RetryPolicy,
 
 
 # keywords that draft 7 does not know: a schema using any of them is checked by jsonschema alone
-_NEWER_KEYWORDS = frozenset({
-    "prefixItems", "dependentRequired", "dependentSchemas", "unevaluatedProperties", "unevaluatedItems",
-    "$anchor", "$dynamicRef", "$dynamicAnchor", "$recursiveRef", "$recursiveAnchor", "minContains", "maxContains",
-})
+_NEWER_KEYWORDS = frozenset(
+    {
+        "prefixItems",
+        "dependentRequired",
+        "dependentSchemas",
+        "unevaluatedProperties",
+        "unevaluatedItems",
+        "$anchor",
+        "$dynamicRef",
+        "$dynamicAnchor",
+        "$recursiveRef",
+        "$recursiveAnchor",
+        "minContains",
+        "maxContains",
+    }
+)
 _DRAFT7_OR_OLDER = ("draft-04", "draft-06", "draft-07")
 
 
@@ -120,8 +132,9 @@ class SchemaCheck:
             try:
                 cls.check_schema(schema)
             except jsonschema.SchemaError as e:
-                raise BadRequest(f"the request's json_schema is not a valid JSON Schema: {e.message}; "
-                                 f"fix the generator's schema") from None
+                raise BadRequest(
+                    f"the request's json_schema is not a valid JSON Schema: {e.message}; fix the generator's schema"
+                ) from None
             v = self._validators[key] = Validator(cls(schema), _compile_fast(schema))
         if len(self._by_id) >= 1024:
             self._by_id.clear()
@@ -155,11 +168,16 @@ class SchemaCheck:
 def reask(request: Request, raw: str | None, problem: str) -> Request:
     """The request again with the bad answer and a correction appended, and the seed (when set)
     bumped so that a deterministic model answers differently."""
-    return request.model_copy(update={
-        "messages": [*request.messages, ChatMessage(role="assistant", content=raw or ""),
-                     ChatMessage(role="user", content=REASK.format(error=problem[:300]))],
-        "seed": None if request.seed is None else request.seed + 1,
-    })
+    return request.model_copy(
+        update={
+            "messages": [
+                *request.messages,
+                ChatMessage(role="assistant", content=raw or ""),
+                ChatMessage(role="user", content=REASK.format(error=problem[:300])),
+            ],
+            "seed": None if request.seed is None else request.seed + 1,
+        }
+    )
 
 
 __all__ = ["REASK", "RetryPolicy", "SchemaCheck", "Validator", "backoff_delay", "reask", "retry_delay", "should_retry"]

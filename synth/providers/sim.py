@@ -14,7 +14,8 @@ would.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from synth import fakegen
 from synth.errors import BadRequest, MalformedOutput
@@ -41,8 +42,11 @@ class SimProvider:
     async def complete(self, request: Request, key: ApiKey | None, *, timeout: float) -> Completion:
         msgs = [message_json(m) for m in request.messages]
         seed: Any = request.seed if request.seed is not None else f"id:{request.id}"
-        rng = fakegen.rng_for(fakegen.material(self.model, msgs, request.json_schema, False, request.tools or None,
-                                               seed, request.temperature, 0))
+        rng = fakegen.rng_for(
+            fakegen.material(
+                self.model, msgs, request.json_schema, False, request.tools or None, seed, request.temperature, 0
+            )
+        )
         alias = key.alias if key else None
         text: str | None = None
         parsed: Any = None
@@ -51,8 +55,9 @@ class SimProvider:
         try:
             if request.tools and msgs[-1]["role"] == "user" and rng.random() < 0.5:
                 name, args = fakegen.fake_tool_call(request.tools, rng)
-                call_id = "call_" + fakegen.rng_for(fakegen.material(name, args, 0)).getrandbits(96).to_bytes(
-                    12, "big").hex()
+                call_id = (
+                    "call_" + fakegen.rng_for(fakegen.material(name, args, 0)).getrandbits(96).to_bytes(12, "big").hex()
+                )
                 tool_calls = [ToolCall(id=call_id, name=name, arguments=args)]
                 out_tokens = fakegen.estimate_tokens(name) + fakegen.estimate_tokens(args)
                 finish = "tool_calls"
@@ -64,8 +69,10 @@ class SimProvider:
                 text = fakegen.fake_text(rng)
                 out_tokens = fakegen.estimate_tokens(text)
         except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise BadRequest(f"{self._name}: cannot answer this schema or tool declaration ({exc}); "
-                             "check the JSON Schema", key_alias=alias) from exc
+            raise BadRequest(
+                f"{self._name}: cannot answer this schema or tool declaration ({exc}); check the JSON Schema",
+                key_alias=alias,
+            ) from exc
 
         limit = request.max_tokens
         if limit is not None and out_tokens > limit and tool_calls is None:
@@ -73,8 +80,11 @@ class SimProvider:
             out_tokens = limit
             finish = "length"
             if parsed is not None:  # a cut JSON answer is broken, as it would be for real
-                raise MalformedOutput(f"{self._name}: the answer was cut at max_tokens={limit} and is not valid "
-                                      "JSON; raise max_tokens", raw=text, key_alias=alias)
+                raise MalformedOutput(
+                    f"{self._name}: the answer was cut at max_tokens={limit} and is not valid JSON; raise max_tokens",
+                    raw=text,
+                    key_alias=alias,
+                )
         prompt = fakegen.prompt_tokens(msgs)
         return Completion(
             request_id=request.id,
@@ -91,8 +101,13 @@ class SimProvider:
     async def embed(self, request: EmbeddingRequest, key: ApiKey | None, *, timeout: float) -> Embeddings:
         vectors = [fakegen.fake_embedding(t, self.embedding_dim) for t in request.texts]
         tokens = sum(fakegen.estimate_tokens(t) for t in request.texts)
-        return Embeddings(vectors=vectors, usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
-                          model=self.model, provider="sim", key_alias=key.alias if key else None)
+        return Embeddings(
+            vectors=vectors,
+            usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
+            model=self.model,
+            provider="sim",
+            key_alias=key.alias if key else None,
+        )
 
     async def aclose(self) -> None:
         return None

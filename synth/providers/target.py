@@ -55,9 +55,16 @@ class Target:
         return 0.0 if p is None else (prompt * p.input_per_mtok + output * p.output_per_mtok) / 1e6
 
 
-def build_targets(job: JobSpec, slots: Sequence[Slot] | None, *, clock: Clock,
-                  provider_factory: Callable[[ProviderSpec], Provider] | None, env: Mapping[str, str] | None,
-                  max_usd: float | None, burst_s: float) -> dict[str, Target]:
+def build_targets(
+    job: JobSpec,
+    slots: Sequence[Slot] | None,
+    *,
+    clock: Clock,
+    provider_factory: Callable[[ProviderSpec], Provider] | None,
+    env: Mapping[str, str] | None,
+    max_usd: float | None,
+    burst_s: float,
+) -> dict[str, Target]:
     """Every provider of the job with the keys one process owns (see ``Dispatcher.from_spec``)."""
     if provider_factory is None:
         from synth.providers.factory import create_provider as provider_factory
@@ -66,8 +73,10 @@ def build_targets(job: JobSpec, slots: Sequence[Slot] | None, *, clock: Clock,
     for route, index, share in slots or ():
         p = routes.get(route)
         if p is None or not (0 <= index < max(1, len(p.keys))) or not 0 < share <= 1:
-            raise ConfigError(f"gateway slot {(route, index, share)!r} names no key of the job; "
-                              f"use (provider name, key index, share in (0, 1]) with names {list(routes)}")
+            raise ConfigError(
+                f"gateway slot {(route, index, share)!r} names no key of the job; "
+                f"use (provider name, key index, share in (0, 1]) with names {list(routes)}"
+            )
         owned.setdefault(route, []).append((index, share))
     prices = dict(job.prices)
     targets: dict[str, Target] = {}
@@ -82,8 +91,10 @@ def build_targets(job: JobSpec, slots: Sequence[Slot] | None, *, clock: Clock,
         pool = KeyPool(p, keys, env=env, clock=clock, burst_s=burst_s, keyless_share=keyless_share)
         price = price_for(p.model, prices, provider_price=p.price)
         if max_usd and price is None:
-            raise ConfigError(f"budget.max_usd is set but no price is known for {p.model}; add "
-                              f"'price:' to that provider or an entry under 'prices:' in the job file")
+            raise ConfigError(
+                f"budget.max_usd is set but no price is known for {p.model}; add "
+                f"'price:' to that provider or an entry under 'prices:' in the job file"
+            )
         targets[p.route] = Target(p, provider_factory(p), pool, price)
     return targets
 

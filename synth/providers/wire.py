@@ -15,8 +15,9 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 from pyreqwest.client import Client, ClientBuilder
@@ -157,7 +158,12 @@ def json_value(text: str) -> Any:
 
 
 def decode_output(
-    text: str | None, request: Request, *, where: str, key_alias: str | None, finish_reason: str | None,
+    text: str | None,
+    request: Request,
+    *,
+    where: str,
+    key_alias: str | None,
+    finish_reason: str | None,
     refusal: str | None = None,
 ) -> Any:
     """The decoded JSON of a structured answer, or MalformedOutput carrying the raw text."""
@@ -192,7 +198,13 @@ def usage_json(u: Mapping[str, Any] | None) -> Usage:
 
 
 def completion_json(
-    data: Any, request: Request, *, kind: str, model: str, key_alias: str | None, latency_ms: float,
+    data: Any,
+    request: Request,
+    *,
+    kind: str,
+    model: str,
+    key_alias: str | None,
+    latency_ms: float,
     headers: Mapping[str, Any] | None,
 ) -> Completion:
     """A chat-completion response body (plain dicts) -> Completion."""
@@ -201,24 +213,45 @@ def completion_json(
         choice = data["choices"][0]
         msg = choice["message"]
     except (KeyError, IndexError, TypeError) as exc:
-        raise Transient(f"{where}: the answer has no choices; the server sent an unexpected body",
-                        key_alias=key_alias) from exc
+        raise Transient(
+            f"{where}: the answer has no choices; the server sent an unexpected body", key_alias=key_alias
+        ) from exc
     text = msg.get("content")
     finish = choice.get("finish_reason")
     calls = msg.get("tool_calls")
     tool_calls = (
-        [ToolCall(id=c.get("id") or f"call_{i}", name=c["function"]["name"],
-                  arguments=c["function"].get("arguments") or "{}") for i, c in enumerate(calls)]
-        if calls else None
+        [
+            ToolCall(
+                id=c.get("id") or f"call_{i}",
+                name=c["function"]["name"],
+                arguments=c["function"].get("arguments") or "{}",
+            )
+            for i, c in enumerate(calls)
+        ]
+        if calls
+        else None
     )
     parsed = None
     if request.json_schema is not None and not tool_calls:
-        parsed = decode_output(text, request, where=where, key_alias=key_alias, finish_reason=finish,
-                               refusal=msg.get("refusal"))
-    fields = {"request_id": request.id, "text": text, "parsed": parsed, "tool_calls": tool_calls,
-              "usage": usage_json(data.get("usage")), "finish_reason": finish, "model": data.get("model") or model,
-              "provider": kind, "key_alias": key_alias, "latency_ms": latency_ms, "attempts": 1, "cost_usd": 0.0,
-              "cached": False, "ratelimit": parse_ratelimit(headers)}
+        parsed = decode_output(
+            text, request, where=where, key_alias=key_alias, finish_reason=finish, refusal=msg.get("refusal")
+        )
+    fields = {
+        "request_id": request.id,
+        "text": text,
+        "parsed": parsed,
+        "tool_calls": tool_calls,
+        "usage": usage_json(data.get("usage")),
+        "finish_reason": finish,
+        "model": data.get("model") or model,
+        "provider": kind,
+        "key_alias": key_alias,
+        "latency_ms": latency_ms,
+        "attempts": 1,
+        "cost_usd": 0.0,
+        "cached": False,
+        "ratelimit": parse_ratelimit(headers),
+    }
     if (text is None or type(text) is str) and (finish is None or type(finish) is str) and type(fields["model"]) is str:
         return trusted(Completion, fields)  # every other field is built above with its type
     return Completion(**fields)
@@ -229,15 +262,23 @@ def embeddings_json(data: Any, *, kind: str, model: str, key_alias: str | None) 
         rows = sorted(data["data"], key=lambda r: r.get("index", 0))
         vectors = [r["embedding"] for r in rows]
     except (KeyError, TypeError) as exc:
-        raise Transient(f"{kind}:{model}: the embeddings answer has no data; the server sent an unexpected body",
-                        key_alias=key_alias) from exc
-    return Embeddings(vectors=vectors, usage=usage_json(data.get("usage")), model=data.get("model") or model,
-                      provider=kind, key_alias=key_alias)
+        raise Transient(
+            f"{kind}:{model}: the embeddings answer has no data; the server sent an unexpected body",
+            key_alias=key_alias,
+        ) from exc
+    return Embeddings(
+        vectors=vectors,
+        usage=usage_json(data.get("usage")),
+        model=data.get("model") or model,
+        provider=kind,
+        key_alias=key_alias,
+    )
 
 
 def not_json(where: str, status: int, key_alias: str | None) -> Transient:
-    return Transient(f"{where}: the server sent a body that is not JSON (HTTP {status})", status=status,
-                     key_alias=key_alias)
+    return Transient(
+        f"{where}: the server sent a body that is not JSON (HTTP {status})", status=status, key_alias=key_alias
+    )
 
 
 # ---------------------------------------------------------------- client
@@ -253,8 +294,15 @@ class WireProvider:
 
     enforces_timeout = True  # the request's timeout is a total deadline: connect, send and read
 
-    def __init__(self, kind: str, model: str, *, base_url: str | None = None,
-                 params: Mapping[str, Any] | None = None, max_connections: int = 0) -> None:
+    def __init__(
+        self,
+        kind: str,
+        model: str,
+        *,
+        base_url: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        max_connections: int = 0,
+    ) -> None:
         if kind not in OPENAI_KINDS:
             raise ConfigError(f"the wire client speaks the OpenAI API only; {kind!r} is not one of {OPENAI_KINDS}")
         self.kind = kind
@@ -265,9 +313,10 @@ class WireProvider:
         try:  # parsed once, not per call
             self._chat_url = Url(f"{self.base_url}/chat/completions")
             self._embed_url = Url(f"{self.base_url}/embeddings")
-        except ValueError as exc:
-            raise ConfigError(f"{self._where}: base_url {self.base_url!r} is not a URL; give e.g. "
-                              "http://127.0.0.1:8000/v1") from None
+        except ValueError:
+            raise ConfigError(
+                f"{self._where}: base_url {self.base_url!r} is not a URL; give e.g. http://127.0.0.1:8000/v1"
+            ) from None
         self._max_connections = max_connections  # 0: no cap; the gateway bounds concurrency per key
         self._client: Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -294,16 +343,20 @@ class WireProvider:
             t = self._timeouts[seconds] = timedelta(seconds=seconds)
         return t
 
-    async def _post(self, url: Url, body: dict[str, Any], key: ApiKey | None,
-                    timeout: float) -> tuple[Any, Mapping[str, str]]:
+    async def _post(
+        self, url: Url, body: dict[str, Any], key: ApiKey | None, timeout: float
+    ) -> tuple[Any, Mapping[str, str]]:
         alias = key.alias if key else None
         req = self._get_client().post(url).timeout(self._timeout(timeout))
         if key is not None:  # sensitive: kept out of the client's debug output
             try:
                 req = req.header("Authorization", f"Bearer {key.secret}", is_sensitive=True)
             except ValueError:
-                raise AuthError(f"{self._where} key {alias!r}: the key holds characters an HTTP header cannot "
-                                "carry (a line break?); fix its environment variable", key_alias=alias) from None
+                raise AuthError(
+                    f"{self._where} key {alias!r}: the key holds characters an HTTP header cannot "
+                    "carry (a line break?); fix its environment variable",
+                    key_alias=alias,
+                ) from None
         try:
             resp = await req.body_bytes(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)).build().send()
             raw = memoryview(await resp.bytes())
@@ -311,12 +364,19 @@ class WireProvider:
             raise timeout_error(self._where, alias, timeout) from exc
         except PyreqwestError as exc:  # its message and causes name the URL, never the headers
             reason = transport_reason(exc)
-            raise connection_error(self._where, self.base_url, alias, reason,
-                                   refused="connection refused" in reason.lower()) from exc
+            raise connection_error(
+                self._where, self.base_url, alias, reason, refused="connection refused" in reason.lower()
+            ) from exc
         status, headers = resp.status, resp.headers
         if status >= 400:
-            raise status_error(status, error_detail(bytes(raw)), where=self._where, key_alias=alias,
-                               headers=headers, secret=key.secret if key else None) from HTTPStatus(status)
+            raise status_error(
+                status,
+                error_detail(bytes(raw)),
+                where=self._where,
+                key_alias=alias,
+                headers=headers,
+                secret=key.secret if key else None,
+            ) from HTTPStatus(status)
         try:
             return orjson.loads(raw), headers
         except orjson.JSONDecodeError as exc:
@@ -324,10 +384,18 @@ class WireProvider:
 
     async def complete(self, request: Request, key: ApiKey | None, *, timeout: float) -> Completion:
         t0 = time.perf_counter()
-        data, headers = await self._post(self._chat_url, chat_body(self.kind, self.model, request, self.params),
-                                         key, timeout)
-        return completion_json(data, request, kind=self.kind, model=self.model, key_alias=key.alias if key else None,
-                               latency_ms=(time.perf_counter() - t0) * 1000.0, headers=headers)
+        data, headers = await self._post(
+            self._chat_url, chat_body(self.kind, self.model, request, self.params), key, timeout
+        )
+        return completion_json(
+            data,
+            request,
+            kind=self.kind,
+            model=self.model,
+            key_alias=key.alias if key else None,
+            latency_ms=(time.perf_counter() - t0) * 1000.0,
+            headers=headers,
+        )
 
     async def embed(self, request: EmbeddingRequest, key: ApiKey | None, *, timeout: float) -> Embeddings:
         data, _ = await self._post(self._embed_url, embed_body(self.model, request), key, timeout)

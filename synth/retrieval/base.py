@@ -41,7 +41,8 @@ class RetrievalResult(BaseModel):
     text: str = NO_RETRIEVAL_CONTEXT
     hits: list[RetrievalHit] = Field(default_factory=list)
     calls: list[Completion] = Field(
-        default_factory=list, exclude=True, description="model calls the retrieval cost (query embeddings)")
+        default_factory=list, exclude=True, description="model calls the retrieval cost (query embeddings)"
+    )
 
     @property
     def empty(self) -> bool:

@@ -125,7 +125,9 @@ def read_rows(fs: Any, path: str) -> list[dict[str, Any]]:
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError:
-                    raise ConfigError(f"{path}:{no}: not valid JSON; each line of a .jsonl file must be one object") from None
+                    raise ConfigError(
+                        f"{path}:{no}: not valid JSON; each line of a .jsonl file must be one object"
+                    ) from None
         return rows
 
 
@@ -144,7 +146,9 @@ def load_documents(source: str, *, text_field: str = "text", id_field: str = "id
             if not isinstance(row, dict) or text_field not in row:
                 raise ConfigError(f"{rel} row {no}: no {text_field!r} field; set the text field name")
             rid = row.get(id_field)
-            docs.append(Document(id=str(rid) if rid not in (None, "") else f"{rel}:{no}", text=str(row[text_field]), source=rel))
+            docs.append(
+                Document(id=str(rid) if rid not in (None, "") else f"{rel}:{no}", text=str(row[text_field]), source=rel)
+            )
     if not docs:
         raise ConfigError(f"no documents found in {source!r}; supported: {', '.join(TEXT_SUFFIXES + ROW_SUFFIXES)}")
     ids = [d.id for d in docs]
@@ -154,7 +158,9 @@ def load_documents(source: str, *, text_field: str = "text", id_field: str = "id
     return docs
 
 
-def chunk_points(docs: list[Document], chunk_size: int, overlap: int) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, int]]:
+def chunk_points(
+    docs: list[Document], chunk_size: int, overlap: int
+) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, int]]:
     """(point id, payload) of every chunk, and the chunk count of every document."""
     points: list[tuple[str, dict[str, Any]]] = []
     n_chunks: dict[str, int] = {}
@@ -168,8 +174,15 @@ def chunk_points(docs: list[Document], chunk_size: int, overlap: int) -> tuple[l
     return points, n_chunks
 
 
-async def index_into(client: Any, collection: str, docs: list[Document], embedder: LLMEmbedder | Any, *,
-                     chunk_size: int = 800, overlap: int = 100) -> IndexReport:
+async def index_into(
+    client: Any,
+    collection: str,
+    docs: list[Document],
+    embedder: LLMEmbedder | Any,
+    *,
+    chunk_size: int = 800,
+    overlap: int = 100,
+) -> IndexReport:
     """Upsert the chunks of ``docs`` into ``collection`` on an open ``AsyncQdrantClient``,
     embedding only chunks that are new or changed."""
     from qdrant_client import models
@@ -197,22 +210,35 @@ async def index_into(client: Any, collection: str, docs: list[Document], embedde
         vectors = await embedder.embed([p["text"] for _, p in todo])
         if not exists:
             await client.create_collection(
-                collection, vectors_config=models.VectorParams(size=len(vectors[0]), distance=models.Distance.COSINE))
+                collection, vectors_config=models.VectorParams(size=len(vectors[0]), distance=models.Distance.COSINE)
+            )
             exists = True
-        await client.upsert(collection, points=[
-            models.PointStruct(id=pid, vector=v, payload=p) for (pid, p), v in zip(todo, vectors)])
+        await client.upsert(
+            collection, points=[models.PointStruct(id=pid, vector=v, payload=p) for (pid, p), v in zip(todo, vectors)]
+        )
     for doc_id in sorted(changed_docs):  # a document that shrank leaves chunks past its new end
-        stale = models.Filter(must=[
-            models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id)),
-            models.FieldCondition(key="chunk", range=models.Range(gte=n_chunks[doc_id]))])
+        stale = models.Filter(
+            must=[
+                models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id)),
+                models.FieldCondition(key="chunk", range=models.Range(gte=n_chunks[doc_id])),
+            ]
+        )
         deleted += (await client.count(collection, count_filter=stale, exact=True)).count
         await client.delete(collection, points_selector=models.FilterSelector(filter=stale))
     total = (await client.count(collection, exact=True)).count if exists else 0
     usage = getattr(embedder, "usage", None)
     return IndexReport(
-        collection=collection, documents=len(docs), chunks=len(points), new_points=new, updated_points=updated,
-        unchanged_points=unchanged, deleted_points=deleted, points=total,
-        embedding_tokens=usage.total_tokens if usage is not None else 0, cost_usd=getattr(embedder, "cost_usd", 0.0))
+        collection=collection,
+        documents=len(docs),
+        chunks=len(points),
+        new_points=new,
+        updated_points=updated,
+        unchanged_points=unchanged,
+        deleted_points=deleted,
+        points=total,
+        embedding_tokens=usage.total_tokens if usage is not None else 0,
+        cost_usd=getattr(embedder, "cost_usd", 0.0),
+    )
 
 
 async def index_documents(
@@ -239,22 +265,44 @@ async def index_documents(
     chunk_text("", chunk_size, overlap)  # check the chunking options before reading anything
     docs = load_documents(source_uri, text_field=text_field, id_field=id_field)
     try:
-        client = AsyncQdrantClient(url=url, api_key=api_key, check_compatibility=False) if url else AsyncQdrantClient(path=path)
+        client = (
+            AsyncQdrantClient(url=url, api_key=api_key, check_compatibility=False)
+            if url
+            else AsyncQdrantClient(path=path)
+        )
     except RuntimeError as e:
         raise StorageError(f"Qdrant folder {path!r} is open in another process; close it and run again") from e
     try:
         try:
             await client.collection_exists(collection)
         except Exception as e:  # noqa: BLE001 - connection errors of any transport, said once
-            raise StorageError(f"cannot reach Qdrant at {url!r} ({type(e).__name__}); check that the server "
-                               f"is up and the url is right") from e
-        return await index_into(client, collection, docs, LLMEmbedder(llm, model=model, batch_size=batch_size),
-                                chunk_size=chunk_size, overlap=overlap)
+            raise StorageError(
+                f"cannot reach Qdrant at {url!r} ({type(e).__name__}); check that the server is up and the url is right"
+            ) from e
+        return await index_into(
+            client,
+            collection,
+            docs,
+            LLMEmbedder(llm, model=model, batch_size=batch_size),
+            chunk_size=chunk_size,
+            overlap=overlap,
+        )
     finally:
         await client.close()
 
 
 __all__ = [
-    "ROW_SUFFIXES", "TEXT_SUFFIXES", "Document", "IndexReport", "chunk_text", "expand",
-    "chunk_points", "file_suffix", "index_documents", "index_into", "load_documents", "point_id", "read_rows",
+    "ROW_SUFFIXES",
+    "TEXT_SUFFIXES",
+    "Document",
+    "IndexReport",
+    "chunk_text",
+    "expand",
+    "chunk_points",
+    "file_suffix",
+    "index_documents",
+    "index_into",
+    "load_documents",
+    "point_id",
+    "read_rows",
 ]

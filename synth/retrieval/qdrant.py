@@ -94,14 +94,23 @@ class QdrantRetriever(BaseRetriever):
                 raise ConfigError(
                     f"Qdrant folder {path!r} is open in another process; use local_mode 'copy' or a server url"
                 ) from e
-        self = cls(collection=collection, embedder=embedder, async_client=aclient, url=url, api_key=api_key,
-                   temp_dir=temp_dir, **kw)
+        self = cls(
+            collection=collection,
+            embedder=embedder,
+            async_client=aclient,
+            url=url,
+            api_key=api_key,
+            temp_dir=temp_dir,
+            **kw,
+        )
         try:
             exists = await aclient.collection_exists(collection)
         except Exception as e:  # noqa: BLE001 - connection errors of any transport, said once
             await self.aclose()
-            raise StorageError(f"cannot reach Qdrant at {url or path!r} ({type(e).__name__}); "
-                               f"check that the server is up and the url is right") from e
+            raise StorageError(
+                f"cannot reach Qdrant at {url or path!r} ({type(e).__name__}); "
+                f"check that the server is up and the url is right"
+            ) from e
         if not exists:
             await self.aclose()
             where = url or path
@@ -142,8 +151,14 @@ class QdrantRetriever(BaseRetriever):
         for p in points:
             payload = p.payload or {}
             chunk = payload.get("chunk")
-            hits.append(RetrievalHit(id=str(p.id), score=float(p.score), doc_id=payload.get("doc_id"),
-                                     chunk=int(chunk) if chunk is not None else None))
+            hits.append(
+                RetrievalHit(
+                    id=str(p.id),
+                    score=float(p.score),
+                    doc_id=payload.get("doc_id"),
+                    chunk=int(chunk) if chunk is not None else None,
+                )
+            )
             texts.append(str(payload.get(self.text_field) or ""))
         result = build_result(query, texts, hits, self.separator)
         result.calls = calls
@@ -180,8 +195,10 @@ def copy_local_collection(path: str, collection: str) -> str:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         fs.get_file(f, target)
     # keep only this collection's entries (collections, per-collection indexes) and its aliases
-    keep = {k: ({c: v for c, v in val.items() if c == collection} if isinstance(val, dict) else val)
-            for k, val in meta.items()}
+    keep = {
+        k: ({c: v for c, v in val.items() if c == collection} if isinstance(val, dict) else val)
+        for k, val in meta.items()
+    }
     keep["aliases"] = {a: c for a, c in meta.get("aliases", {}).items() if c == collection}
     with open(os.path.join(tmp, "meta.json"), "w") as fh:
         json.dump(keep, fh)

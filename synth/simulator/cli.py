@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from pydantic import ValidationError
 
 from synth.simulator.config import SimConfig
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="The LLM API simulator (OpenAI and Gemini wire formats).")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="The LLM API simulator (OpenAI and Gemini wire formats)."
+)
 
 
 @app.callback()
@@ -25,29 +26,42 @@ def _group() -> None:
 def serve(
     host: str = typer.Option("127.0.0.1", help="interface to listen on"),
     port: int = typer.Option(0, help="port (0 picks a free one)"),
-    rpm: Optional[float] = typer.Option(None, help="requests per minute per key (default: unlimited)"),
-    tpm: Optional[float] = typer.Option(None, help="tokens per minute per key (default: unlimited)"),
-    concurrency: Optional[int] = typer.Option(None, help="most requests in flight per key"),
+    rpm: float | None = typer.Option(None, help="requests per minute per key (default: unlimited)"),
+    tpm: float | None = typer.Option(None, help="tokens per minute per key (default: unlimited)"),
+    concurrency: int | None = typer.Option(None, help="most requests in flight per key"),
     burst_seconds: float = typer.Option(1.0, help="bucket capacity, in seconds of refill"),
-    latency_ms: Optional[float] = typer.Option(None, help="mean total latency of a typical (~100 token) answer"),
-    ttft_ms: Optional[float] = typer.Option(None, help="time to first token"),
-    tpot_ms: Optional[float] = typer.Option(None, help="time per output token"),
+    latency_ms: float | None = typer.Option(None, help="mean total latency of a typical (~100 token) answer"),
+    ttft_ms: float | None = typer.Option(None, help="time to first token"),
+    tpot_ms: float | None = typer.Option(None, help="time per output token"),
     jitter: float = typer.Option(0.0, help="latency varies uniformly by +- this fraction"),
     error_rate: float = typer.Option(0.0, help="share of requests answered 500/503"),
     malformed_rate: float = typer.Option(0.0, help="share of structured answers made invalid"),
     hang_rate: float = typer.Option(0.0, help="share of requests never answered"),
     hang_s: float = typer.Option(300.0, help="how long a hanging request is held open"),
     revoked: str = typer.Option("", help="comma-separated keys answered 401"),
-    keys: Optional[str] = typer.Option(None, help="comma-separated keys accepted (default: any non-empty key)"),
+    keys: str | None = typer.Option(None, help="comma-separated keys accepted (default: any non-empty key)"),
     seed: int = typer.Option(0, help="seed of the fault and jitter draws"),
 ) -> None:
     """Serve the OpenAI (/v1/...) and Gemini (/v1beta/models/...) APIs with simulated limits and faults."""
     try:
         config = SimConfig(
-            host=host, port=port, rpm=rpm, tpm=tpm, concurrency=concurrency, burst_seconds=burst_seconds,
-            latency_ms=latency_ms, ttft_ms=ttft_ms, tpot_ms=tpot_ms, jitter=jitter, error_rate=error_rate,
-            malformed_rate=malformed_rate, hang_rate=hang_rate, hang_s=hang_s, revoked=revoked,
-            keys=[k.strip() for k in keys.split(",") if k.strip()] if keys is not None else None, seed=seed,
+            host=host,
+            port=port,
+            rpm=rpm,
+            tpm=tpm,
+            concurrency=concurrency,
+            burst_seconds=burst_seconds,
+            latency_ms=latency_ms,
+            ttft_ms=ttft_ms,
+            tpot_ms=tpot_ms,
+            jitter=jitter,
+            error_rate=error_rate,
+            malformed_rate=malformed_rate,
+            hang_rate=hang_rate,
+            hang_s=hang_s,
+            revoked=revoked,
+            keys=[k.strip() for k in keys.split(",") if k.strip()] if keys is not None else None,
+            seed=seed,
         )
     except ValidationError as e:
         for err in e.errors():

@@ -56,8 +56,9 @@ class Ask:
 
 
 def answer(ask: Ask, index: int = 0, malformed: str | None = None) -> Answer:
-    rng = rng_for(material(ask.model, ask.messages, ask.schema, ask.json_mode, ask.tools, ask.seed,
-                           ask.temperature, index))
+    rng = rng_for(
+        material(ask.model, ask.messages, ask.schema, ask.json_mode, ask.tools, ask.seed, ask.temperature, index)
+    )
     if ask.tools and ask.allow_tools and ask.messages and ask.messages[-1].get("role") == "user":
         forced = ask.force_tool
         if forced or rng.random() < 0.5:
@@ -117,5 +118,7 @@ def _schema_invalid(value: Any, schema: dict[str, Any]) -> Any:
 def split_words(text: str, per_chunk: int = 4) -> list[str]:
     """Stream pieces of ``text`` (a few words each) that concatenate back to it exactly."""
     parts = text.split(" ")
-    return [" ".join(parts[i:i + per_chunk]) + (" " if i + per_chunk < len(parts) else "")
-            for i in range(0, len(parts), per_chunk)] or [""]
+    return [
+        " ".join(parts[i : i + per_chunk]) + (" " if i + per_chunk < len(parts) else "")
+        for i in range(0, len(parts), per_chunk)
+    ] or [""]

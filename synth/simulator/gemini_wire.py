@@ -27,11 +27,21 @@ if TYPE_CHECKING:
 MODELS = ("gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro", "text-embedding-004", "gemini-embedding-001")
 _ids = itertools.count(1)
 _PREFIX = os.urandom(4).hex()
-_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-           429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
-_SERVER = {500: "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting",
-           503: "The model is overloaded. Please try again later.",
-           504: "Deadline expired before operation could complete."}
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+_SERVER = {
+    500: "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting",
+    503: "The model is overloaded. Please try again later.",
+    504: "Deadline expired before operation could complete.",
+}
 _FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP"}
 
 
@@ -48,28 +58,60 @@ class GeminiWire:
 
     def auth_error(self, problem: str) -> web.Response:
         if problem == "invalid":
-            return json_response(_error_body(400, "API key not valid. Please pass a valid API key.", [{
-                "@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
-                "domain": "googleapis.com"}]), status=400)
+            return json_response(
+                _error_body(
+                    400,
+                    "API key not valid. Please pass a valid API key.",
+                    [
+                        {
+                            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                            "reason": "API_KEY_INVALID",
+                            "domain": "googleapis.com",
+                        }
+                    ],
+                ),
+                status=400,
+            )
         if problem == "revoked":
-            return json_response(_error_body(403, "Your API key was reported as leaked or revoked. "
-                                                  "Please use another API key."), status=403)
-        return json_response(_error_body(403, "Method doesn't allow unregistered callers (callers without "
-                                              "established identity). Please use API Key or other form of "
-                                              "API consumer identity to call this API."), status=403)
+            return json_response(
+                _error_body(403, "Your API key was reported as leaked or revoked. Please use another API key."),
+                status=403,
+            )
+        return json_response(
+            _error_body(
+                403,
+                "Method doesn't allow unregistered callers (callers without "
+                "established identity). Please use API Key or other form of "
+                "API consumer identity to call this API.",
+            ),
+            status=403,
+        )
 
     def error(self, status: int, message: str) -> web.Response:
         return json_response(_error_body(status, message or _SERVER.get(status, "error")), status=status)
 
     def rate_limited(self, rej: Rejection, headers: dict[str, str], model: str) -> web.Response:
         metric = {"requests": "requests", "tokens": "input_token_count", "concurrency": "concurrent_requests"}[rej.kind]
-        body = _error_body(429, f"You exceeded your current quota ({metric}), please check your plan and "
-                                f"billing details. Please retry in {seconds_text(rej.retry_after)}s.", [
-            {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
-                {"quotaMetric": f"generativelanguage.googleapis.com/generate_content_{metric}",
-                 "quotaValue": str(int(rej.limit))}]},
-            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{seconds_text(rej.retry_after)}s"},
-        ])
+        body = _error_body(
+            429,
+            f"You exceeded your current quota ({metric}), please check your plan and "
+            f"billing details. Please retry in {seconds_text(rej.retry_after)}s.",
+            [
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [
+                        {
+                            "quotaMetric": f"generativelanguage.googleapis.com/generate_content_{metric}",
+                            "quotaValue": str(int(rej.limit)),
+                        }
+                    ],
+                },
+                {
+                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                    "retryDelay": f"{seconds_text(rej.retry_after)}s",
+                },
+            ],
+        )
         return json_response(body, status=429)
 
 
@@ -146,8 +188,12 @@ def _tools(body: dict[str, Any]) -> list[dict[str, Any]] | None:
     for tool in body.get("tools") or ():
         for fn in tool.get("functionDeclarations") or ():
             # the API takes both spellings, and google-genai sends this field in snake case
-            params = (fn.get("parametersJsonSchema") or fn.get("parameters_json_schema")
-                      or to_json_schema(fn.get("parameters")) or {"type": "object"})
+            params = (
+                fn.get("parametersJsonSchema")
+                or fn.get("parameters_json_schema")
+                or to_json_schema(fn.get("parameters"))
+                or {"type": "object"}
+            )
             out.append({"name": fn["name"], "parameters": params})
     return out or None
 
@@ -175,31 +221,50 @@ class Generate:
         elif cfg.get("responseSchema") is not None:
             schema = to_json_schema(cfg["responseSchema"])
         json_mode = schema is None and cfg.get("responseMimeType") == "application/json"
-        mode = ((body.get("toolConfig") or {}).get("functionCallingConfig") or {})
+        mode = (body.get("toolConfig") or {}).get("functionCallingConfig") or {}
         allowed = mode.get("allowedFunctionNames") or []
         force: str | bool = (allowed[0] if len(allowed) == 1 else True) if mode.get("mode") == "ANY" else False
         max_tokens = cfg.get("maxOutputTokens")
         if max_tokens is not None:
             max_tokens = int(max_tokens)
         n = int(cfg.get("candidateCount") or 1)
-        ask = Ask(model=_model(request), messages=messages, schema=schema, json_mode=json_mode,
-                  tools=_tools(body), force_tool=force, allow_tools=mode.get("mode") != "NONE",
-                  seed=cfg.get("seed"), temperature=cfg.get("temperature"), max_tokens=max_tokens)
+        ask = Ask(
+            model=_model(request),
+            messages=messages,
+            schema=schema,
+            json_mode=json_mode,
+            tools=_tools(body),
+            force_tool=force,
+            allow_tools=mode.get("mode") != "NONE",
+            seed=cfg.get("seed"),
+            temperature=cfg.get("temperature"),
+            max_tokens=max_tokens,
+        )
         reserved = (max_tokens or sim.config.default_max_tokens) * n
         return GenJob(ask, n, prompt_tokens(messages), reserved)
 
-    async def answer(self, request: web.Request, job: GenJob, fault: str | None, sim: Simulator,
-                     settle: Settle) -> web.StreamResponse:
+    async def answer(
+        self, request: web.Request, job: GenJob, fault: str | None, sim: Simulator, settle: Settle
+    ) -> web.StreamResponse:
         answers = [answer(job.ask, i, fault) for i in range(job.n)]
         completion = sum(a.completion_tokens for a in answers)
         rid = f"{_PREFIX}{next(_ids):x}"
-        usage = {"promptTokenCount": job.prompt_tokens, "candidatesTokenCount": completion,
-                 "totalTokenCount": job.prompt_tokens + completion}
+        usage = {
+            "promptTokenCount": job.prompt_tokens,
+            "candidatesTokenCount": completion,
+            "totalTokenCount": job.prompt_tokens + completion,
+        }
         if not self.stream:
             await sim.sleep(sim.jitter(sim.ttft + sim.tpot * max(a.completion_tokens for a in answers)))
             settle(completion)
-            return json_response({"candidates": [_candidate(a, i, _parts(a)) for i, a in enumerate(answers)],
-                                  "usageMetadata": usage, "modelVersion": job.model, "responseId": rid})
+            return json_response(
+                {
+                    "candidates": [_candidate(a, i, _parts(a)) for i, a in enumerate(answers)],
+                    "usageMetadata": usage,
+                    "modelVersion": job.model,
+                    "responseId": rid,
+                }
+            )
         await sim.sleep(sim.jitter(sim.ttft))
         settle(completion)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -208,12 +273,16 @@ class Generate:
         buf: list[bytes] = []
         for i, a in enumerate(answers):
             pieces: list[list[dict[str, Any]]] = (
-                [_parts(a)] if a.tool_calls else [[{"text": p}] for p in split_words(a.text or "")])
+                [_parts(a)] if a.tool_calls else [[{"text": p}] for p in split_words(a.text or "")]
+            )
             for k, parts in enumerate(pieces):
                 last = i == len(answers) - 1 and k == len(pieces) - 1
                 cand = _candidate(a, i, parts, finish=(k == len(pieces) - 1))
-                chunk = {"candidates": [cand], **head,
-                         "usageMetadata": usage if last else {"promptTokenCount": job.prompt_tokens}}
+                chunk = {
+                    "candidates": [cand],
+                    **head,
+                    "usageMetadata": usage if last else {"promptTokenCount": job.prompt_tokens},
+                }
                 buf.append(b"data: " + dumps(chunk) + b"\r\n\r\n")
                 if sim.tpot > 0:
                     await resp.write(b"".join(buf))
@@ -271,8 +340,9 @@ class Embed:
             items.append((_text_of(content.get("parts", [])), dim))
         return EmbedJob(_model(request), items, self.batch)
 
-    async def answer(self, request: web.Request, job: EmbedJob, fault: str | None, sim: Simulator,
-                     settle: Settle) -> web.StreamResponse:
+    async def answer(
+        self, request: web.Request, job: EmbedJob, fault: str | None, sim: Simulator, settle: Settle
+    ) -> web.StreamResponse:
         await sim.sleep(sim.jitter(sim.ttft))
         vectors = [{"values": fake_embedding(t, d)} for t, d in job.items]
         settle(0)
@@ -280,11 +350,26 @@ class Embed:
 
 
 def add_routes(app: web.Application, sim: Simulator) -> None:
-    ops = {"generateContent": Generate(False), "streamGenerateContent": Generate(True),
-           "embedContent": Embed(False), "batchEmbedContents": Embed(True)}
-    listing = {"models": [{"name": f"models/{m}", "displayName": m, "supportedGenerationMethods": (
-        ["embedContent", "batchEmbedContents"] if "embed" in m else ["generateContent", "streamGenerateContent"])}
-        for m in MODELS]}
+    ops = {
+        "generateContent": Generate(False),
+        "streamGenerateContent": Generate(True),
+        "embedContent": Embed(False),
+        "batchEmbedContents": Embed(True),
+    }
+    listing = {
+        "models": [
+            {
+                "name": f"models/{m}",
+                "displayName": m,
+                "supportedGenerationMethods": (
+                    ["embedContent", "batchEmbedContents"]
+                    if "embed" in m
+                    else ["generateContent", "streamGenerateContent"]
+                ),
+            }
+            for m in MODELS
+        ]
+    }
 
     async def model_route(request: web.Request) -> web.StreamResponse:
         model, _, method = request.match_info["target"].partition(":")

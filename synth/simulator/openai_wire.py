@@ -28,7 +28,7 @@ _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"
 
 _AUTH = {
     "missing": "You didn't provide an API key. You need to provide your API key in an Authorization header "
-               "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+    "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
     "invalid": "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
     "revoked": "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
 }
@@ -50,13 +50,17 @@ class OpenAIWire:
 
     def auth_error(self, problem: str) -> web.Response:
         code = None if problem == "missing" else "invalid_api_key"
-        return json_response({"error": {"message": _AUTH[problem], "type": "invalid_request_error",
-                                        "param": None, "code": code}}, status=401)
+        return json_response(
+            {"error": {"message": _AUTH[problem], "type": "invalid_request_error", "param": None, "code": code}},
+            status=401,
+        )
 
     def error(self, status: int, message: str) -> web.Response:
         kind = "invalid_request_error" if status < 500 else "server_error"
-        return json_response({"error": {"message": message or _SERVER.get(status, "error"), "type": kind,
-                                        "param": None, "code": None}}, status=status)
+        return json_response(
+            {"error": {"message": message or _SERVER.get(status, "error"), "type": kind, "param": None, "code": None}},
+            status=status,
+        )
 
     def rate_limited(self, rej: Rejection, headers: dict[str, str], model: str) -> web.Response:
         wait = seconds_text(rej.retry_after)
@@ -64,14 +68,19 @@ class OpenAIWire:
             msg = f"Too many concurrent requests for {model or 'this model'}: limit {int(rej.limit)}. Please try again."
         else:
             unit = "requests per min (RPM)" if rej.kind == "requests" else "tokens per min (TPM)"
-            msg = (f"Rate limit reached for {model or 'this model'} in organization org-sim on {unit}: "
-                   f"Limit {int(rej.limit)}, Requested {int(rej.requested)}. Please try again in {wait}s.")
+            msg = (
+                f"Rate limit reached for {model or 'this model'} in organization org-sim on {unit}: "
+                f"Limit {int(rej.limit)}, Requested {int(rej.requested)}. Please try again in {wait}s."
+            )
         h = dict(headers)
         h["retry-after"] = wait
         h["retry-after-ms"] = str(max(1, round(rej.retry_after * 1000)))
         kind = "tokens" if rej.kind == "tokens" else "requests"
-        return json_response({"error": {"message": msg, "type": kind, "param": None,
-                                        "code": "rate_limit_exceeded"}}, status=429, headers=h)
+        return json_response(
+            {"error": {"message": msg, "type": kind, "param": None, "code": "rate_limit_exceeded"}},
+            status=429,
+            headers=h,
+        )
 
 
 WIRE = OpenAIWire()
@@ -111,16 +120,26 @@ class Chat:
             force = True
         elif isinstance(choice, dict):
             force = (choice.get("function") or {}).get("name") or True
-        ask = Ask(model=str(body.get("model", "")), messages=messages, schema=schema, json_mode=json_mode,
-                  tools=body.get("tools") or None, force_tool=force, allow_tools=choice != "none",
-                  seed=body.get("seed"), temperature=body.get("temperature"), max_tokens=max_tokens)
+        ask = Ask(
+            model=str(body.get("model", "")),
+            messages=messages,
+            schema=schema,
+            json_mode=json_mode,
+            tools=body.get("tools") or None,
+            force_tool=force,
+            allow_tools=choice != "none",
+            seed=body.get("seed"),
+            temperature=body.get("temperature"),
+            max_tokens=max_tokens,
+        )
         stream = bool(body.get("stream"))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         reserved = (max_tokens or sim.config.default_max_tokens) * n
         return ChatJob(ask, n, stream, include_usage, prompt_tokens(messages), reserved)
 
-    async def answer(self, request: web.Request, job: ChatJob, fault: str | None, sim: Simulator,
-                     settle: Settle) -> web.StreamResponse:
+    async def answer(
+        self, request: web.Request, job: ChatJob, fault: str | None, sim: Simulator, settle: Settle
+    ) -> web.StreamResponse:
         answers = [answer(job.ask, i, fault) for i in range(job.n)]
         completion = sum(a.completion_tokens for a in answers)
         longest = max(a.completion_tokens for a in answers)
@@ -128,41 +147,70 @@ class Chat:
             return await self._stream(request, job, answers, completion, sim, settle)
         await sim.sleep(sim.jitter(sim.ttft + sim.tpot * longest))
         headers = settle(completion)
-        return json_response({
-            "id": _new_id("chatcmpl"),
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": job.model,
-            "choices": [{"index": i, "message": _message(a), "logprobs": None, "finish_reason": a.finish}
-                        for i, a in enumerate(answers)],
-            "usage": {"prompt_tokens": job.prompt_tokens, "completion_tokens": completion,
-                      "total_tokens": job.prompt_tokens + completion},
-            "system_fingerprint": FINGERPRINT,
-        }, headers=headers)
+        return json_response(
+            {
+                "id": _new_id("chatcmpl"),
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": job.model,
+                "choices": [
+                    {"index": i, "message": _message(a), "logprobs": None, "finish_reason": a.finish}
+                    for i, a in enumerate(answers)
+                ],
+                "usage": {
+                    "prompt_tokens": job.prompt_tokens,
+                    "completion_tokens": completion,
+                    "total_tokens": job.prompt_tokens + completion,
+                },
+                "system_fingerprint": FINGERPRINT,
+            },
+            headers=headers,
+        )
 
-    async def _stream(self, request: web.Request, job: ChatJob, answers: list[Answer], completion: int,
-                      sim: Simulator, settle: Settle) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, job: ChatJob, answers: list[Answer], completion: int, sim: Simulator, settle: Settle
+    ) -> web.StreamResponse:
         await sim.sleep(sim.jitter(sim.ttft))
         headers = settle(completion)
         resp = web.StreamResponse(headers={**_SSE_HEADERS, **headers})
         await resp.prepare(request)
-        base = {"id": _new_id("chatcmpl"), "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": job.model, "system_fingerprint": FINGERPRINT}
+        base = {
+            "id": _new_id("chatcmpl"),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": job.model,
+            "system_fingerprint": FINGERPRINT,
+        }
         usage_null = {"usage": None} if job.include_usage else {}
 
         def chunk(i: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
-            c = {**base, "choices": [{"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}],
-                 **usage_null}
+            c = {
+                **base,
+                "choices": [{"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}],
+                **usage_null,
+            }
             return b"data: " + dumps(c) + b"\n\n"
 
         buf: list[bytes] = []
         for i, a in enumerate(answers):
-            buf.append(chunk(i, {"role": "assistant", "content": "" if a.text is not None else None,
-                                 "refusal": None}))
+            buf.append(chunk(i, {"role": "assistant", "content": "" if a.text is not None else None, "refusal": None}))
             if a.tool_calls:
                 for k, (cid, name, args) in enumerate(a.tool_calls):
-                    buf.append(chunk(i, {"tool_calls": [{"index": k, "id": cid, "type": "function",
-                                                         "function": {"name": name, "arguments": ""}}]}))
+                    buf.append(
+                        chunk(
+                            i,
+                            {
+                                "tool_calls": [
+                                    {
+                                        "index": k,
+                                        "id": cid,
+                                        "type": "function",
+                                        "function": {"name": name, "arguments": ""},
+                                    }
+                                ]
+                            },
+                        )
+                    )
                     for piece in _pieces(args, 24):
                         buf.append(chunk(i, {"tool_calls": [{"index": k, "function": {"arguments": piece}}]}))
                         buf = await _flush(resp, buf, sim, estimate_tokens(piece))
@@ -172,9 +220,21 @@ class Chat:
                     buf = await _flush(resp, buf, sim, estimate_tokens(piece))
             buf.append(chunk(i, {}, a.finish))
         if job.include_usage:
-            buf.append(b"data: " + dumps({**base, "choices": [], "usage": {
-                "prompt_tokens": job.prompt_tokens, "completion_tokens": completion,
-                "total_tokens": job.prompt_tokens + completion}}) + b"\n\n")
+            buf.append(
+                b"data: "
+                + dumps(
+                    {
+                        **base,
+                        "choices": [],
+                        "usage": {
+                            "prompt_tokens": job.prompt_tokens,
+                            "completion_tokens": completion,
+                            "total_tokens": job.prompt_tokens + completion,
+                        },
+                    }
+                )
+                + b"\n\n"
+            )
         buf.append(b"data: [DONE]\n\n")
         await resp.write(b"".join(buf))
         await resp.write_eof()
@@ -192,14 +252,16 @@ async def _flush(resp: web.StreamResponse, buf: list[bytes], sim: Simulator, tok
 
 
 def _pieces(text: str, size: int) -> list[str]:
-    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
 def _message(a: Answer) -> dict[str, Any]:
     m: dict[str, Any] = {"role": "assistant", "content": a.text, "refusal": None}
     if a.tool_calls:
-        m["tool_calls"] = [{"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
-                           for cid, name, args in a.tool_calls]
+        m["tool_calls"] = [
+            {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+            for cid, name, args in a.tool_calls
+        ]
     return m
 
 
@@ -227,8 +289,9 @@ class Embed:
             raise BadInput("'dimensions' must be a positive integer")
         return EmbedJob(str(body.get("model", "")), texts, dim, body.get("encoding_format") == "base64")
 
-    async def answer(self, request: web.Request, job: EmbedJob, fault: str | None, sim: Simulator,
-                     settle: Settle) -> web.StreamResponse:
+    async def answer(
+        self, request: web.Request, job: EmbedJob, fault: str | None, sim: Simulator, settle: Settle
+    ) -> web.StreamResponse:
         await sim.sleep(sim.jitter(sim.ttft))
         data = []
         for i, t in enumerate(job.texts):
@@ -236,15 +299,23 @@ class Embed:
             emb: Any = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode() if job.b64 else vec
             data.append({"object": "embedding", "index": i, "embedding": emb})
         headers = settle(0)
-        return json_response({"object": "list", "data": data, "model": job.model,
-                              "usage": {"prompt_tokens": job.prompt_tokens, "total_tokens": job.prompt_tokens}},
-                             headers=headers)
+        return json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": job.model,
+                "usage": {"prompt_tokens": job.prompt_tokens, "total_tokens": job.prompt_tokens},
+            },
+            headers=headers,
+        )
 
 
 def add_routes(app: web.Application, sim: Simulator) -> None:
     chat, embed = Chat(), Embed()
-    models = {"object": "list", "data": [{"id": m, "object": "model", "created": 1700000000, "owned_by": "synth-sim"}
-                                         for m in MODELS]}
+    models = {
+        "object": "list",
+        "data": [{"id": m, "object": "model", "created": 1700000000, "owned_by": "synth-sim"} for m in MODELS],
+    }
 
     async def chat_route(request: web.Request) -> web.StreamResponse:
         return await sim.handle(request, WIRE, chat)

@@ -56,8 +56,9 @@ class Op(Protocol):
 
     def parse(self, body: Any, request: web.Request, sim: Simulator) -> Job: ...
 
-    def answer(self, request: web.Request, job: Any, fault: str | None, sim: Simulator,
-               settle: Settle) -> Awaitable[web.StreamResponse]: ...
+    def answer(
+        self, request: web.Request, job: Any, fault: str | None, sim: Simulator, settle: Settle
+    ) -> Awaitable[web.StreamResponse]: ...
 
 
 def dumps(obj: Any) -> bytes:
@@ -296,8 +297,8 @@ async def start_server(config: SimConfig | None = None, sim: Simulator | None = 
 async def simulator(config: SimConfig | None = None) -> AsyncIterator[Simulator]:
     """Run a simulator for the duration of the block::
 
-        async with simulator(SimConfig(rpm=600)) as sim:
-            client = AsyncOpenAI(base_url=sim.url + "/v1", api_key="k")
+    async with simulator(SimConfig(rpm=600)) as sim:
+        client = AsyncOpenAI(base_url=sim.url + "/v1", api_key="k")
     """
     sim = Simulator(config)
     runner, _ = await start_server(sim=sim)

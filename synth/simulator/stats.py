@@ -16,8 +16,16 @@ def key_label(key: str) -> str:
 
 
 def _key_counters() -> dict[str, int]:
-    return {"requests": 0, "ok": 0, "rate_limited": 0, "errors": 0, "hangs": 0, "cancelled": 0,
-            "prompt_tokens": 0, "completion_tokens": 0}
+    return {
+        "requests": 0,
+        "ok": 0,
+        "rate_limited": 0,
+        "errors": 0,
+        "hangs": 0,
+        "cancelled": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+    }
 
 
 class Stats:

@@ -33,18 +33,33 @@ def scenario(out: str, sim: SimulatorProcess) -> None:
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     deadline = time.monotonic() + 60
-    while (len([n for n in ray.nodes() if n["Alive"]]) < 2 or ray.available_resources().get("CPU", 0) < 3) \
-            and time.monotonic() < deadline:
+    while (
+        len([n for n in ray.nodes() if n["Alive"]]) < 2 or ray.available_resources().get("CPU", 0) < 3
+    ) and time.monotonic() < deadline:
         time.sleep(0.2)  # both nodes must be registered before gateways are placed
-    job = load_job({
-        "name": "cluster", "count": 1200, "seed": 1,
-        "generator": {"kind": "structured", "prompt": "Item {n}", "vars": {"n": {"kind": "range", "low": 1, "high": 10**6}},
-                      "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}},
-        "providers": [{"name": "default", "model": "compat:m", "base_url": sim.openai_url,
-                       "keys": [{"env": "CLUSTER_KEY_1", "rpm": 1200}, {"env": "CLUSTER_KEY_2", "rpm": 1200}]}],
-        "output": {"uri": out, "shard_size": 50},
-        "engine": {"workers": 3},
-    })
+    job = load_job(
+        {
+            "name": "cluster",
+            "count": 1200,
+            "seed": 1,
+            "generator": {
+                "kind": "structured",
+                "prompt": "Item {n}",
+                "vars": {"n": {"kind": "range", "low": 1, "high": 10**6}},
+                "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
+            },
+            "providers": [
+                {
+                    "name": "default",
+                    "model": "compat:m",
+                    "base_url": sim.openai_url,
+                    "keys": [{"env": "CLUSTER_KEY_1", "rpm": 1200}, {"env": "CLUSTER_KEY_2", "rpm": 1200}],
+                }
+            ],
+            "output": {"uri": out, "shard_size": 50},
+            "engine": {"workers": 3},
+        }
+    )
     t, result, manifest = start_run(job)
     deadline = time.monotonic() + 180
     placement: dict[str, list[str]] = {}
@@ -67,18 +82,24 @@ def scenario(out: str, sim: SimulatorProcess) -> None:
     t.join(timeout=400)
     run = result.get("run")
     at_end = {k: v["ok"] for k, v in sim.stats()["by_key"].items()}
-    print("RESULT " + json.dumps({
-        "keys_after_loss": sorted(k for k, n in at_end.items() if n > after_loss.get(k, 0)),
-        "rounds": run.stats.get("rounds") if run else None,
-        "gateways_replaced": run.stats.get("gateways_replaced") if run else None,
-        "error": result.get("error"),
-        "complete": run.complete if run else False,
-        "records": run.records if run else 0,
-        "dead": run.dead_letters if run else 0,
-        "committed_at_loss": committed_at_loss,
-        "nodes": {k: sorted(set(v)) for k, v in placement.items()},
-        "doomed": doomed.node_id,
-    }), flush=True)
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "keys_after_loss": sorted(k for k, n in at_end.items() if n > after_loss.get(k, 0)),
+                "rounds": run.stats.get("rounds") if run else None,
+                "gateways_replaced": run.stats.get("gateways_replaced") if run else None,
+                "error": result.get("error"),
+                "complete": run.complete if run else False,
+                "records": run.records if run else 0,
+                "dead": run.dead_letters if run else 0,
+                "committed_at_loss": committed_at_loss,
+                "nodes": {k: sorted(set(v)) for k, v in placement.items()},
+                "doomed": doomed.node_id,
+            }
+        ),
+        flush=True,
+    )
     ray.shutdown()
     cluster.shutdown()
 

@@ -18,8 +18,12 @@ from synth.spec import JobSpec
 from tests.support.simulator import SimulatorProcess
 
 KEYS = {f"SYNTH_TEST_KEY_{i}": f"sk-ceiling-5ecret-{i}-Zq8wXv" for i in range(4)}
-SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "rank": {"type": "integer"}},
-          "required": ["city", "rank"], "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "rank": {"type": "integer"}},
+    "required": ["city", "rank"],
+    "additionalProperties": False,
+}
 
 
 @pytest.fixture
@@ -30,16 +34,35 @@ def sim(simulator: SimulatorProcess):
 
 
 def job(sim: SimulatorProcess, **provider: Any) -> JobSpec:
-    return JobSpec.model_validate({
-        "name": "ceiling", "count": 1, "generator": {"kind": "structured"},
-        "providers": [{"name": "main", "model": "openai:gpt-4o-mini", "base_url": sim.openai_url,
-                       "keys": [{"env": env, "alias": f"key{i}"} for i, env in enumerate(KEYS)], **provider}],
-    })
+    return JobSpec.model_validate(
+        {
+            "name": "ceiling",
+            "count": 1,
+            "generator": {"kind": "structured"},
+            "providers": [
+                {
+                    "name": "main",
+                    "model": "openai:gpt-4o-mini",
+                    "base_url": sim.openai_url,
+                    "keys": [{"env": env, "alias": f"key{i}"} for i, env in enumerate(KEYS)],
+                    **provider,
+                }
+            ],
+        }
+    )
 
 
 def requests(n: int, **kw: Any) -> list[Request]:
-    return [Request(id=f"r{i}", messages=[ChatMessage(role="user", content=f"write about item {i}")],
-                    max_tokens=40, seed=i, **kw) for i in range(n)]
+    return [
+        Request(
+            id=f"r{i}",
+            messages=[ChatMessage(role="user", content=f"write about item {i}")],
+            max_tokens=40,
+            seed=i,
+            **kw,
+        )
+        for i in range(n)
+    ]
 
 
 def leaks(text: str) -> list[str]:
@@ -154,8 +177,9 @@ async def test_sdk_provider_through_the_dispatcher(sim: SimulatorProcess) -> Non
     assert {c.key_alias for c in out} == {"key0", "key1", "key2", "key3"}  # type: ignore[union-attr]
 
 
-async def test_no_key_in_logs_errors_or_reprs(sim: SimulatorProcess, caplog: pytest.LogCaptureFixture,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+async def test_no_key_in_logs_errors_or_reprs(
+    sim: SimulatorProcess, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
     caplog.set_level(logging.DEBUG)
     sim.configure(rpm=1200, error_rate=0.2, malformed_rate=0.2)
     sim.set_keys({KEYS["SYNTH_TEST_KEY_0"]: {"revoked": True}, KEYS["SYNTH_TEST_KEY_1"]: {"rpm": 60}})
@@ -168,8 +192,16 @@ async def test_no_key_in_logs_errors_or_reprs(sim: SimulatorProcess, caplog: pyt
         await d.aclose()
     errors = [o for o in out if not isinstance(o, Completion)]
     assert any(type(e).__name__ == "NoKeysLeft" for e in errors)
-    text = "\n".join([caplog.text, capsys.readouterr().out, capsys.readouterr().err, repr(d), json.dumps(d.stats()),
-                      *(str(e) + repr(e) + repr(e.__dict__) + repr(e.__cause__) for e in errors),
-                      *(o.model_dump_json() + repr(o) for o in out if isinstance(o, Completion))])
+    text = "\n".join(
+        [
+            caplog.text,
+            capsys.readouterr().out,
+            capsys.readouterr().err,
+            repr(d),
+            json.dumps(d.stats()),
+            *(str(e) + repr(e) + repr(e.__dict__) + repr(e.__cause__) for e in errors),
+            *(o.model_dump_json() + repr(o) for o in out if isinstance(o, Completion)),
+        ]
+    )
     assert leaks(text) == []
     assert "key0" in text  # keys are named by alias

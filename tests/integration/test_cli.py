@@ -12,8 +12,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def synth(*args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "synth", *args], capture_output=True, text=True, cwd=ROOT,
-                          env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "synth", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+        timeout=timeout,
+    )
 
 
 def test_spec_schema_is_json_schema_of_the_job_file():
@@ -40,8 +46,12 @@ def test_index_twice_changes_nothing(tmp_path):
 
 
 def test_sim_serve_prints_its_url_first():
-    proc = subprocess.Popen([sys.executable, "-m", "synth", "sim", "serve", "--port", "0", "--rpm", "60"],
-                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "synth", "sim", "serve", "--port", "0", "--rpm", "60"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")
@@ -61,8 +71,21 @@ def test_summary_shows_what_this_run_paid(capsys):
 
     from synth.outcome import print_summary as _summary
 
-    base = dict(job="j", output="/o", records=20, rows=20, dead_letters=0, shards_written=2, shards_skipped=0,
-                shards_total=10, prompt_tokens=140, completion_tokens=170, cost_usd=0.31, wall_s=1.0, complete=False)
+    base = dict(
+        job="j",
+        output="/o",
+        records=20,
+        rows=20,
+        dead_letters=0,
+        shards_written=2,
+        shards_skipped=0,
+        shards_total=10,
+        prompt_tokens=140,
+        completion_tokens=170,
+        cost_usd=0.31,
+        wall_s=1.0,
+        complete=False,
+    )
     _summary(SimpleNamespace(**base, stats={"requests": {"requests": 27, "cost_usd": 0.4399, "rate_limited": 0}}))
     paid = capsys.readouterr().err
     assert "$0.3100" in paid and "spent this run" in paid and "$0.4399 on 27 calls" in paid
@@ -76,8 +99,21 @@ def test_summary_says_when_the_run_recovered(capsys):
 
     from synth.outcome import print_summary as _summary
 
-    base = dict(job="j", output="/o", records=20, rows=20, dead_letters=0, shards_written=2, shards_skipped=0,
-                shards_total=2, prompt_tokens=140, completion_tokens=170, cost_usd=0.31, wall_s=1.0, complete=True)
+    base = dict(
+        job="j",
+        output="/o",
+        records=20,
+        rows=20,
+        dead_letters=0,
+        shards_written=2,
+        shards_skipped=0,
+        shards_total=2,
+        prompt_tokens=140,
+        completion_tokens=170,
+        cost_usd=0.31,
+        wall_s=1.0,
+        complete=True,
+    )
     _summary(SimpleNamespace(**base, stats={"requests": {}, "gateways_replaced": 1, "rounds": 1}))
     assert "1 gateway replaced, 1 pass over the shards" in capsys.readouterr().err
     _summary(SimpleNamespace(**base, stats={"requests": {}, "gateways_replaced": 0, "rounds": 2}))

@@ -26,14 +26,23 @@ from tests.conftest import free_port
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "sk-conventions-secret-7781"
 CONVENTION_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENROUTER_API_KEY")
-GEN = {"kind": "structured", "prompt": "Item {n}", "vars": {"n": {"kind": "range", "low": 1, "high": 10**6}},
-       "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}}
+GEN = {
+    "kind": "structured",
+    "prompt": "Item {n}",
+    "vars": {"n": {"kind": "range", "low": 1, "high": 10**6}},
+    "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
+}
 
 
 def write_job(tmp_path: Path, count: int = 30) -> tuple[Path, Path]:
     out = tmp_path / "out"
-    doc = {"name": "conv", "count": count, "generator": GEN, "providers": [{"model": "openai:gpt-4o-mini"}],
-           "output": {"uri": str(out), "shard_size": 10}}
+    doc = {
+        "name": "conv",
+        "count": count,
+        "generator": GEN,
+        "providers": [{"model": "openai:gpt-4o-mini"}],
+        "output": {"uri": str(out), "shard_size": 10},
+    }
     f = tmp_path / "job.yaml"
     f.write_text(json.dumps(doc))  # JSON is YAML
     return f, out
@@ -44,8 +53,14 @@ def run_cli(job: Path, tmp_path: Path, **env: str) -> tuple[subprocess.Completed
     base = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and k not in CONVENTION_VARS}
     base["SYNTH_CACHE_DIR"] = str(tmp_path / "cache")  # a fresh cache: every answer comes from the server
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "synth", "run", str(job), "--quiet"], capture_output=True,
-                       text=True, cwd=ROOT, env={**base, **env}, timeout=240)
+    r = subprocess.run(
+        [sys.executable, "-m", "synth", "run", str(job), "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**base, **env},
+        timeout=240,
+    )
     return r, time.monotonic() - t0
 
 
@@ -107,20 +122,32 @@ def job_with(*providers: dict[str, Any]) -> Any:
 def test_preflight_checks_default_endpoints_and_skips_sim(simulator):
     from synth.api import preflight
 
-    preflight(job_with({"name": "s", "model": "sim:default"},
-                       {"name": "o", "model": "openai:gpt-4o-mini", "base_url": simulator.openai_url}))
+    preflight(
+        job_with(
+            {"name": "s", "model": "sim:default"},
+            {"name": "o", "model": "openai:gpt-4o-mini", "base_url": simulator.openai_url},
+        )
+    )
     t0 = time.monotonic()
     with pytest.raises(ConfigError) as err:  # no internet here: the public hosts do not resolve
-        preflight(job_with({"name": "s", "model": "sim:default"}, {"name": "o", "model": "openai:gpt-4o-mini"},
-                           {"name": "g", "model": "gemini:gemini-2.5-flash"},
-                           {"name": "r", "model": "openrouter:meta-llama/llama-3.1-8b-instruct"}))
+        preflight(
+            job_with(
+                {"name": "s", "model": "sim:default"},
+                {"name": "o", "model": "openai:gpt-4o-mini"},
+                {"name": "g", "model": "gemini:gemini-2.5-flash"},
+                {"name": "r", "model": "openrouter:meta-llama/llama-3.1-8b-instruct"},
+            )
+        )
     assert time.monotonic() - t0 < 5
     from synth.providers.gemini import DEFAULT_BASE_URL
     from synth.providers.wire import DEFAULT_BASE_URLS
 
     lines = str(err.value).splitlines()
     assert [line.split(":", 1)[0] for line in lines] == [
-        "providers[1] (provider 'o')", "providers[2] (provider 'g')", "providers[3] (provider 'r')"]
+        "providers[1] (provider 'o')",
+        "providers[2] (provider 'g')",
+        "providers[3] (provider 'r')",
+    ]
     for line, url in zip(lines, (DEFAULT_BASE_URLS["openai"], DEFAULT_BASE_URL, DEFAULT_BASE_URLS["openrouter"])):
         assert f"cannot connect to {url}: " in line and "set base_url" in line
 
@@ -154,8 +181,12 @@ def test_a_hanging_resolver_is_bounded_and_providers_are_checked_together(hangin
 
     t0 = time.monotonic()
     with pytest.raises(ConfigError) as err:
-        preflight(job_with(*({"name": f"p{i}", "model": "compat:m", "base_url": f"http://h{i}.hang.invalid/v1"}
-                             for i in range(3))), timeout=1.0)
+        preflight(
+            job_with(
+                *({"name": f"p{i}", "model": "compat:m", "base_url": f"http://h{i}.hang.invalid/v1"} for i in range(3))
+            ),
+            timeout=1.0,
+        )
     assert time.monotonic() - t0 < 2.5  # three 1 s checks at once, not one after another
     lines = str(err.value).splitlines()
     assert len(lines) == 3 and all(f"providers[{i}].base_url (provider 'p{i}')" in lines[i] for i in range(3))
@@ -202,8 +233,9 @@ def test_what_the_job_says_wins():
 
 def test_the_spec_holds_variable_names_only():
     env = {"OPENAI_API_KEY": SECRET, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}
-    job = parse_job({"name": "t", "count": 1, "generator": GEN, "providers": [{"model": "openai:gpt-4o-mini"}]},
-                    env=env)
+    job = parse_job(
+        {"name": "t", "count": 1, "generator": GEN, "providers": [{"model": "openai:gpt-4o-mini"}]}, env=env
+    )
     dumped = json.dumps(job.redacted())
     assert "OPENAI_API_KEY" in dumped and SECRET not in dumped and SECRET not in repr(job)
     again = parse_job(job.redacted(), env=env)  # resolving twice (overrides re-parse) changes nothing

@@ -26,8 +26,9 @@ COST = re.compile(r"^cost: \$([\d,.]+)", re.M)
 def synth_cli(*args: str, cache: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["SYNTH_CACHE_DIR"] = str(cache)
-    return subprocess.run([sys.executable, "-m", "synth", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "synth", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout
+    )
 
 
 def number(text: str) -> float:
@@ -42,12 +43,23 @@ def projected(stdout: str) -> tuple[float, float, float, float]:
 
 def structured_job(out: Path, count: int, provider: dict, **extra: object) -> dict:
     return {
-        "name": "dry", "count": count, "seed": 5,
-        "generator": {"kind": "structured", "prompt": "Describe a {thing} for a catalogue, in detail.",
-                      "vars": {"thing": {"kind": "choice", "values": ["lamp", "chair", "kettle", "backpack"]}},
-                      "schema": {"type": "object", "required": ["name", "description", "price"],
-                                 "properties": {"name": {"type": "string"}, "description": {"type": "string"},
-                                                "price": {"type": "number"}}}},
+        "name": "dry",
+        "count": count,
+        "seed": 5,
+        "generator": {
+            "kind": "structured",
+            "prompt": "Describe a {thing} for a catalogue, in detail.",
+            "vars": {"thing": {"kind": "choice", "values": ["lamp", "chair", "kettle", "backpack"]}},
+            "schema": {
+                "type": "object",
+                "required": ["name", "description", "price"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "description": {"type": "string"},
+                    "price": {"type": "number"},
+                },
+            },
+        },
         "providers": [provider],
         "output": {"uri": str(out), "shard_size": 100},
         **extra,
@@ -57,9 +69,13 @@ def structured_job(out: Path, count: int, provider: dict, **extra: object) -> di
 def test_dry_run_writes_nothing_and_prints_the_projection(tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
     # the sim priced as if it were a paid model, and a budget far below what 5,000 units cost
-    job = structured_job(out, 5000, {"name": "default", "model": "sim:gpt-4o-mini"},
-                         prices={"sim:gpt-4o-mini": {"input_per_mtok": 10.0, "output_per_mtok": 30.0}},
-                         budget={"max_usd": 0.01})
+    job = structured_job(
+        out,
+        5000,
+        {"name": "default", "model": "sim:gpt-4o-mini"},
+        prices={"sim:gpt-4o-mini": {"input_per_mtok": 10.0, "output_per_mtok": 30.0}},
+        budget={"max_usd": 0.01},
+    )
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job))
     r = synth_cli("run", str(path), "--dry-run", "--sample", "10", cache=cache)
@@ -77,8 +93,13 @@ def test_dry_run_writes_nothing_and_prints_the_projection(tmp_path):
 def test_projection_is_within_a_quarter_of_a_real_run(simulator, tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
     price = {"input_per_mtok": 0.5, "output_per_mtok": 1.5}
-    provider = {"name": "default", "model": "compat:gpt-4o-mini", "base_url": simulator.openai_url, "price": price,
-                "keys": [{"env": "HTTP_KEY_A", "alias": "a", "rpm": 6000, "tpm": 3_000_000}]}
+    provider = {
+        "name": "default",
+        "model": "compat:gpt-4o-mini",
+        "base_url": simulator.openai_url,
+        "price": price,
+        "keys": [{"env": "HTTP_KEY_A", "alias": "a", "rpm": 6000, "tpm": 3_000_000}],
+    }
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(structured_job(out, 300, provider, engine={"workers": 1})))
 
@@ -98,10 +119,14 @@ def test_projection_is_within_a_quarter_of_a_real_run(simulator, tmp_path):
 
 
 def test_ceiling_and_littles_law_by_hand():
-    p = ProviderSpec(model="openai:gpt-4o-mini", tpm=30_000, keys=[
-        {"env": "K1", "rpm": 600, "tpm": 60_000},  # 10 requests/s, or 60,000 / 60 / 500 = 2 calls/s
-        {"env": "K2", "rpm": 1_200},               # 20 requests/s, or 30,000 (the provider's) / 60 / 500 = 1 call/s
-    ])
+    p = ProviderSpec(
+        model="openai:gpt-4o-mini",
+        tpm=30_000,
+        keys=[
+            {"env": "K1", "rpm": 600, "tpm": 60_000},  # 10 requests/s, or 60,000 / 60 / 500 = 2 calls/s
+            {"env": "K2", "rpm": 1_200},  # 20 requests/s, or 30,000 (the provider's) / 60 / 500 = 1 call/s
+        ],
+    )
     t = throughput(p, 500, latency_s=2.0, max_in_flight=100)
     assert t.ceiling_rps == pytest.approx(2 + 1)
     assert t.rate_rps == pytest.approx(3) and t.bound == "keys"
@@ -117,23 +142,39 @@ def test_ceiling_and_littles_law_by_hand():
     capped = ProviderSpec(model="openai:gpt-4o-mini", max_concurrency=3, keys=[{"env": "K1"}, {"env": "K2"}])
     assert throughput(capped, 500, latency_s=1.5, max_in_flight=64).rate_rps == pytest.approx(6 / 1.5)
     assert key_rps(None, None, 7.0, 100) == 7.0 and key_rps(None, None, None, 100) is None
-    job = synth.load_job(structured_job(Path("/tmp/unused"), 1000, {"model": "sim:default"},
-                                        engine={"workers": 3, "shards_per_worker": 2, "concurrency": 40}))
+    job = synth.load_job(
+        structured_job(
+            Path("/tmp/unused"),
+            1000,
+            {"model": "sim:default"},
+            engine={"workers": 3, "shards_per_worker": 2, "concurrency": 40},
+        )
+    )
     assert engine_in_flight(job, 3) == 3 * 2 * 40  # shard_size 100 > concurrency 40
     assert engine_in_flight(job, 3, calls_per_unit=2.5) == 3 * 2 * 40 * 2.5
     assert engine_in_flight(job.model_copy(update={"count": 50}), 3) == 50  # no more units than the job has
 
 
 def test_projection_scales_units_and_setup():
-    provider = {"name": "default", "model": "openai:gpt-4o-mini",
-                "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}
+    provider = {
+        "name": "default",
+        "model": "openai:gpt-4o-mini",
+        "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
+    }
     job = synth.load_job(structured_job(Path("/tmp/unused"), 10, provider), check_keys=False)
     meter = Meter()
     meter.usage[(0, "default")] = [1, 100, 100]
     meter.usage[(1, "default")] = [1, 300, 300]
     meter.usage[(None, "default")] = [1, 10, 10]  # setup: once per worker
-    made = {"units": 2, "records": 2, "dead_letters": 0, "dead_example": None, "aborted": None,
-            "seconds": 0.5, "timed": 1}
+    made = {
+        "units": 2,
+        "records": 2,
+        "dead_letters": 0,
+        "dead_example": None,
+        "aborted": None,
+        "seconds": 0.5,
+        "timed": 1,
+    }
     r = project(job, meter, made, workers=2, latency_s=1.0)
     assert r.workers == 1  # 10 units in one shard: one worker gets work
     assert r.calls == 2 / 2 * 10 + 1
@@ -147,12 +188,17 @@ def test_projection_scales_units_and_setup():
 
 
 def test_routes_resolve_as_in_the_real_job_and_unknown_prices_are_named(tmp_path):
-    job = synth.load_job({
-        **structured_job(tmp_path / "out", 400, {"model": "openai:gpt-4o-mini"}),
-        "providers": [{"model": "openai:gpt-4o-mini", "keys": [{"env": "NOT_SET_ANYWHERE", "rpm": 120}]},
-                      {"name": "mine", "model": "compat:house-model", "base_url": "http://127.0.0.1:9/v1"}],
-        "routes": {"default": ["mine", "openai:gpt-4o-mini"]},
-    }, check_keys=False)
+    job = synth.load_job(
+        {
+            **structured_job(tmp_path / "out", 400, {"model": "openai:gpt-4o-mini"}),
+            "providers": [
+                {"model": "openai:gpt-4o-mini", "keys": [{"env": "NOT_SET_ANYWHERE", "rpm": 120}]},
+                {"name": "mine", "model": "compat:house-model", "base_url": "http://127.0.0.1:9/v1"},
+            ],
+            "routes": {"default": ["mine", "openai:gpt-4o-mini"]},
+        },
+        check_keys=False,
+    )
     r = dry_run(job, sample=4)
     assert [p.route for p in r.providers] == ["mine"] and r.unpriced == ["compat:house-model"]
     assert "no price known for compat:house-model" in r.render() and r.usd is None
@@ -167,8 +213,16 @@ def test_routes_resolve_as_in_the_real_job_and_unknown_prices_are_named(tmp_path
 
 @pytest.mark.parametrize("name", ["conversation", "events", "rag", "structured", "timeseries"])
 def test_every_example_dry_runs(name, tmp_path):
-    r = synth_cli("run", f"jobs/examples/{name}.yaml", "--dry-run", "--sample", "2", "-o", str(tmp_path / "out"),
-                  cache=tmp_path / "cache")
+    r = synth_cli(
+        "run",
+        f"jobs/examples/{name}.yaml",
+        "--dry-run",
+        "--sample",
+        "2",
+        "-o",
+        str(tmp_path / "out"),
+        cache=tmp_path / "cache",
+    )
     assert r.returncode == 0, r.stderr
     assert PROJECTED.search(r.stdout) and "0 dead letters" in r.stdout
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()

@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 
 import synth
-from synth.engine.run import run_job
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -34,8 +33,12 @@ def job(uri: str, count: int = 300, shard: int = 100, **kw):
         "name": "eng",
         "count": count,
         "seed": 3,
-        "generator": {"kind": "structured", "prompt": "Review number {n} of a {thing}.", "schema": SCHEMA,
-                      "vars": {"n": {"kind": "range", "low": 1, "high": 100000}, "thing": ["lamp", "desk", "mug"]}},
+        "generator": {
+            "kind": "structured",
+            "prompt": "Review number {n} of a {thing}.",
+            "schema": SCHEMA,
+            "vars": {"n": {"kind": "range", "low": 1, "high": 100000}, "thing": ["lamp", "desk", "mug"]},
+        },
         "output": {"uri": uri, "shard_size": shard},
     }
     doc.update(kw)
@@ -70,8 +73,9 @@ def test_sim_job_writes_exactly_n_records_readable_everywhere(tmp_path):
 def test_a_token_budget_on_the_sim_is_kept_once_for_all_workers(tmp_path):
     """Without a budget the offline sim answers inside each worker; with one, a gateway serves it,
     so that two workers do not each spend the whole budget."""
-    res = synth.run(job(str(tmp_path / "out"), count=2000, shard=50, budget={"max_tokens": 20_000},
-                        engine={"workers": 2}))
+    res = synth.run(
+        job(str(tmp_path / "out"), count=2000, shard=50, budget={"max_tokens": 20_000}, engine={"workers": 2})
+    )
     assert not res.complete and res.aborted and res.aborted.startswith("budget")
     spent = res.stats["requests"]["prompt_tokens"] + res.stats["requests"]["completion_tokens"]
     assert 15_000 < spent <= 20_000, spent
@@ -103,8 +107,14 @@ def test_rerun_skips_committed_shards_and_refuses_a_changed_spec(tmp_path):
 
 def test_partitioned_jsonl_output(tmp_path):
     uri = str(tmp_path / "out")
-    res = synth.run(job(uri, count=120, shard=60, output={"uri": uri, "shard_size": 60, "format": "jsonl",
-                                                           "partition_by": ["generator"]}))
+    res = synth.run(
+        job(
+            uri,
+            count=120,
+            shard=60,
+            output={"uri": uri, "shard_size": 60, "format": "jsonl", "partition_by": ["generator"]},
+        )
+    )
     assert res.complete
     files = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out" / "data").rglob("*.jsonl"))
     assert files == ["data/generator=structured/shard-00000000.jsonl", "data/generator=structured/shard-00000001.jsonl"]
@@ -115,7 +125,9 @@ def test_partitioned_jsonl_output(tmp_path):
 def test_s3_output_through_s3fs(s3_bucket):
     endpoint, bucket = s3_bucket
     uri = f"s3://{bucket}/ds"
-    res = synth.run(job(uri, count=150, shard=50, output={"uri": uri, "shard_size": 50, "storage": {"endpoint_url": endpoint}}))
+    res = synth.run(
+        job(uri, count=150, shard=50, output={"uri": uri, "shard_size": 50, "storage": {"endpoint_url": endpoint}})
+    )
     assert res.complete and res.records == 150
     import s3fs
 
@@ -128,8 +140,11 @@ def test_s3_output_through_s3fs(s3_bucket):
 
 def test_dead_letters_are_kept_apart_with_reasons(tmp_path):
     uri = str(tmp_path / "out")
-    bad = dict(SCHEMA, properties={**SCHEMA["properties"], "code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{4}$"}},
-               required=SCHEMA["required"] + ["code"])
+    bad = dict(
+        SCHEMA,
+        properties={**SCHEMA["properties"], "code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{4}$"}},
+        required=SCHEMA["required"] + ["code"],
+    )
     doc = job(uri, count=40, shard=20)
     doc["generator"]["schema"] = bad
     res = synth.run(doc)
@@ -144,12 +159,16 @@ def test_dead_letters_are_kept_apart_with_reasons(tmp_path):
 
 def cli(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.run([sys.executable, "-m", "synth", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-m", "synth", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=240
+    )
 
 
 def test_bad_job_file_exits_nonzero_with_one_line_and_writes_nothing(tmp_path):
     f = tmp_path / "job.yaml"
-    f.write_text(f"name: x\ncount: -1\ngenerator: {{kind: structured, prompt: p, schema: {{type: object}}}}\noutput: {{uri: {tmp_path / 'o'}}}\n")
+    f.write_text(
+        f"name: x\ncount: -1\ngenerator: {{kind: structured, prompt: p, schema: {{type: object}}}}\noutput: {{uri: {tmp_path / 'o'}}}\n"
+    )
     r = cli("run", str(f))
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["error: count: Input should be greater than 0"]
@@ -161,8 +180,10 @@ def test_unknown_generator_and_missing_key_are_one_line(tmp_path):
     f.write_text("name: x\ncount: 1\ngenerator: {kind: nosuchkind}\n")
     r = cli("run", str(f))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "nosuchkind" in r.stderr
-    f.write_text("name: x\ncount: 1\ngenerator: {kind: structured, prompt: p, schema: {type: object, properties: {a: {type: string}}}}\n"
-                 "providers: [{model: 'openai:gpt-4o-mini', keys: [{env: SYNTH_NOT_SET_KEY}]}]\n")
+    f.write_text(
+        "name: x\ncount: 1\ngenerator: {kind: structured, prompt: p, schema: {type: object, properties: {a: {type: string}}}}\n"
+        "providers: [{model: 'openai:gpt-4o-mini', keys: [{env: SYNTH_NOT_SET_KEY}]}]\n"
+    )
     r = cli("run", str(f))
     assert r.returncode == 2
     assert r.stderr.strip() == "error: providers[0].keys[0]: environment variable SYNTH_NOT_SET_KEY is not set"
@@ -173,8 +194,10 @@ def test_unreachable_bucket_fails_fast_and_writes_nothing(tmp_path):
 
     port = free_port()
     f = tmp_path / "job.yaml"
-    f.write_text("name: x\ncount: 5\ngenerator: {kind: structured, prompt: p, schema: {type: object, properties: {a: {type: string}}}}\n"
-                 f"output: {{uri: 's3://nowhere/x', storage: {{endpoint_url: 'http://127.0.0.1:{port}'}}}}\n")
+    f.write_text(
+        "name: x\ncount: 5\ngenerator: {kind: structured, prompt: p, schema: {type: object, properties: {a: {type: string}}}}\n"
+        f"output: {{uri: 's3://nowhere/x', storage: {{endpoint_url: 'http://127.0.0.1:{port}'}}}}\n"
+    )
     r = cli("run", str(f))
     assert r.returncode == 3
     lines = r.stderr.strip().splitlines()
@@ -185,9 +208,11 @@ def test_refused_base_url_is_one_line(tmp_path):
     from tests.conftest import free_port
 
     f = tmp_path / "job.yaml"
-    f.write_text("name: x\ncount: 5\ngenerator: {kind: structured, prompt: p, schema: {type: object, properties: {a: {type: string}}}}\n"
-                 f"providers: [{{model: 'compat:m', base_url: 'http://127.0.0.1:{free_port()}/v1'}}]\n"
-                 f"output: {{uri: '{tmp_path / 'o'}'}}\n")
+    f.write_text(
+        "name: x\ncount: 5\ngenerator: {kind: structured, prompt: p, schema: {type: object, properties: {a: {type: string}}}}\n"
+        f"providers: [{{model: 'compat:m', base_url: 'http://127.0.0.1:{free_port()}/v1'}}]\n"
+        f"output: {{uri: '{tmp_path / 'o'}'}}\n"
+    )
     r = cli("run", str(f))
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()

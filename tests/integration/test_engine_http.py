@@ -15,8 +15,11 @@ import synth
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
-KEYS = {"HTTP_KEY_A": "sk-http-secret-alpha-0001", "HTTP_KEY_B": "sk-http-secret-bravo-0002",
-        "GEM_KEY": "gm-http-secret-charlie-03"}
+KEYS = {
+    "HTTP_KEY_A": "sk-http-secret-alpha-0001",
+    "HTTP_KEY_B": "sk-http-secret-bravo-0002",
+    "GEM_KEY": "gm-http-secret-charlie-03",
+}
 
 
 @pytest.fixture
@@ -30,13 +33,27 @@ def job(sim_url: str, uri: str, **kw):
     doc = {
         "name": "http",
         "count": 160,
-        "generator": {"kind": "structured", "prompt": "Item {n}", "vars": {"n": {"kind": "range", "low": 1, "high": 10**6}},
-                      "schema": {"type": "object", "properties": {"a": {"type": "string"}, "n": {"type": "integer"}},
-                                 "required": ["a", "n"]}},
+        "generator": {
+            "kind": "structured",
+            "prompt": "Item {n}",
+            "vars": {"n": {"kind": "range", "low": 1, "high": 10**6}},
+            "schema": {
+                "type": "object",
+                "properties": {"a": {"type": "string"}, "n": {"type": "integer"}},
+                "required": ["a", "n"],
+            },
+        },
         "providers": [
-            {"name": "default", "model": "compat:sim-model", "base_url": f"{sim_url}/v1",
-             "keys": [{"env": "HTTP_KEY_A", "alias": "alpha", "rpm": 6000}, {"env": "HTTP_KEY_B", "alias": "bravo", "rpm": 6000}],
-             "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}},
+            {
+                "name": "default",
+                "model": "compat:sim-model",
+                "base_url": f"{sim_url}/v1",
+                "keys": [
+                    {"env": "HTTP_KEY_A", "alias": "alpha", "rpm": 6000},
+                    {"env": "HTTP_KEY_B", "alias": "bravo", "rpm": 6000},
+                ],
+                "price": {"input_per_mtok": 0.15, "output_per_mtok": 0.6},
+            },
             {"name": "gem", "model": "gemini:gemini-2.5-flash", "base_url": sim_url, "keys": [{"env": "GEM_KEY"}]},
         ],
         "output": {"uri": uri, "shard_size": 40},
@@ -99,7 +116,9 @@ def test_cli_output_never_shows_a_key(simulator, keys, tmp_path):
         f = tmp_path / "job.yaml"
         f.write_text(yaml.safe_dump(job(simulator.url, str(tmp_path / "out"), count=40)))
         env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        r = subprocess.run([sys.executable, "-m", "synth", "run", str(f)], capture_output=True, text=True, env=env, timeout=300)
+        r = subprocess.run(
+            [sys.executable, "-m", "synth", "run", str(f)], capture_output=True, text=True, env=env, timeout=300
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         for secret in KEYS.values():
             assert secret not in r.stdout and secret not in r.stderr

@@ -30,10 +30,19 @@ def test_example_runs_on_sim(name, tmp_path, monkeypatch):
 
 def test_structured_example_through_the_openai_sdk(simulator, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    job = synth.load_job(ROOT / "jobs" / "examples" / "structured.yaml", overrides={"count": 40, "output.uri": str(tmp_path / "o")})
+    job = synth.load_job(
+        ROOT / "jobs" / "examples" / "structured.yaml", overrides={"count": 40, "output.uri": str(tmp_path / "o")}
+    )
     doc = job.model_dump(mode="json")
-    doc["providers"] = [{"name": "default", "model": "compat:gpt-4o-mini", "base_url": simulator.openai_url, "client": "sdk",
-                         "keys": [{"env": "HTTP_KEY_A", "alias": "alpha", "rpm": 6000}]}]
+    doc["providers"] = [
+        {
+            "name": "default",
+            "model": "compat:gpt-4o-mini",
+            "base_url": simulator.openai_url,
+            "client": "sdk",
+            "keys": [{"env": "HTTP_KEY_A", "alias": "alpha", "rpm": 6000}],
+        }
+    ]
     res = synth.run(doc)
     assert res.complete and res.records + res.dead_letters == 40 and res.records > 30
     t = pads.dataset(str(tmp_path / "o" / "data")).to_table()
@@ -46,11 +55,24 @@ def test_budget_stops_spending(simulator, tmp_path):
     # calls out at a time a few shards are committed before it does, whatever the timing.
     price = {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}
     doc = {
-        "name": "budget", "count": 100,
-        "generator": {"kind": "structured", "prompt": "Item {n}", "vars": {"n": {"kind": "range", "low": 1, "high": 10**6}},
-                      "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}},
-        "providers": [{"name": "default", "model": "compat:m", "base_url": simulator.openai_url, "price": price,
-                       "keys": [{"env": "HTTP_KEY_A", "rpm": 6000}], "params": {"max_tokens": 64}}],
+        "name": "budget",
+        "count": 100,
+        "generator": {
+            "kind": "structured",
+            "prompt": "Item {n}",
+            "vars": {"n": {"kind": "range", "low": 1, "high": 10**6}},
+            "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
+        },
+        "providers": [
+            {
+                "name": "default",
+                "model": "compat:m",
+                "base_url": simulator.openai_url,
+                "price": price,
+                "keys": [{"env": "HTTP_KEY_A", "rpm": 6000}],
+                "params": {"max_tokens": 64},
+            }
+        ],
         "budget": {"max_usd": 0.5},
         "output": {"uri": str(tmp_path / "o"), "shard_size": 10},
         "engine": {"workers": 1, "shards_per_worker": 1, "concurrency": 2},

@@ -24,9 +24,16 @@ JOB = {
     "name": "extend",
     "count": 100,
     "seed": 5,
-    "generator": {"kind": "structured", "prompt": "Item {n}", "vars": {"n": {"kind": "range", "low": 1, "high": 1000000}},
-                  "schema": {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}},
-                             "required": ["a", "b"]}},
+    "generator": {
+        "kind": "structured",
+        "prompt": "Item {n}",
+        "vars": {"n": {"kind": "range", "low": 1, "high": 1000000}},
+        "schema": {
+            "type": "object",
+            "properties": {"a": {"type": "string"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+        },
+    },
     "output": {"uri": "OUT", "shard_size": 100},
 }
 
@@ -41,14 +48,23 @@ def write_job(tmp_path: Path, doc: dict) -> tuple[Path, Path]:
 
 def synth_run(job: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.run([sys.executable, "-m", "synth", "run", str(job), "--quiet", *args], env=env,
-                          capture_output=True, text=True, timeout=400)
+    return subprocess.run(
+        [sys.executable, "-m", "synth", "run", str(job), "--quiet", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
 
 
 def files(out: Path) -> dict[str, bytes]:
     """Every data and dead-letter file, relative path -> bytes."""
-    return {str(p.relative_to(out)): p.read_bytes() for d in ("data", "dead_letters") for p in (out / d).rglob("*")
-            if p.is_file()}
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for d in ("data", "dead_letters")
+        for p in (out / d).rglob("*")
+        if p.is_file()
+    }
 
 
 def ids(out: Path) -> list[str]:
@@ -83,8 +99,12 @@ def test_extend_a_finished_dataset_keeps_its_files(tmp_path, first):
     assert json.loads((out / "_manifest" / "job.json").read_text())["spec"]["count"] == 400
     commits = sorted(p.name for p in (out / "_manifest" / "commits").glob("*.json"))
     if first == 250:  # units [250, 300) completed shard 2 as a piece of its own, committed by its own entry
-        assert commits == ["shard-00000000.json", "shard-00000001.json", "shard-00000002.g0001.json",
-                           "shard-00000003.json"]
+        assert commits == [
+            "shard-00000000.json",
+            "shard-00000001.json",
+            "shard-00000002.g0001.json",
+            "shard-00000003.json",
+        ]
         piece = sorted(f for f in after if "shard-00000002.g0001" in f)
         assert piece and all(f not in before for f in piece)
         assert sorted(pq.read_table(out / piece[0])["id"].to_pylist()) == sorted(planned(JOB, 300) - planned(JOB, 250))
@@ -101,10 +121,21 @@ def test_extend_a_finished_dataset_keeps_its_files(tmp_path, first):
 
 
 def test_retry_failed_turns_dead_letters_into_records(tmp_path, simulator):
-    doc = {**JOB, "count": 120, "output": {"uri": "OUT", "shard_size": 40},
-           "providers": [{"name": "default", "model": "compat:sim-model", "base_url": f"{simulator.url}/v1",
-                          "max_retries": 0, "keys": [{"env": "HTTP_KEY_A", "alias": "alpha", "rpm": 60000}]}],
-           "engine": {"max_failure_rate": 1.0}}
+    doc = {
+        **JOB,
+        "count": 120,
+        "output": {"uri": "OUT", "shard_size": 40},
+        "providers": [
+            {
+                "name": "default",
+                "model": "compat:sim-model",
+                "base_url": f"{simulator.url}/v1",
+                "max_retries": 0,
+                "keys": [{"env": "HTTP_KEY_A", "alias": "alpha", "rpm": 60000}],
+            }
+        ],
+        "engine": {"max_failure_rate": 1.0},
+    }
     job, out = write_job(tmp_path, doc)
     simulator.configure(error_rate=1.0)
     try:
@@ -121,7 +152,9 @@ def test_retry_failed_turns_dead_letters_into_records(tmp_path, simulator):
     stats = json.loads((out / "stats.json").read_text())
     assert stats["complete"] and (stats["units"], stats["records"], stats["dead_letters"]) == (120, 120, 0)
     assert stats["dead_by_kind"] == {}
-    m = Manifest(Storage(parse_job({**doc, "output": {"uri": str(out), "shard_size": 40}}, env={}, check_keys=False).output))
+    m = Manifest(
+        Storage(parse_job({**doc, "output": {"uri": str(out), "shard_size": 40}}, env={}, check_keys=False).output)
+    )
     # no dead letters referenced by the manifest, none left on disk, no intents
     assert [f for e in m.commit_entries() for f in e["files"] if not f.startswith("data/")] == []
     assert not list((out / "dead_letters").rglob("*.parquet"))

@@ -30,18 +30,39 @@ def slow_sim():
 
 def _job(url: str):
     # HTTP_KEY_A / HTTP_KEY_B are set by conftest before Ray starts, as a node's environment would have them
-    return load_job({
-        "name": "failover", "count": 10, "generator": {"kind": "structured", "prompt": "x", "schema": {"type": "object", "properties": {"a": {"type": "string"}}}},
-        "providers": [{"name": "default", "model": "compat:sim-model", "base_url": f"{url}/v1",
-                       "keys": [{"env": "HTTP_KEY_A", "alias": "alpha"}, {"env": "HTTP_KEY_B", "alias": "bravo"}]}],
-        "output": {"uri": tempfile.mkdtemp(prefix="failover-")},  # where the gateways journal answers
-    })
+    return load_job(
+        {
+            "name": "failover",
+            "count": 10,
+            "generator": {
+                "kind": "structured",
+                "prompt": "x",
+                "schema": {"type": "object", "properties": {"a": {"type": "string"}}},
+            },
+            "providers": [
+                {
+                    "name": "default",
+                    "model": "compat:sim-model",
+                    "base_url": f"{url}/v1",
+                    "keys": [{"env": "HTTP_KEY_A", "alias": "alpha"}, {"env": "HTTP_KEY_B", "alias": "bravo"}],
+                }
+            ],
+            "output": {"uri": tempfile.mkdtemp(prefix="failover-")},  # where the gateways journal answers
+        }
+    )
 
 
 def _requests(prefix: str, n: int) -> list[Request]:
     # distinct content per call: an answer to the same content would be replayed from the journal
-    return [Request(id=f"{prefix}-{i}", model="default", messages=[ChatMessage(role="user", content=f"{prefix} item {i}")],
-                    max_tokens=8) for i in range(n)]
+    return [
+        Request(
+            id=f"{prefix}-{i}",
+            model="default",
+            messages=[ChatMessage(role="user", content=f"{prefix} item {i}")],
+            max_tokens=8,
+        )
+        for i in range(n)
+    ]
 
 
 async def _all(client: GatewayClient, reqs: list[Request]) -> list[Completion]:
@@ -80,8 +101,14 @@ def test_lost_gateway_leaves_the_route_and_its_replacement_takes_its_key_back(sl
     bravo = GatewayActor.remote(job_json, [("default", 1, 1.0)], 0.5)
     directory = MonitorActor.remote()
     assert ray.get([alpha.ready.remote(), bravo.ready.remote()]) == [["default"], ["default"]]
-    client = GatewayClient({"default": [alpha, bravo]}, wait_ms=5, job=job, weights={"default": [1.0, 1.0]},
-                           index={"default": [0, 1]}, directory=directory)
+    client = GatewayClient(
+        {"default": [alpha, bravo]},
+        wait_ms=5,
+        job=job,
+        weights={"default": [1.0, 1.0]},
+        index={"default": [0, 1]},
+        directory=directory,
+    )
 
     async def main() -> tuple[set[str], set[str], set[str], int]:
         first = {c.key_alias for c in await _all(client, _requests("before", 20))}
@@ -124,8 +151,10 @@ def test_driver_replaces_a_gateway_whose_node_is_gone_with_the_rest_of_its_budge
         assert gws.check(directory, force=True) == 0  # nothing lost
         lost = gws.actors[0]
         gws.nodes[0] = "f" * 56  # as if its node had left the cluster
-        gws.last_stats[0] = {"requests": 5, "budget": {"spent_usd": 0.5, "held_usd": 0.25,
-                                                       "spent_tokens": 1000, "held_tokens": 500}}
+        gws.last_stats[0] = {
+            "requests": 5,
+            "budget": {"spent_usd": 0.5, "held_usd": 0.25, "spent_tokens": 1000, "held_tokens": 500},
+        }
         assert gws.check(directory, force=True) == 1
         new = gws.actors[0]
         assert new != lost and gws.nodes[0] == ray.get_runtime_context().get_node_id()
@@ -149,12 +178,24 @@ def test_budget_follows_spending_across_gateways(slow_sim, tmp_path):
 
     price = {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}  # about $0.015 an answer
     doc = {
-        "name": "pooled", "count": 100,
-        "generator": {"kind": "structured", "prompt": "Item {n}", "vars": {"n": {"kind": "range", "low": 1, "high": 10**6}},
-                      "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}},
-        "providers": [{"name": "default", "model": "compat:m", "base_url": slow_sim.openai_url, "price": price,
-                       "keys": [{"env": "HTTP_KEY_A", "alias": "alpha"}, {"env": "HTTP_KEY_B", "alias": "bravo"}],
-                       "params": {"max_tokens": 16}}],
+        "name": "pooled",
+        "count": 100,
+        "generator": {
+            "kind": "structured",
+            "prompt": "Item {n}",
+            "vars": {"n": {"kind": "range", "low": 1, "high": 10**6}},
+            "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
+        },
+        "providers": [
+            {
+                "name": "default",
+                "model": "compat:m",
+                "base_url": slow_sim.openai_url,
+                "price": price,
+                "keys": [{"env": "HTTP_KEY_A", "alias": "alpha"}, {"env": "HTTP_KEY_B", "alias": "bravo"}],
+                "params": {"max_tokens": 16},
+            }
+        ],
         "budget": {"max_usd": 1.0},
         "output": {"uri": str(tmp_path / "o"), "shard_size": 10},
         "engine": {"workers": 1, "shards_per_worker": 1, "concurrency": 4, "gateways_per_node": 2},

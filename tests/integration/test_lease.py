@@ -58,8 +58,10 @@ def error_lines(stderr: str) -> list[str]:
 
 def test_two_runs_of_one_job_into_one_output_one_refused(tmp_path):
     job, out = write_job(tmp_path, 3000)
-    procs = [subprocess.Popen(cmd(job), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd(job), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     results = [p.communicate(timeout=400) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 3], [r[1][-1500:] for r in results]
@@ -79,8 +81,9 @@ def test_two_runs_of_one_job_into_one_output_one_refused(tmp_path):
 def test_a_stale_lease_is_taken_over(tmp_path):
     job, out = write_job(tmp_path, 300)
     old = datetime.now(timezone.utc) - timedelta(seconds=TTL_S + 60)
-    stale = LeaseRecord(holder="crashed-run", host="another-machine", pid=4242, started_at=old.isoformat(),
-                        renewed_at=old.isoformat())
+    stale = LeaseRecord(
+        holder="crashed-run", host="another-machine", pid=4242, started_at=old.isoformat(), renewed_at=old.isoformat()
+    )
     (out / "_manifest").mkdir(parents=True)
     (out / "_manifest" / "lease.json").write_text(stale.model_dump_json())
     r = subprocess.run(cmd(job), env=env(), capture_output=True, text=True, timeout=400)

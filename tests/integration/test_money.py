@@ -38,11 +38,22 @@ output: {{uri: "{out}", shard_size: {shard}}}
 """
 
 
-def write_job(tmp: Path, sim_url: str, out: Path, *, count: int, rpm: int, shard: int, budget: str = "",
-              retries: int = 6) -> Path:
+def write_job(
+    tmp: Path, sim_url: str, out: Path, *, count: int, rpm: int, shard: int, budget: str = "", retries: int = 6
+) -> Path:
     job = tmp / "job.yaml"
-    job.write_text(JOB.format(count=count, url=sim_url + "/v1", rpm=rpm, conc=CONCURRENCY, out=out, shard=shard,
-                              budget=budget, retries=retries))
+    job.write_text(
+        JOB.format(
+            count=count,
+            url=sim_url + "/v1",
+            rpm=rpm,
+            conc=CONCURRENCY,
+            out=out,
+            shard=shard,
+            budget=budget,
+            retries=retries,
+        )
+    )
     return job
 
 
@@ -71,8 +82,9 @@ def test_sigkill_ten_times_pays_once(simulator, tmp_path):
     kills = 0
     for _ in range(10):
         before = simulator.stats()["ok"]
-        proc = subprocess.Popen(synth_cmd(job, "--no-cache"), env=env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            synth_cmd(job, "--no-cache"), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 120
         # kill at a random moment once this run is buying answers
         while proc.poll() is None and simulator.stats()["ok"] <= before and time.monotonic() < deadline:
@@ -92,8 +104,10 @@ def test_sigkill_ten_times_pays_once(simulator, tmp_path):
     assert len(ids) == len(set(ids)) == n
     stats = json.loads((out / "stats.json").read_text())
     asked = simulator.stats()["ok"]
-    print(f"\nSIGKILL x{kills}: planned {n}, answers asked of the provider {asked}, records {stats['records']}, "
-          f"replayed in the last run {stats['answers']['journal_hits']}")
+    print(
+        f"\nSIGKILL x{kills}: planned {n}, answers asked of the provider {asked}, records {stats['records']}, "
+        f"replayed in the last run {stats['answers']['journal_hits']}"
+    )
     # reasks: a structured answer the simulator gives is valid unless malformed_rate is set (it is 0)
     assert asked <= n * 1.01 + kills * CONCURRENCY
     assert not scan(out, KEY)
@@ -135,8 +149,9 @@ def test_a_second_run_into_a_new_output_asks_for_nothing(simulator, tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     asked = simulator.stats()["ok"]
     assert asked >= n
-    second = subprocess.run(synth_cmd(job, "-o", str(tmp_path / "b")), env=env(), capture_output=True, text=True,
-                            timeout=600)
+    second = subprocess.run(
+        synth_cmd(job, "-o", str(tmp_path / "b")), env=env(), capture_output=True, text=True, timeout=600
+    )
     assert second.returncode == 0, second.stderr[-3000:]
     assert simulator.stats()["ok"] == asked  # every answer came from the cache
     stats = json.loads((tmp_path / "b" / "stats.json").read_text())
@@ -148,11 +163,21 @@ def test_a_second_run_into_a_new_output_asks_for_nothing(simulator, tmp_path):
     cache = Path(os.environ["SYNTH_CACHE_DIR"])
     assert list(cache.rglob("*.jsonl")) and not scan(cache, KEY)
     # the cache commands see it, and clear it
-    st = subprocess.run([sys.executable, "-m", "synth", "cache", "stats", str(cache), "--json"], env=env(),
-                        capture_output=True, text=True, timeout=60)
+    st = subprocess.run(
+        [sys.executable, "-m", "synth", "cache", "stats", str(cache), "--json"],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert st.returncode == 0 and json.loads(st.stdout)["entries"] == n
-    cl = subprocess.run([sys.executable, "-m", "synth", "cache", "clear", str(cache)], env=env(),
-                        capture_output=True, text=True, timeout=60)
+    cl = subprocess.run(
+        [sys.executable, "-m", "synth", "cache", "clear", str(cache)],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert cl.returncode == 0 and f"removed {n}" in cl.stdout
     assert not list(cache.rglob("*.jsonl"))
 

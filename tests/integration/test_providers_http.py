@@ -9,8 +9,9 @@ import json
 import logging
 import socket
 import traceback
+from collections.abc import Callable
 from enum import Enum
-from typing import Any, Callable
+from typing import Any
 
 import jsonschema
 import pytest
@@ -92,8 +93,9 @@ def req(*messages: ChatMessage, **kw: Any) -> Request:
 
 
 async def test_text(provider: Provider) -> None:
-    c = await provider.complete(req(ChatMessage(role="system", content="Be brief."), user("Hello"), seed=1), KEY,
-                                timeout=10)
+    c = await provider.complete(
+        req(ChatMessage(role="system", content="Be brief."), user("Hello"), seed=1), KEY, timeout=10
+    )
     assert c.text and c.parsed is None and c.tool_calls is None
     assert c.finish_reason == "stop"
     assert c.provider == provider.kind and c.key_alias == "main" and c.request_id == "r-1"
@@ -107,8 +109,9 @@ async def test_structured_nested_model(provider: Provider) -> None:
     schema = Plan.model_json_schema()
     seen_priorities = set()
     for seed in range(6):
-        c = await provider.complete(req(user("Plan my week."), json_schema=schema, schema_name="plan", seed=seed),
-                                    KEY, timeout=10)
+        c = await provider.complete(
+            req(user("Plan my week."), json_schema=schema, schema_name="plan", seed=seed), KEY, timeout=10
+        )
         plan = Plan.model_validate(c.parsed)
         jsonschema.validate(c.parsed, schema)
         assert json.loads(c.text or "") == c.parsed
@@ -148,11 +151,21 @@ async def test_embeddings(provider: Provider) -> None:
     assert e.usage.prompt_tokens > 0 and e.key_alias == "main" and e.provider == provider.kind
 
 
-WEATHER = [{"type": "function", "function": {
-    "name": "get_weather", "description": "current weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"},
-                                                   "unit": {"type": "string", "enum": ["C", "F"]}},
-                   "required": ["city", "unit"], "additionalProperties": False}}}]
+WEATHER = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "current weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["C", "F"]}},
+                "required": ["city", "unit"],
+                "additionalProperties": False,
+            },
+        },
+    }
+]
 
 
 async def _tool_round_trip(provider: Provider) -> None:
@@ -167,8 +180,13 @@ async def _tool_round_trip(provider: Provider) -> None:
     assert call.name == "get_weather" and first.finish_reason == "tool_calls"
     jsonschema.validate(json.loads(call.arguments), WEATHER[0]["function"]["parameters"])
     # the tool's result goes back; the model answers in words
-    follow = req(user("Weather in Oslo?"), first.message(),
-                 ChatMessage(role="tool", tool_call_id=call.id, content='{"temp": 3}'), tools=WEATHER, seed=1)
+    follow = req(
+        user("Weather in Oslo?"),
+        first.message(),
+        ChatMessage(role="tool", tool_call_id=call.id, content='{"temp": 3}'),
+        tools=WEATHER,
+        seed=1,
+    )
     answer = await provider.complete(follow, KEY, timeout=10)
     assert answer.tool_calls is None and answer.text
 
@@ -195,11 +213,20 @@ async def test_sim_provider_answers_as_the_simulator_does(client: str, sim: Simu
     """``sim:<model>`` in process and the simulator serving ``<model>`` give the same seeded answers."""
     remote, local = make(client, sim.url), SimProvider("gpt-4o-mini")
     try:
-        for r in (req(user("Hello"), seed=3), req(user("Plan."), json_schema=Plan.model_json_schema(), seed=4),
-                  req(user("Weather?"), tools=WEATHER, seed=1), req(user("Weather?"), tools=WEATHER, seed=2)):
+        for r in (
+            req(user("Hello"), seed=3),
+            req(user("Plan."), json_schema=Plan.model_json_schema(), seed=4),
+            req(user("Weather?"), tools=WEATHER, seed=1),
+            req(user("Weather?"), tools=WEATHER, seed=2),
+        ):
             a, b = await remote.complete(r, KEY, timeout=10), await local.complete(r, KEY, timeout=10)
             assert (a.text, a.parsed, a.tool_calls, a.finish_reason, a.usage) == (
-                b.text, b.parsed, b.tool_calls, b.finish_reason, b.usage)
+                b.text,
+                b.parsed,
+                b.tool_calls,
+                b.finish_reason,
+                b.usage,
+            )
     finally:
         await remote.aclose()
 
@@ -281,8 +308,9 @@ async def test_refused_connection_names_the_url(client: str) -> None:
     assert f"127.0.0.1:{port}" in str(err.value) and "refused" in str(err.value)
 
 
-async def test_secret_never_leaks(sim: SimulatorProcess, caplog: pytest.LogCaptureFixture,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+async def test_secret_never_leaks(
+    sim: SimulatorProcess, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
     caplog.set_level(logging.DEBUG)  # every logger, SDKs included
     texts: list[str] = []
     scenarios: list[tuple[Callable[[], Any], Callable[[], Any]]] = [
@@ -356,8 +384,11 @@ def test_factory_picks_the_client() -> None:
     sdk = create_provider(ProviderSpec(model="openrouter:openai/gpt-4o", client="sdk"))
     assert isinstance(sdk, OpenAIProvider) and sdk.base_url == "https://openrouter.ai/api/v1"
     g = create_provider(ProviderSpec(model="gemini:gemini-2.5-flash", base_url="http://127.0.0.1:9/v1beta"))
-    assert isinstance(g, GeminiProvider) and (g.kind, g.model, g.base_url) == ("gemini", "gemini-2.5-flash",
-                                                                             "http://127.0.0.1:9")
+    assert isinstance(g, GeminiProvider) and (g.kind, g.model, g.base_url) == (
+        "gemini",
+        "gemini-2.5-flash",
+        "http://127.0.0.1:9",
+    )
     assert isinstance(create_provider(ProviderSpec(model="sim:default")), SimProvider)
     compat = create_provider(ProviderSpec(model="compat:llama3", base_url="http://127.0.0.1:8000/v1/"))
     assert isinstance(compat, WireProvider) and compat.base_url == "http://127.0.0.1:8000/v1"
@@ -386,9 +417,16 @@ async def test_check_reachable(sim: SimulatorProcess) -> None:
 def test_header_parsing() -> None:
     assert parse_duration("6m0s") == 360 and parse_duration("1.5s") == 1.5 and parse_duration("20ms") == 0.02
     assert parse_duration("1h2m3s") == 3723 and parse_duration("7") == 7 and parse_duration("soon") is None
-    info = parse_ratelimit({"X-RateLimit-Limit-Requests": "500", "x-ratelimit-remaining-requests": "499",
-                            "x-ratelimit-reset-requests": "120ms", "x-ratelimit-limit-tokens": "30000",
-                            "x-ratelimit-remaining-tokens": "29000", "x-ratelimit-reset-tokens": "2s"})
+    info = parse_ratelimit(
+        {
+            "X-RateLimit-Limit-Requests": "500",
+            "x-ratelimit-remaining-requests": "499",
+            "x-ratelimit-reset-requests": "120ms",
+            "x-ratelimit-limit-tokens": "30000",
+            "x-ratelimit-remaining-tokens": "29000",
+            "x-ratelimit-reset-tokens": "2s",
+        }
+    )
     assert info is not None
     assert (info.limit_requests, info.remaining_requests, info.reset_requests_s) == (500, 499, 0.12)
     assert (info.limit_tokens, info.remaining_tokens, info.reset_tokens_s) == (30000, 29000, 2.0)

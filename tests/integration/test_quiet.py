@@ -39,8 +39,14 @@ RAY_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(INFO|WARNING|ERRO
 
 def synth_run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.run([sys.executable, "-m", "synth", "run", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "synth", "run", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def logs(out: Path) -> list[Path]:
@@ -134,11 +140,18 @@ def test_remote_output_gets_the_log_uploaded(s3_bucket, tmp_path, monkeypatch):
     endpoint, bucket = s3_bucket
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the local copy is written
     uri = f"s3://{bucket}/ds"
-    doc = {"name": "quiet", "count": 50, "seed": 5,
-           "generator": {"kind": "structured", "prompt": "Item {n}",
-                         "vars": {"n": {"kind": "range", "low": 1, "high": 1000000}},
-                         "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}},
-           "output": {"uri": uri, "shard_size": 50, "storage": {"endpoint_url": endpoint}}}
+    doc = {
+        "name": "quiet",
+        "count": 50,
+        "seed": 5,
+        "generator": {
+            "kind": "structured",
+            "prompt": "Item {n}",
+            "vars": {"n": {"kind": "range", "low": 1, "high": 1000000}},
+            "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
+        },
+        "output": {"uri": uri, "shard_size": 50, "storage": {"endpoint_url": endpoint}},
+    }
     res = synth.run(doc)
     assert res.complete
     import s3fs

@@ -18,8 +18,12 @@ def test_sigkilled_run_leaves_no_ray_process(tmp_path):
     job = tmp_path / "job.yaml"
     job.write_text(JOB.replace("OUT", str(out)))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen([sys.executable, "-m", "synth", "run", str(job), "--quiet"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "synth", "run", str(job), "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     driver = psutil.Process(proc.pid)
     commits = out / "_manifest" / "commits"
     deadline = time.monotonic() + 240

@@ -38,19 +38,34 @@ output: {{uri: "{out}", shard_size: {shard}}}
 """
 
 
-def write_job(tmp: Path, url: str, name: str, *, count: int, shard: int = 20, limits: str = "rpm: 6000",
-              outage: float = 300, tag: str = "") -> tuple[Path, Path]:
+def write_job(
+    tmp: Path,
+    url: str,
+    name: str,
+    *,
+    count: int,
+    shard: int = 20,
+    limits: str = "rpm: 6000",
+    outage: float = 300,
+    tag: str = "",
+) -> tuple[Path, Path]:
     out = tmp / name
     job = tmp / f"{name}.yaml"
-    job.write_text(JOB.format(count=count, url=url + "/v1", limits=limits, outage=outage, out=out, shard=shard,
-                              tag=tag or name))
+    job.write_text(
+        JOB.format(count=count, url=url + "/v1", limits=limits, outage=outage, out=out, shard=shard, tag=tag or name)
+    )
     return job, out
 
 
 def start(job: Path) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.Popen([sys.executable, "-m", "synth", "run", str(job), "--quiet", "--no-cache"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "synth", "run", str(job), "--quiet", "--no-cache"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(p: subprocess.Popen[str], timeout: float = 600) -> tuple[int, str]:

@@ -10,7 +10,6 @@ import re
 import subprocess
 import sys
 import time
-from typing import Optional
 
 import aiohttp
 import jsonschema
@@ -28,8 +27,10 @@ from synth.simulator.limits import Bucket, KeyState, admit, duration, seconds_te
 from tests.support.simulator import SimulatorProcess, admin
 
 DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+(\.\d+)?s|\d+ms)$")
-MESSAGES = [{"role": "system", "content": "You write product data."},
-            {"role": "user", "content": "Describe a kettle in two sentences."}]
+MESSAGES = [
+    {"role": "system", "content": "You write product data."},
+    {"role": "user", "content": "Describe a kettle in two sentences."},
+]
 
 
 class Colour(str, enum.Enum):
@@ -42,7 +43,7 @@ class Part(BaseModel):
     name: str
     colour: Colour
     weight_g: float = Field(ge=0, le=5000)
-    note: Optional[str] = None
+    note: str | None = None
 
 
 class Product(BaseModel):
@@ -100,13 +101,15 @@ async def test_openai_structured_output_parses_into_nested_pydantic(sim: Simulat
     notes = set()
     async with oai(sim) as client:
         for seed in range(12):
-            r = await client.chat.completions.parse(model="gpt-4o-mini", messages=MESSAGES, seed=seed,
-                                                    response_format=Product)
+            r = await client.chat.completions.parse(
+                model="gpt-4o-mini", messages=MESSAGES, seed=seed, response_format=Product
+            )
             p = r.choices[0].message.parsed
             assert isinstance(p, Product) and all(isinstance(x.colour, Colour) for x in p.parts)
             notes.update(x.note is None for x in p.parts)
-        js = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES,
-                                                  response_format={"type": "json_object"})
+        js = await client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, response_format={"type": "json_object"}
+        )
     assert notes == {True, False}  # the optional field is sometimes set, sometimes not
     assert isinstance(json.loads(js.choices[0].message.content), dict)
 
@@ -114,8 +117,9 @@ async def test_openai_structured_output_parses_into_nested_pydantic(sim: Simulat
 async def test_openai_streaming_matches_the_plain_answer(sim: SimulatorProcess) -> None:
     async with oai(sim) as client:
         plain = await client.chat.completions.create(model="m", messages=MESSAGES, seed=3)
-        stream = await client.chat.completions.create(model="m", messages=MESSAGES, seed=3, stream=True,
-                                                      stream_options={"include_usage": True})
+        stream = await client.chat.completions.create(
+            model="m", messages=MESSAGES, seed=3, stream=True, stream_options={"include_usage": True}
+        )
         pieces, finish, usage = [], None, None
         async for chunk in stream:
             if chunk.usage:
@@ -128,11 +132,26 @@ async def test_openai_streaming_matches_the_plain_answer(sim: SimulatorProcess) 
 
 
 TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "description": "weather in a city", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
-        "required": ["city", "unit"], "additionalProperties": False}}},
-    {"type": "function", "function": {"name": "get_time", "parameters": {
-        "type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+                "required": ["city", "unit"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "get_time",
+            "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]},
+        },
+    },
 ]
 
 
@@ -149,15 +168,25 @@ async def test_openai_tool_calls(sim: SimulatorProcess) -> None:
             auto = await client.chat.completions.create(model="m", messages=msgs, tools=TOOLS)
             kinds.add("tool" if auto.choices[0].message.tool_calls else "text")
         # after a tool answer the model speaks
-        history = [*msgs, r.choices[0].message.model_dump(exclude_none=True),
-                   {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]
+        history = [
+            *msgs,
+            r.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+        ]
         after = await client.chat.completions.create(model="m", messages=history, tools=TOOLS, tool_choice="required")
         named = await client.chat.completions.create(
-            model="m", messages=msgs, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "get_time"}})
-        stream = await client.chat.completions.create(model="m", messages=msgs, tools=TOOLS, tool_choice="required",
-                                                      stream=True)
-        args = "".join([c.choices[0].delta.tool_calls[0].function.arguments or ""
-                        async for c in stream if c.choices and c.choices[0].delta.tool_calls])
+            model="m", messages=msgs, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "get_time"}}
+        )
+        stream = await client.chat.completions.create(
+            model="m", messages=msgs, tools=TOOLS, tool_choice="required", stream=True
+        )
+        args = "".join(
+            [
+                c.choices[0].delta.tool_calls[0].function.arguments or ""
+                async for c in stream
+                if c.choices and c.choices[0].delta.tool_calls
+            ]
+        )
     assert kinds == {"tool", "text"}  # auto: about half and half
     assert after.choices[0].message.content and not after.choices[0].message.tool_calls
     assert named.choices[0].message.tool_calls[0].function.name == "get_time"
@@ -209,8 +238,9 @@ async def test_openai_rate_limit_429_with_real_headers(sim: SimulatorProcess) ->
 async def test_rate_limited_requests_recover_after_retry_after(sim: SimulatorProcess) -> None:
     sim.configure(rpm=60, burst_seconds=5)  # one per second, burst of 5
     async with oai(sim) as client:
-        results = await asyncio.gather(*(client.chat.completions.create(model="m", messages=MESSAGES)
-                                         for _ in range(8)), return_exceptions=True)
+        results = await asyncio.gather(
+            *(client.chat.completions.create(model="m", messages=MESSAGES) for _ in range(8)), return_exceptions=True
+        )
         limited = [r for r in results if isinstance(r, openai.RateLimitError)]
         assert len(limited) == 3
         await asyncio.sleep(float(limited[0].response.headers["retry-after"]))
@@ -242,8 +272,9 @@ async def test_error_rate_gives_5xx(sim: SimulatorProcess) -> None:
     assert info.value.status_code in (500, 503)
     sim.configure(error_rate=0.5, seed=7)
     async with oai(sim) as client:
-        results = await asyncio.gather(*(client.chat.completions.create(model="m", messages=MESSAGES)
-                                         for _ in range(40)), return_exceptions=True)
+        results = await asyncio.gather(
+            *(client.chat.completions.create(model="m", messages=MESSAGES) for _ in range(40)), return_exceptions=True
+        )
     failed = sum(isinstance(r, openai.InternalServerError) for r in results)
     assert 8 <= failed <= 32 and sim.stats()["errors"] == failed + 1
 
@@ -288,8 +319,9 @@ async def test_latency_model_and_concurrency_limit(sim: SimulatorProcess) -> Non
     sim.configure(ttft_ms=300, tpot_ms=0, concurrency=2)
     async with oai(sim) as client:
         t0 = time.monotonic()
-        results = await asyncio.gather(*(client.chat.completions.create(model="m", messages=MESSAGES)
-                                         for _ in range(3)), return_exceptions=True)
+        results = await asyncio.gather(
+            *(client.chat.completions.create(model="m", messages=MESSAGES) for _ in range(3)), return_exceptions=True
+        )
         elapsed = time.monotonic() - t0
     assert elapsed >= 0.3  # the simulated latency was served (a lower bound, not a timing claim)
     limited = [r for r in results if isinstance(r, openai.RateLimitError)]
@@ -301,8 +333,9 @@ async def test_bad_requests_get_400(sim: SimulatorProcess) -> None:
         with pytest.raises(openai.BadRequestError):
             await client.chat.completions.create(model="m", messages=[])
     async with aiohttp.ClientSession() as s:
-        async with s.post(sim.openai_url + "/chat/completions", data=b"{not json",
-                          headers={"Authorization": "Bearer k"}) as r:
+        async with s.post(
+            sim.openai_url + "/chat/completions", data=b"{not json", headers={"Authorization": "Bearer k"}
+        ) as r:
             assert r.status == 400 and (await r.json())["error"]["type"] == "invalid_request_error"
         async with s.post(sim.openai_url + "/chat/completions", json={"messages": MESSAGES}) as r:
             assert r.status == 401  # no key
@@ -315,22 +348,29 @@ async def test_gemini_text_usage_and_stream(sim: SimulatorProcess) -> None:
     client = gem(sim)
     cfg = types.GenerateContentConfig(system_instruction="You write product data.", temperature=0.3, seed=5)
     r = await client.aio.models.generate_content(model="gemini-2.5-flash", contents="Describe a kettle.", config=cfg)
-    again = await client.aio.models.generate_content(model="gemini-2.5-flash", contents="Describe a kettle.", config=cfg)
+    again = await client.aio.models.generate_content(
+        model="gemini-2.5-flash", contents="Describe a kettle.", config=cfg
+    )
     text = r.text
     assert text and text == again.text
     u = r.usage_metadata
-    expected_prompt = prompt_tokens([{"role": "system", "content": "You write product data."},
-                                     {"role": "user", "content": "Describe a kettle."}])
+    expected_prompt = prompt_tokens(
+        [{"role": "system", "content": "You write product data."}, {"role": "user", "content": "Describe a kettle."}]
+    )
     assert u.prompt_token_count == expected_prompt and u.candidates_token_count == estimate_tokens(text)
     assert u.total_token_count == u.prompt_token_count + u.candidates_token_count
     assert r.candidates[0].finish_reason == types.FinishReason.STOP and r.model_version == "gemini-2.5-flash"
-    chunks = [c async for c in await client.aio.models.generate_content_stream(
-        model="gemini-2.5-flash", contents="Describe a kettle.", config=cfg)]
+    chunks = [
+        c
+        async for c in await client.aio.models.generate_content_stream(
+            model="gemini-2.5-flash", contents="Describe a kettle.", config=cfg
+        )
+    ]
     assert len(chunks) > 2 and "".join(c.text or "" for c in chunks) == text
     assert chunks[-1].usage_metadata.total_token_count == u.total_token_count
     short = await client.aio.models.generate_content(
-        model="gemini-2.5-flash", contents="Describe a kettle.",
-        config=types.GenerateContentConfig(max_output_tokens=4))
+        model="gemini-2.5-flash", contents="Describe a kettle.", config=types.GenerateContentConfig(max_output_tokens=4)
+    )
     assert short.candidates[0].finish_reason == types.FinishReason.MAX_TOKENS
     assert short.usage_metadata.candidates_token_count == 4
 
@@ -340,8 +380,9 @@ async def test_gemini_structured_output(sim: SimulatorProcess) -> None:
     for seed in range(6):
         for cfg in (
             types.GenerateContentConfig(response_mime_type="application/json", response_schema=Product, seed=seed),
-            types.GenerateContentConfig(response_mime_type="application/json",
-                                        response_json_schema=Product.model_json_schema(), seed=seed),
+            types.GenerateContentConfig(
+                response_mime_type="application/json", response_json_schema=Product.model_json_schema(), seed=seed
+            ),
         ):
             r = await client.aio.models.generate_content(model="gemini-2.5-flash", contents="a product", config=cfg)
             Product.model_validate_json(r.text)
@@ -349,27 +390,49 @@ async def test_gemini_structured_output(sim: SimulatorProcess) -> None:
 
 
 def test_gemini_schema_dialect_normalises() -> None:
-    s = to_json_schema({"type": "OBJECT", "properties": {
-        "tags": {"type": "ARRAY", "items": {"type": "STRING"}, "minItems": "1", "maxItems": "2"},
-        "n": {"type": "INTEGER", "nullable": True, "minimum": 1},
-        "kind": {"type": "STRING", "format": "enum", "enum": ["a", "b"]}},
-        "required": ["tags", "kind"], "propertyOrdering": ["tags", "n", "kind"]})
-    assert s == {"type": "object", "properties": {
-        "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 2},
-        "n": {"type": ["integer", "null"], "minimum": 1},
-        "kind": {"type": "string", "enum": ["a", "b"]}}, "required": ["tags", "kind"]}
+    s = to_json_schema(
+        {
+            "type": "OBJECT",
+            "properties": {
+                "tags": {"type": "ARRAY", "items": {"type": "STRING"}, "minItems": "1", "maxItems": "2"},
+                "n": {"type": "INTEGER", "nullable": True, "minimum": 1},
+                "kind": {"type": "STRING", "format": "enum", "enum": ["a", "b"]},
+            },
+            "required": ["tags", "kind"],
+            "propertyOrdering": ["tags", "n", "kind"],
+        }
+    )
+    assert s == {
+        "type": "object",
+        "properties": {
+            "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 2},
+            "n": {"type": ["integer", "null"], "minimum": 1},
+            "kind": {"type": "string", "enum": ["a", "b"]},
+        },
+        "required": ["tags", "kind"],
+    }
 
 
 async def test_gemini_tools_embeddings_and_errors(sim: SimulatorProcess) -> None:
     client = gem(sim)
-    weather = types.FunctionDeclaration(name="get_weather", parameters=types.Schema(
-        type="OBJECT", properties={"city": types.Schema(type="STRING")}, required=["city"]))
-    r = await client.aio.models.generate_content(model="gemini-2.5-flash", contents="weather in Oslo?", config=types.GenerateContentConfig(
-        tools=[types.Tool(function_declarations=[weather])],
-        tool_config=types.ToolConfig(function_calling_config=types.FunctionCallingConfig(mode="ANY"))))
+    weather = types.FunctionDeclaration(
+        name="get_weather",
+        parameters=types.Schema(type="OBJECT", properties={"city": types.Schema(type="STRING")}, required=["city"]),
+    )
+    r = await client.aio.models.generate_content(
+        model="gemini-2.5-flash",
+        contents="weather in Oslo?",
+        config=types.GenerateContentConfig(
+            tools=[types.Tool(function_declarations=[weather])],
+            tool_config=types.ToolConfig(function_calling_config=types.FunctionCallingConfig(mode="ANY")),
+        ),
+    )
     assert r.function_calls[0].name == "get_weather" and isinstance(r.function_calls[0].args["city"], str)
-    e = await client.aio.models.embed_content(model="text-embedding-004", contents=["a kettle", "a teapot"],
-                                              config=types.EmbedContentConfig(output_dimensionality=16))
+    e = await client.aio.models.embed_content(
+        model="text-embedding-004",
+        contents=["a kettle", "a teapot"],
+        config=types.EmbedContentConfig(output_dimensionality=16),
+    )
     assert [len(x.values) for x in e.embeddings] == [16, 16]
     assert e.embeddings[0].values == pytest.approx(fake_embedding("a kettle", 16))
 
@@ -396,11 +459,12 @@ async def test_stats_count_by_status_and_key(sim: SimulatorProcess) -> None:
     sim.configure(burst_seconds=2)
     sim.set_keys({"sk-counted-key": {"rpm": 60}})  # burst of 2
     async with oai(sim, "sk-counted-key") as client:
-        results = await asyncio.gather(*(client.chat.completions.create(model="m", messages=MESSAGES)
-                                         for _ in range(5)), return_exceptions=True)
+        results = await asyncio.gather(
+            *(client.chat.completions.create(model="m", messages=MESSAGES) for _ in range(5)), return_exceptions=True
+        )
     ok = [r for r in results if not isinstance(r, Exception)]
     stats = sim.stats()
-    (label, counters), = stats["by_key"].items()
+    ((label, counters),) = stats["by_key"].items()
     assert label.startswith("sk-c") and "counted" not in label
     assert counters["ok"] == len(ok) == 2 and counters["rate_limited"] == 3 and counters["requests"] == 5
     assert stats["prompt_tokens"] == 2 * prompt_tokens(MESSAGES)
@@ -429,8 +493,12 @@ def test_cli_prints_url_first_and_validates_options() -> None:
         assert "k1" not in json.dumps(cfg)
     finally:
         proc.stop()
-    bad = subprocess.run([sys.executable, "-m", "synth.simulator", "serve", "--error-rate", "2"],
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "synth.simulator", "serve", "--error-rate", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip().splitlines() == ["error: --error-rate: Input should be less than or equal to 1"]
 
@@ -440,8 +508,11 @@ async def test_in_process_server_and_bucket_math() -> None:
         async with aiohttp.ClientSession() as s:
             async with s.get(sim.url + "/v1/models", headers={"Authorization": "Bearer k"}) as r:
                 assert r.status == 200
-            async with s.post(sim.url + "/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 400},
-                              headers={"Authorization": "Bearer k"}) as r:
+            async with s.post(
+                sim.url + "/v1/chat/completions",
+                json={"messages": MESSAGES, "max_tokens": 400},
+                headers={"Authorization": "Bearer k"},
+            ) as r:
                 body = await r.json()
                 assert r.headers["x-ratelimit-limit-tokens"] == "60000"
                 # 1000-token bucket: the prompt stays charged, the unused output reservation came back

@@ -52,8 +52,10 @@ def test_storage_pickles_without_credentials(s3_bucket, monkeypatch):
     endpoint, bucket = s3_bucket
     monkeypatch.setenv("SYNTH_TEST_S3_SECRET", "very-secret-value-123")
     monkeypatch.setenv("SYNTH_TEST_S3_KEY", "synth-test-access")
-    spec = OutputSpec(uri=f"s3://{bucket}/p", storage={"endpoint_url": endpoint, "key_env": "SYNTH_TEST_S3_KEY",
-                                                        "secret_env": "SYNTH_TEST_S3_SECRET"})
+    spec = OutputSpec(
+        uri=f"s3://{bucket}/p",
+        storage={"endpoint_url": endpoint, "key_env": "SYNTH_TEST_S3_KEY", "secret_env": "SYNTH_TEST_S3_SECRET"},
+    )
     st = Storage(spec)
     assert b"very-secret-value-123" not in pickle.dumps(st)
 
@@ -76,7 +78,9 @@ def test_manifest_commits_intents_and_refuses_a_changed_job(tmp_path):
     # the same job resumes; a different one is refused with the difference named (a larger count
     # extends the job instead: tests/integration/test_extend.py)
     assert Manifest(st).open(job) == {1}
-    changed = parse_job({"name": "t", "count": 20, "seed": 3, "generator": GEN, "output": {"uri": str(tmp_path / "o")}}, env={})
+    changed = parse_job(
+        {"name": "t", "count": 20, "seed": 3, "generator": GEN, "output": {"uri": str(tmp_path / "o")}}, env={}
+    )
     with pytest.raises(StorageError, match="seed: 0 -> 3"):
         Manifest(st).open(changed)
     assert Manifest(st).open(changed, overwrite=True) == set()

@@ -25,14 +25,38 @@ SECRET = "sk-submit-5ecr3t-NOT-IN-METADATA"
 @pytest.fixture
 def ray_head(tmp_path: Path):
     """A Ray head on 127.0.0.1 with every fixed-port service on a free port; yields the dashboard URL."""
-    ports = {k: free_port() for k in ("port", "dashboard-port", "ray-client-server-port", "dashboard-agent-listen-port",
-                                      "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")}
+    ports = {
+        k: free_port()
+        for k in (
+            "port",
+            "dashboard-port",
+            "ray-client-server-port",
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "runtime-env-agent-port",
+            "metrics-export-port",
+        )
+    }
     env = {**os.environ, "SUBMIT_KEY": SECRET}
     env.pop("RAY_ADDRESS", None)
     ray = str(Path(sys.executable).with_name("ray"))
-    cmd = [ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
-           "--include-dashboard", "true", "--num-cpus", "2", "--object-store-memory", str(512 * 1024**2),
-           *(a for k, v in ports.items() for a in (f"--{k}", str(v)))]
+    cmd = [
+        ray,
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--dashboard-host",
+        "127.0.0.1",
+        "--include-dashboard",
+        "true",
+        "--num-cpus",
+        "2",
+        "--object-store-memory",
+        str(512 * 1024**2),
+        *(a for k, v in ports.items() for a in (f"--{k}", str(v))),
+    ]
     # the job's python is the one on the PATH of whoever started Ray: this environment's
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     log = open(tmp_path / "ray-head.log", "w")
@@ -69,18 +93,39 @@ def ray_head(tmp_path: Path):
 def test_submitted_job_builds_the_dataset_with_the_clusters_key(ray_head: str, simulator, tmp_path: Path) -> None:
     out = tmp_path / "out"
     job_file = tmp_path / "job.yaml"
-    job_file.write_text(yaml.safe_dump({
-        "name": "submitted", "count": 60, "seed": 3,
-        "generator": {"kind": "structured", "prompt": "Item {n}", "vars": {"n": {"kind": "range", "low": 1, "high": 999}},
-                      "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}},
-        "providers": [{"name": "default", "model": "compat:m", "base_url": simulator.openai_url,
-                       "keys": [{"env": "SUBMIT_KEY"}]}],
-        "output": {"uri": str(out), "shard_size": 20},
-        "engine": {"workers": 1},
-    }))
+    job_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "submitted",
+                "count": 60,
+                "seed": 3,
+                "generator": {
+                    "kind": "structured",
+                    "prompt": "Item {n}",
+                    "vars": {"n": {"kind": "range", "low": 1, "high": 999}},
+                    "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
+                },
+                "providers": [
+                    {
+                        "name": "default",
+                        "model": "compat:m",
+                        "base_url": simulator.openai_url,
+                        "keys": [{"env": "SUBMIT_KEY"}],
+                    }
+                ],
+                "output": {"uri": str(out), "shard_size": 20},
+                "engine": {"workers": 1},
+            }
+        )
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SUBMIT_KEY")}  # no key here
-    r = subprocess.run([sys.executable, "-m", "synth", "submit", str(job_file), "--address", ray_head, "--wait"],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "synth", "submit", str(job_file), "--address", ray_head, "--wait"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     job_id = r.stdout.strip().splitlines()[-1]
     assert job_id.startswith("raysubmit_"), r.stdout[-500:]

@@ -23,16 +23,38 @@ from tests.support.simulator import SimulatorProcess
 
 KEY = ApiKey("k1", "sk-equivalence-test-key")
 PARAMS = {"frequency_penalty": 0.25, "reasoning_effort": "low", "vendor_option": {"a": 1}}  # last: not an SDK arg
-PLAN = {"type": "object", "properties": {
-    "goal": {"type": "string"},
-    "steps": {"type": "array", "items": {"$ref": "#/$defs/Step"}},
-    "owner": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None}},
-    "required": ["goal", "steps"], "$defs": {"Step": {"type": "object", "properties": {
-        "title": {"type": "string"}, "minutes": {"type": "integer"}}, "required": ["title", "minutes"]}}}
-STRICT = {"type": "object", "properties": {"name": {"type": "string"}, "tags": {"type": "array", "items": {
-    "type": "string"}}}, "required": ["name", "tags"], "additionalProperties": False}
-TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "find a record", "parameters": {
-    "type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}}]
+PLAN = {
+    "type": "object",
+    "properties": {
+        "goal": {"type": "string"},
+        "steps": {"type": "array", "items": {"$ref": "#/$defs/Step"}},
+        "owner": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None},
+    },
+    "required": ["goal", "steps"],
+    "$defs": {
+        "Step": {
+            "type": "object",
+            "properties": {"title": {"type": "string"}, "minutes": {"type": "integer"}},
+            "required": ["title", "minutes"],
+        }
+    },
+}
+STRICT = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}}},
+    "required": ["name", "tags"],
+    "additionalProperties": False,
+}
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "description": "find a record",
+            "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]},
+        },
+    }
+]
 
 
 def chat(*messages: ChatMessage, **kw: Any) -> Request:
@@ -44,18 +66,34 @@ def user(text: str) -> ChatMessage:
 
 
 REQUESTS = {
-    "text": chat(ChatMessage(role="system", content="Be brief."), user("Hi"), temperature=0.7, top_p=0.9,
-                 max_tokens=64, seed=3, n=2),
+    "text": chat(
+        ChatMessage(role="system", content="Be brief."),
+        user("Hi"),
+        temperature=0.7,
+        top_p=0.9,
+        max_tokens=64,
+        seed=3,
+        n=2,
+    ),
     "structured": chat(user("Plan."), json_schema=PLAN, schema_name="my plan!"),
     "strict": chat(user("Name and tags."), json_schema=STRICT, schema_name="card"),
-    "tools": chat(user("Find Ada."), ChatMessage(role="assistant", content=None, tool_calls=[
-        ToolCall(id="call_1", name="lookup", arguments='{"q": "Ada"}')]),
+    "tools": chat(
+        user("Find Ada."),
+        ChatMessage(
+            role="assistant", content=None, tool_calls=[ToolCall(id="call_1", name="lookup", arguments='{"q": "Ada"}')]
+        ),
         ChatMessage(role="tool", tool_call_id="call_1", content='{"found": true}'),
-        ChatMessage(role="assistant", content="Found her.", name="agent"), user("And Grace?"), tools=TOOLS),
+        ChatMessage(role="assistant", content="Found her.", name="agent"),
+        user("And Grace?"),
+        tools=TOOLS,
+    ),
 }
 
 COMPLETION = {
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini-2024-07-18",
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "gpt-4o-mini-2024-07-18",
     "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Hello there."}}],
     "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
 }
@@ -69,20 +107,31 @@ class Capture:
         self.status, self.headers, self.body, self.delay = 200, {}, json.dumps(COMPLETION).encode(), 0.0
         self.content_type = "application/json"
 
-    def answer(self, status: int = 200, body: Any = None, headers: dict[str, str] | None = None,
-               content_type: str = "application/json", delay: float = 0.0) -> None:
+    def answer(
+        self,
+        status: int = 200,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+        delay: float = 0.0,
+    ) -> None:
         self.status, self.headers, self.delay, self.content_type = status, headers or {}, delay, content_type
         self.body = body if isinstance(body, bytes) else json.dumps(COMPLETION if body is None else body).encode()
 
     async def handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
-        self.seen.append({"method": request.method, "path": request.path, "body": json.loads(raw),
-                          "auth": request.headers.get("Authorization"),
-                          "content_type": request.headers.get("Content-Type", "").split(";")[0]})
+        self.seen.append(
+            {
+                "method": request.method,
+                "path": request.path,
+                "body": json.loads(raw),
+                "auth": request.headers.get("Authorization"),
+                "content_type": request.headers.get("Content-Type", "").split(";")[0],
+            }
+        )
         if self.delay:
             await asyncio.sleep(self.delay)
-        return web.Response(status=self.status, body=self.body, headers=self.headers,
-                            content_type=self.content_type)
+        return web.Response(status=self.status, body=self.body, headers=self.headers, content_type=self.content_type)
 
 
 @pytest.fixture
@@ -101,8 +150,10 @@ async def capture():
 
 
 async def pair(kind: str, url: str, params: dict[str, Any] | None = None) -> tuple[Provider, Provider]:
-    return (OpenAIProvider(kind, "gpt-4o-mini", base_url=url, params=params),
-            WireProvider(kind, "gpt-4o-mini", base_url=url, params=params))
+    return (
+        OpenAIProvider(kind, "gpt-4o-mini", base_url=url, params=params),
+        WireProvider(kind, "gpt-4o-mini", base_url=url, params=params),
+    )
 
 
 # ------------------------------------------------------------------------------------ requests
@@ -112,8 +163,18 @@ async def pair(kind: str, url: str, params: dict[str, Any] | None = None) -> tup
 @pytest.mark.parametrize("name", list(REQUESTS))
 async def test_same_request_on_the_wire(capture: Capture, kind: str, name: str) -> None:
     if REQUESTS[name].json_schema is not None:
-        capture.answer(body={**COMPLETION, "choices": [{"index": 0, "finish_reason": "stop", "message": {
-            "role": "assistant", "content": '{"name": "x", "tags": []}'}}]})
+        capture.answer(
+            body={
+                **COMPLETION,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": '{"name": "x", "tags": []}'},
+                    }
+                ],
+            }
+        )
     sdk, wire = await pair(kind, capture.url, PARAMS)  # type: ignore[attr-defined]
     for p in (sdk, wire):
         await p.complete(REQUESTS[name], KEY, timeout=5)
@@ -128,22 +189,32 @@ async def test_same_request_on_the_wire(capture: Capture, kind: str, name: str) 
         assert body["max_completion_tokens" if kind == "openai" else "max_tokens"] == 64
         assert (body["seed"], body["n"], body["temperature"]) == (3, 2, 0.7)
     if name == "structured":
-        assert body["response_format"] == {"type": "json_schema", "json_schema": {
-            "name": "my_plan_", "schema": PLAN}}  # not strict: optional fields and open objects
+        assert body["response_format"] == {
+            "type": "json_schema",
+            "json_schema": {"name": "my_plan_", "schema": PLAN},
+        }  # not strict: optional fields and open objects
     if name == "strict":
         assert body["response_format"]["json_schema"]["strict"] is True
     if name == "tools":
         assert body["tools"] == TOOLS
         assert body["messages"][1]["tool_calls"] == [
-            {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "Ada"}'}}]
+            {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "Ada"}'}}
+        ]
         assert body["messages"][2] == {"role": "tool", "content": '{"found": true}', "tool_call_id": "call_1"}
 
 
 async def test_same_embedding_request(capture: Capture) -> None:
-    capture.answer(body={"object": "list", "model": "text-embedding-3-small", "data": [
-        {"object": "embedding", "index": 1, "embedding": [0.0, 1.0]},
-        {"object": "embedding", "index": 0, "embedding": [1.0, 0.0]}],
-        "usage": {"prompt_tokens": 4, "total_tokens": 4}})
+    capture.answer(
+        body={
+            "object": "list",
+            "model": "text-embedding-3-small",
+            "data": [
+                {"object": "embedding", "index": 1, "embedding": [0.0, 1.0]},
+                {"object": "embedding", "index": 0, "embedding": [1.0, 0.0]},
+            ],
+            "usage": {"prompt_tokens": 4, "total_tokens": 4},
+        }
+    )
     sdk, wire = await pair("openai", capture.url)  # type: ignore[attr-defined]
     out = []
     for p in (sdk, wire):
@@ -169,9 +240,14 @@ async def test_same_completions_from_the_simulator(sim: SimulatorProcess) -> Non
     sim.configure(rpm=10**6)  # so that x-ratelimit-* headers are sent
     sdk, wire = await pair("openai", sim.openai_url)
     try:
-        cases = [REQUESTS["text"].model_copy(update={"n": 1}), REQUESTS["structured"], REQUESTS["strict"],
-                 REQUESTS["tools"], *(chat(user("Find Ada."), tools=TOOLS, seed=s) for s in range(4)),
-                 chat(user("Long story."), max_tokens=3, seed=1)]
+        cases = [
+            REQUESTS["text"].model_copy(update={"n": 1}),
+            REQUESTS["structured"],
+            REQUESTS["strict"],
+            REQUESTS["tools"],
+            *(chat(user("Find Ada."), tools=TOOLS, seed=s) for s in range(4)),
+            chat(user("Long story."), max_tokens=3, seed=1),
+        ]
         kinds = set()
         for r in cases:
             a, b = await sdk.complete(r, KEY, timeout=10), await wire.complete(r, KEY, timeout=10)
@@ -190,9 +266,14 @@ async def test_same_completions_from_the_simulator(sim: SimulatorProcess) -> Non
 
 # ------------------------------------------------------------------------------------ failures
 
-RL_HEADERS = {"x-ratelimit-limit-requests": "500", "x-ratelimit-remaining-requests": "0",
-              "x-ratelimit-reset-requests": "1.5s", "x-ratelimit-limit-tokens": "90000",
-              "x-ratelimit-remaining-tokens": "1200", "x-ratelimit-reset-tokens": "6m0s"}
+RL_HEADERS = {
+    "x-ratelimit-limit-requests": "500",
+    "x-ratelimit-remaining-requests": "0",
+    "x-ratelimit-reset-requests": "1.5s",
+    "x-ratelimit-limit-tokens": "90000",
+    "x-ratelimit-remaining-tokens": "1200",
+    "x-ratelimit-reset-tokens": "6m0s",
+}
 
 
 CUT_JSON = '{"goal": "x", "steps": [{"ti'
@@ -203,8 +284,15 @@ def error_body(message: str) -> dict[str, Any]:
 
 
 FAILURES: dict[str, tuple[dict[str, Any], type[ProviderError], float | None]] = {
-    "429-ms": ({"status": 429, "body": error_body("Rate limit reached"),
-                "headers": {"retry-after-ms": "1500", "retry-after": "2", **RL_HEADERS}}, RateLimited, 1.5),
+    "429-ms": (
+        {
+            "status": 429,
+            "body": error_body("Rate limit reached"),
+            "headers": {"retry-after-ms": "1500", "retry-after": "2", **RL_HEADERS},
+        },
+        RateLimited,
+        1.5,
+    ),
     "429-s": ({"status": 429, "body": error_body("Slow down"), "headers": {"retry-after": "2"}}, RateLimited, 2.0),
     "429-none": ({"status": 429, "body": error_body("Slow down")}, RateLimited, None),
     "401": ({"status": 401, "body": error_body("Incorrect API key provided")}, AuthError, None),
@@ -216,8 +304,19 @@ FAILURES: dict[str, tuple[dict[str, Any], type[ProviderError], float | None]] = 
     "502-html": ({"status": 502, "body": b"<html>Bad gateway</html>", "content_type": "text/html"}, Transient, None),
     "200-not-json": ({"status": 200, "body": b"<html>oops</html>", "content_type": "text/html"}, Transient, None),
     "200-no-choices": ({"status": 200, "body": {"id": "x", "object": "chat.completion"}}, Transient, None),
-    "malformed": ({"status": 200, "body": {**COMPLETION, "choices": [{"index": 0, "finish_reason": "length",
-                   "message": {"role": "assistant", "content": CUT_JSON}}]}}, MalformedOutput, None),
+    "malformed": (
+        {
+            "status": 200,
+            "body": {
+                **COMPLETION,
+                "choices": [
+                    {"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": CUT_JSON}}
+                ],
+            },
+        },
+        MalformedOutput,
+        None,
+    ),
     "timeout": ({"status": 200, "delay": 5.0}, Transient, None),
 }
 
@@ -263,5 +362,7 @@ async def test_same_refused_connection() -> None:
         await p.aclose()
         errors.append(str(err.value))
     assert errors[0] == errors[1]
-    assert errors[0] == (f"compat:gpt-4o-mini: cannot connect to {url}: the server refused the connection; "
-                         "start the server or fix base_url")
+    assert errors[0] == (
+        f"compat:gpt-4o-mini: cannot connect to {url}: the server refused the connection; "
+        "start the server or fix base_url"
+    )

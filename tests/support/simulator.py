@@ -35,8 +35,12 @@ START_TIMEOUT_S = 30.0
 def admin(url: str, path: str, payload: dict[str, Any] | None = None, *, timeout: float = 10.0) -> Any:
     """Call ``/_sim/<path>`` on a simulator at ``url``: GET without ``payload``, POST with it."""
     data = None if payload is None else json.dumps(payload).encode()
-    req = urllib.request.Request(f"{url}/_sim/{path.lstrip('/')}", data=data, method="GET" if data is None else "POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{url}/_sim/{path.lstrip('/')}",
+        data=data,
+        method="GET" if data is None else "POST",
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read() or b"null")
@@ -83,11 +87,13 @@ class SimulatorProcess:
             raise RuntimeError(f"simulator already running at {self.url}")
         options = {"port": 0, **self.options, **cli_options}
         cmd = [sys.executable, "-m", "synth.simulator", "serve", *_cli_args(options)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
         line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline() if proc.stdout else ""),
-                                  daemon=True)
+        reader = threading.Thread(
+            target=lambda: line.append(proc.stdout.readline() if proc.stdout else ""), daemon=True
+        )
         reader.start()
         reader.join(START_TIMEOUT_S)
         url = line[0].strip() if line else ""

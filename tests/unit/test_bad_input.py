@@ -16,8 +16,9 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import fsspec
 import pytest
@@ -55,8 +56,10 @@ BASE: dict[str, Any] = {
 
 # a problem line: "<location>: <message>"; the location is a field path or a file name
 LINE = re.compile(r"^[A-Za-z_][\w.\[\]-]*: \S")
-CLASS_NAMES = re.compile(r"\b(OSError|ValueError|TypeError|KeyError|PermissionError|FileNotFoundError|"
-                         r"NotADirectoryError|UnicodeDecodeError|AttributeError|Traceback)\b")
+CLASS_NAMES = re.compile(
+    r"\b(OSError|ValueError|TypeError|KeyError|PermissionError|FileNotFoundError|"
+    r"NotADirectoryError|UnicodeDecodeError|AttributeError|Traceback)\b"
+)
 FUZZED = {"inputs": 0}
 
 names = st.text("abcdefghijklmnopqrstuvwxyz", min_size=3, max_size=10)
@@ -100,8 +103,16 @@ def test_the_base_job_is_valid() -> None:
 
 # (path, a strategy of values of the wrong type or out of range, the field named)
 WRONG: list[tuple[tuple[str, ...], Any]] = [
-    (("count",), st.one_of(names, st.just(0), st.integers(max_value=-1), st.lists(st.integers(), max_size=2),
-                         st.floats(0.1, 9.9).filter(lambda f: not f.is_integer()))),  # 2.0 is an integer
+    (
+        ("count",),
+        st.one_of(
+            names,
+            st.just(0),
+            st.integers(max_value=-1),
+            st.lists(st.integers(), max_size=2),
+            st.floats(0.1, 9.9).filter(lambda f: not f.is_integer()),
+        ),
+    ),  # 2.0 is an integer
     (("name",), st.one_of(st.integers(), st.just("bad name!"), st.just(""), st.lists(names, max_size=1))),
     (("seed",), st.one_of(names, st.floats(0.1, 0.9))),
     (("generator",), st.one_of(names, st.integers(), st.lists(names, max_size=2))),
@@ -156,7 +167,13 @@ def _field_names() -> set[str]:
     models = (JobSpec, ProviderSpec, BudgetSpec, OutputSpec, CacheSpec, EngineSpec, StructuredOptions, RangeVar)
     # and the tags pydantic gives a union's members, which are not field names in an error's location
     return {n for m in models for f, info in m.model_fields.items() for n in (f, info.alias) if n} | {
-        "str", "int", "bool", "float", "model", "kind"}
+        "str",
+        "int",
+        "bool",
+        "float",
+        "model",
+        "kind",
+    }
 
 
 FIELD_NAMES = _field_names()
@@ -164,9 +181,16 @@ FIELD_NAMES = _field_names()
 
 def blocks(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """Every mapping of the job whose keys are fields (variable names are not)."""
-    return [("", doc), ("generator", doc["generator"]), ("generator.vars.n", doc["generator"]["vars"]["n"]),
-            ("providers[0]", doc["providers"][0]),
-            ("budget", doc["budget"]), ("output", doc["output"]), ("cache", doc["cache"]), ("engine", doc["engine"])]
+    return [
+        ("", doc),
+        ("generator", doc["generator"]),
+        ("generator.vars.n", doc["generator"]["vars"]["n"]),
+        ("providers[0]", doc["providers"][0]),
+        ("budget", doc["budget"]),
+        ("output", doc["output"]),
+        ("cache", doc["cache"]),
+        ("engine", doc["engine"]),
+    ]
 
 
 @settings(max_examples=150, deadline=None, database=None)
@@ -178,7 +202,7 @@ def test_misspelled_and_unknown_fields_anywhere_are_named(data: st.DataObject) -
     if data.draw(st.booleans()):  # misspell an existing field: a letter doubled, dropped or added
         old = data.draw(st.sampled_from([k for k in known if len(k) > 3 and k != "kind"]))
         i = data.draw(st.integers(1, len(old) - 1))
-        new = data.draw(st.sampled_from([old[:i] + old[i] + old[i:], old[:i] + old[i + 1:], old[:i] + "q" + old[i:]]))
+        new = data.draw(st.sampled_from([old[:i] + old[i] + old[i:], old[:i] + old[i + 1 :], old[:i] + "q" + old[i:]]))
         if new in known or new in FIELD_NAMES:
             return
         block[new] = block.pop(old)
@@ -218,7 +242,9 @@ JINJA_WORDS = {"none", "true", "false", "and", "not", "for", "else", "elif", "en
 def test_a_prompt_naming_an_undefined_var_is_refused_at_load(var: str, jinja: bool) -> None:
     doc = valid()
     doc["generator"]["vars"].pop("n")
-    doc["generator"]["prompt"] = f"Write about {{{{ {var} }}}} and {{{{ topic }}}}." if jinja else f"About {{{var}}} and {{topic}}."
+    doc["generator"]["prompt"] = (
+        f"Write about {{{{ {var} }}}} and {{{{ topic }}}}." if jinja else f"About {{{var}}} and {{topic}}."
+    )
     text = refused(doc, "generator.prompt")
     assert var in text
 
@@ -239,7 +265,11 @@ def test_paths_climbing_out_with_dotdot_are_never_opened(head: list[str], ups: i
 
 def test_non_utf8_schema_and_variable_files_are_named(tmp_path: Path) -> None:
     bad = tmp_path / "latin1.json"
-    bad.write_bytes(json.dumps({"type": "object", "properties": {"caf\u00e9": {"type": "string"}}}, ensure_ascii=False).encode("latin-1"))
+    bad.write_bytes(
+        json.dumps({"type": "object", "properties": {"caf\u00e9": {"type": "string"}}}, ensure_ascii=False).encode(
+            "latin-1"
+        )
+    )
     doc = valid()
     doc["generator"]["schema"] = str(bad)
     assert "not UTF-8" in refused(doc, "generator.schema")
@@ -258,7 +288,8 @@ ROUTE_CASES = st.one_of(
     names.filter(lambda s: s != "default").map(lambda r: ({}, r)),
     # no providers (so the offline sim:default): a real provider's model cannot be served
     st.sampled_from(["openai:gpt-4o-mini", "gemini:gemini-2.5-flash", "openrouter:x/y"]).map(
-        lambda m: ({"providers": []}, m)),
+        lambda m: ({"providers": []}, m)
+    ),
     # providers that exist but serve another model
     names.map(lambda n: ({"providers": [{"name": n, "model": "sim:fast"}]}, "openai:gpt-4o-mini")),
 )
@@ -277,7 +308,8 @@ def test_a_generator_model_no_provider_serves_is_refused(case: tuple[dict[str, A
 
 
 CONVERSATION: dict[str, Any] = {
-    "name": "talk", "count": 4,
+    "name": "talk",
+    "count": 4,
     "generator": {
         "kind": "conversation",
         "instructions": {"kind": "topics", "seeds": ["tea"], "depth": 1, "breadth": 2, "per_leaf": 2},
@@ -297,7 +329,8 @@ def test_the_conversation_base_job_is_valid() -> None:
 @settings(max_examples=20, deadline=None, database=None)  # a conversation job loads in about 0.1 s
 @given(st.sampled_from(OPTION_ROUTES), names.filter(lambda s: s != "default"))
 def test_a_route_inside_the_generator_options_that_no_provider_serves_is_refused(
-        path: tuple[Any, ...], route: str) -> None:
+    path: tuple[Any, ...], route: str
+) -> None:
     doc = copy.deepcopy(CONVERSATION)
     node = doc["generator"]
     for p in path[:-1]:
@@ -389,8 +422,10 @@ def mangle(text: str, where: int, junk: str) -> str:
 
 
 @settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.integers(0, 10_000), st.sampled_from([": [unclosed", ": {a: b", "\n  - x\n y: : :", "\n\tbad: tab",
-                                               ": \"open", "\n- [", ": &a *b"]))
+@given(
+    st.integers(0, 10_000),
+    st.sampled_from([": [unclosed", ": {a: b", "\n  - x\n y: : :", "\n\tbad: tab", ': "open', "\n- [", ": &a *b"]),
+)
 def test_yaml_syntax_errors_name_the_file_and_line(tmp_path: Path, where: int, junk: str) -> None:
     path = tmp_path / "job.yaml"
     path.write_text(mangle(yaml.safe_dump(valid(), sort_keys=False), where, junk))
@@ -491,8 +526,9 @@ def cli_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[sub
             patch, command, extra, _ = CLI_CASES[case]
             path = job_file(folder, patch)
         args = ["run", str(path), "-q", *extra] if command == "run" else ["spec", "check", str(path)]
-        return subprocess.run([sys.executable, "-m", "synth", *args], cwd=folder, env=env, text=True,
-                              capture_output=True, timeout=120), folder
+        return subprocess.run(
+            [sys.executable, "-m", "synth", *args], cwd=folder, env=env, text=True, capture_output=True, timeout=120
+        ), folder
 
     cases = [*CLI_CASES, *RAW_FILES]
     with ThreadPoolExecutor(2) as pool:
@@ -501,7 +537,8 @@ def cli_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[sub
 
 @pytest.mark.parametrize("case", [*CLI_CASES, *RAW_FILES])
 def test_the_cli_refuses_bad_input_in_one_line_exit_2_writing_nothing(
-        cli_results: dict[str, tuple[subprocess.CompletedProcess[str], Path]], case: str) -> None:
+    cli_results: dict[str, tuple[subprocess.CompletedProcess[str], Path]], case: str
+) -> None:
     res, folder = cli_results[case]
     field = CLI_CASES[case][3] if case in CLI_CASES else f"{case}.yaml"
     lines = res.stderr.strip().splitlines()
@@ -543,11 +580,19 @@ def structured_title_generator() -> Any:
 
 def hostile(canary: Path) -> Any:
     """Text that would write ``canary`` if it were ever used as a path, a template or a command."""
-    return st.sampled_from([
-        str(canary), f"../../{canary}", f"file://{canary}", f"$(touch {canary})", f"`touch {canary}`",
-        f"{{__import__('os').system('touch {canary}')}}", f"{{{{ cycler.__init__.__globals__.os.system('touch {canary}') }}}}",
-        f"__import__('pathlib').Path('{canary}').touch()", f"{{0.__class__}}{canary}",
-    ]).flatmap(lambda t: st.tuples(st.just(t), st.text(max_size=5)).map(lambda p: p[1] + t))
+    return st.sampled_from(
+        [
+            str(canary),
+            f"../../{canary}",
+            f"file://{canary}",
+            f"$(touch {canary})",
+            f"`touch {canary}`",
+            f"{{__import__('os').system('touch {canary}')}}",
+            f"{{{{ cycler.__init__.__globals__.os.system('touch {canary}') }}}}",
+            f"__import__('pathlib').Path('{canary}').touch()",
+            f"{{0.__class__}}{canary}",
+        ]
+    ).flatmap(lambda t: st.tuples(st.just(t), st.text(max_size=5)).map(lambda p: p[1] + t))
 
 
 @settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

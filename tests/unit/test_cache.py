@@ -17,12 +17,16 @@ def test_key_is_the_request_content_not_its_id_or_the_api_key() -> None:
     km = KeyMaker("openai:gpt-4o-mini", None, {"temperature": 0.2})
     a = Request(id="a", messages=[ChatMessage(role="user", content="hi")], metadata={"unit": 1})
     b = a.model_copy(update={"id": "b", "metadata": {"unit": 2}})
-    keys = {km.key(a), km.key(a.model_copy(update={"temperature": 0.5})),
-            km.key(a.model_copy(update={"messages": [ChatMessage(role="user", content="hi!")]})),
-            km.key(a.model_copy(update={"seed": 3})), km.key(a.model_copy(update={"json_schema": SCHEMA})),
-            KeyMaker("openai:gpt-4o", None, {"temperature": 0.2}).key(a),
-            KeyMaker("openai:gpt-4o-mini", "http://other/v1", {"temperature": 0.2}).key(a),
-            KeyMaker("openai:gpt-4o-mini", None, {"temperature": 0.3}).key(a)}
+    keys = {
+        km.key(a),
+        km.key(a.model_copy(update={"temperature": 0.5})),
+        km.key(a.model_copy(update={"messages": [ChatMessage(role="user", content="hi!")]})),
+        km.key(a.model_copy(update={"seed": 3})),
+        km.key(a.model_copy(update={"json_schema": SCHEMA})),
+        KeyMaker("openai:gpt-4o", None, {"temperature": 0.2}).key(a),
+        KeyMaker("openai:gpt-4o-mini", "http://other/v1", {"temperature": 0.2}).key(a),
+        KeyMaker("openai:gpt-4o-mini", None, {"temperature": 0.3}).key(a),
+    }
     assert km.key(a) == km.key(b)
     assert len(keys) == 8
 
@@ -55,8 +59,15 @@ def test_an_append_survives_sigkill_of_the_writer(tmp_path: Path) -> None:
 
 
 def _comp(text: str, cost: float) -> Completion:
-    return Completion(request_id="r", text=text, cost_usd=cost, model="m", provider="openai", key_alias="k1",
-                      usage=Usage(prompt_tokens=3, completion_tokens=4, total_tokens=7))
+    return Completion(
+        request_id="r",
+        text=text,
+        cost_usd=cost,
+        model="m",
+        provider="openai",
+        key_alias="k1",
+        usage=Usage(prompt_tokens=3, completion_tokens=4, total_tokens=7),
+    )
 
 
 def test_store_replays_its_journal_then_the_cache_with_a_ttl(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jsonschema
 import pyarrow as pa
@@ -43,15 +44,31 @@ def broken_tool(item: str) -> str:
 
 
 ITEM = {"type": "object", "required": ["item"], "properties": {"item": {"type": "string", "enum": ["tea", "coffee"]}}}
-WEATHER_RESULT = {"type": "object", "required": ["temp_c", "sky"], "additionalProperties": False,
-                  "properties": {"temp_c": {"type": "number"}, "sky": {"type": "string", "enum": ["clear", "rain"]}}}
+WEATHER_RESULT = {
+    "type": "object",
+    "required": ["temp_c", "sky"],
+    "additionalProperties": False,
+    "properties": {"temp_c": {"type": "number"}, "sky": {"type": "string", "enum": ["clear", "rain"]}},
+}
 TOOLS = [
-    {"name": "price_lookup", "description": "price of an item", "parameters": ITEM,
-     "function": "tests.unit.test_conversation:price_lookup"},
-    {"name": "stock_level", "description": "stock of an item", "parameters": ITEM,
-     "function": "tests.unit.test_conversation:stock_level"},
-    {"name": "weather", "description": "weather in a city", "result_schema": WEATHER_RESULT,
-     "parameters": {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}}},
+    {
+        "name": "price_lookup",
+        "description": "price of an item",
+        "parameters": ITEM,
+        "function": "tests.unit.test_conversation:price_lookup",
+    },
+    {
+        "name": "stock_level",
+        "description": "stock of an item",
+        "parameters": ITEM,
+        "function": "tests.unit.test_conversation:stock_level",
+    },
+    {
+        "name": "weather",
+        "description": "weather in a city",
+        "result_schema": WEATHER_RESULT,
+        "parameters": {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}},
+    },
 ]
 
 
@@ -85,8 +102,13 @@ async def test_dialogs_are_well_formed_typed_and_seeded() -> None:
     for row in a.records.to_pylist():
         msgs = row["messages"]
         assert msgs[0]["role"] == "system" and row["persona"] in msgs[0]["content"]
-        assert msgs[1] == {"role": "user", "content": row["instruction"], "name": None, "tool_calls": None,
-                           "tool_call_id": None}
+        assert msgs[1] == {
+            "role": "user",
+            "content": row["instruction"],
+            "name": None,
+            "tool_calls": None,
+            "tool_call_id": None,
+        }
         roles = [m["role"] for m in msgs[1:]]
         assert roles[-1] == "assistant" and all(r in ("user", "assistant") for r in roles)
         assert all(x != y for x, y in zip(roles, roles[1:]))  # strict alternation without tools
@@ -122,7 +144,8 @@ async def test_tool_calling_trace_is_complete_and_results_come_from_functions_or
         assert not pending and msgs[-1]["role"] == "assistant" and msgs[-1]["content"]
         assert row["tool_calls"] == sum(1 for m in msgs if m["role"] == "tool")
         assert [u["role"] for u in row["usage"]].count("tool") == sum(
-            1 for m in msgs if m["role"] == "tool" and m["name"] == "weather")
+            1 for m in msgs if m["role"] == "tool" and m["name"] == "weather"
+        )
     assert names == {"price_lookup", "stock_level", "weather"}
 
 
@@ -133,8 +156,11 @@ class ScriptLLM:
     """A test double of the LLM protocol: answers by who asks (respondent, correspondent, tool
     simulator), from functions of the request."""
 
-    def __init__(self, respond: Callable[[Request], Completion] | None = None,
-                 correspond: Callable[[Request], Completion] | None = None) -> None:
+    def __init__(
+        self,
+        respond: Callable[[Request], Completion] | None = None,
+        correspond: Callable[[Request], Completion] | None = None,
+    ) -> None:
         self.respond = respond or (lambda r: Completion(request_id=r.id, text=f"answer {r.id}"))
         self.correspond = correspond or (lambda r: Completion(request_id=r.id, text=f"follow-up {r.id}"))
         self.requests: list[Request] = []
@@ -221,15 +247,19 @@ def tool_call(name: str, args: str) -> Callable[[Request], Completion]:
         if r.messages[-1].role == "user":
             return Completion(request_id=r.id, tool_calls=[ToolCall(id="call_1", name=name, arguments=args)])
         return Completion(request_id=r.id, text="done")
+
     return respond
 
 
-@pytest.mark.parametrize("name, args, error, match", [
-    ("teleport", "{}", MalformedOutput, "unknown tool 'teleport'"),
-    ("price_lookup", "{item: tea", MalformedOutput, "not JSON"),
-    ("price_lookup", '{"item": "wine"}', MalformedOutput, r"bad arguments: item: 'wine' is not one of"),
-    ("price_lookup", "{}", MalformedOutput, "'item' is a required property"),
-])
+@pytest.mark.parametrize(
+    "name, args, error, match",
+    [
+        ("teleport", "{}", MalformedOutput, "unknown tool 'teleport'"),
+        ("price_lookup", "{item: tea", MalformedOutput, "not JSON"),
+        ("price_lookup", '{"item": "wine"}', MalformedOutput, r"bad arguments: item: 'wine' is not one of"),
+        ("price_lookup", "{}", MalformedOutput, "'item' is a required property"),
+    ],
+)
 async def test_bad_tool_calls_raise(name: str, args: str, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         await one({"tools": TOOLS, "turns": {"min": 1, "max": 1}}, ScriptLLM(respond=tool_call(name, args)))
@@ -248,8 +278,12 @@ async def test_tool_function_errors_fail_or_are_reported() -> None:
 
 
 async def test_endless_tool_calls_stop_at_max_tool_rounds() -> None:
-    always = ScriptLLM(respond=lambda r: Completion(
-        request_id=r.id, tool_calls=[ToolCall(id=f"c{len(r.messages)}", name="weather", arguments='{"city": "Oslo"}')]))
+    always = ScriptLLM(
+        respond=lambda r: Completion(
+            request_id=r.id,
+            tool_calls=[ToolCall(id=f"c{len(r.messages)}", name="weather", arguments='{"city": "Oslo"}')],
+        )
+    )
     with pytest.raises(ToolLoop, match="after 2 rounds"):
         await one({"tools": TOOLS, "max_tool_rounds": 2}, always)
     assert sum(1 for r in always.requests if ":tool" in r.id) == 2
@@ -260,24 +294,44 @@ async def test_personas_from_the_instruction_source_play_the_user() -> None:
     g = create_generator(job.generator, job)
     assert isinstance(g, ConversationGenerator)
     view = g._correspondent_view(
-        [ChatMessage(role="system", content="sys"), ChatMessage(role="user", content="q"),
-         ChatMessage(role="assistant", tool_calls=[ToolCall(id="1", name="x", arguments="{}")]),
-         ChatMessage(role="tool", content="r", tool_call_id="1"), ChatMessage(role="assistant", content="a")],
-        Instruction(text="q", source="personas", persona="a beekeeper"))
+        [
+            ChatMessage(role="system", content="sys"),
+            ChatMessage(role="user", content="q"),
+            ChatMessage(role="assistant", tool_calls=[ToolCall(id="1", name="x", arguments="{}")]),
+            ChatMessage(role="tool", content="r", tool_call_id="1"),
+            ChatMessage(role="assistant", content="a"),
+        ],
+        Instruction(text="q", source="personas", persona="a beekeeper"),
+    )
     assert [(m.role, m.content) for m in view[1:]] == [("assistant", "q"), ("user", "a")]
     assert view[0].content.startswith("You are this person: a beekeeper")
 
 
-@pytest.mark.parametrize("gen, pattern", [
-    ({"turns": {"min": 3, "max": 2}}, r"^generator.turns: Value error, max \(2\) is below min \(3\)|^generator.turns: max"),
-    ({"modifiers": [{"kind": "mood"}]}, r"^generator.modifiers\[0\]: Input tag 'mood'"),
-    ({"tools": [TOOLS[0], TOOLS[0]]}, r"^generator.tools: tool names must be unique"),
-    ({"tools": [{"name": "x", "parameters": {"type": "objekt"}}]}, r"^generator.tools\[0\].parameters: invalid JSON Schema"),
-    ({"tools": [{"name": "x", "function": "no_such_module:fn"}]}, r"^generator.tools\[0\].function: cannot import module"),
-    ({"instructions": []}, r"^generator.instructions.list.items: List should have at least 1 item"),
-    ({"modifiers": [{"kind": "persona"}]}, r"^generator.modifiers\[0\]: give exactly one of personas or file"),
-    ({"correspondent": {"mode": "chat"}}, r"^generator.correspondent.mode: Input should be 'sentinel' or 'structured'"),
-])
+@pytest.mark.parametrize(
+    "gen, pattern",
+    [
+        (
+            {"turns": {"min": 3, "max": 2}},
+            r"^generator.turns: Value error, max \(2\) is below min \(3\)|^generator.turns: max",
+        ),
+        ({"modifiers": [{"kind": "mood"}]}, r"^generator.modifiers\[0\]: Input tag 'mood'"),
+        ({"tools": [TOOLS[0], TOOLS[0]]}, r"^generator.tools: tool names must be unique"),
+        (
+            {"tools": [{"name": "x", "parameters": {"type": "objekt"}}]},
+            r"^generator.tools\[0\].parameters: invalid JSON Schema",
+        ),
+        (
+            {"tools": [{"name": "x", "function": "no_such_module:fn"}]},
+            r"^generator.tools\[0\].function: cannot import module",
+        ),
+        ({"instructions": []}, r"^generator.instructions.list.items: List should have at least 1 item"),
+        ({"modifiers": [{"kind": "persona"}]}, r"^generator.modifiers\[0\]: give exactly one of personas or file"),
+        (
+            {"correspondent": {"mode": "chat"}},
+            r"^generator.correspondent.mode: Input should be 'sentinel' or 'structured'",
+        ),
+    ],
+)
 def test_bad_options_give_one_line_config_errors(gen: dict[str, Any], pattern: str) -> None:
     job = job_of(gen)
     with pytest.raises(ConfigError, match=pattern) as err:

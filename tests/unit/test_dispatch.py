@@ -7,13 +7,21 @@ import json
 import logging
 import random
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from synth import fakegen
 from synth.errors import (
-    AuthError, BadRequest, BudgetExceeded, JobStopped, MalformedOutput, NoKeysLeft, ProviderError, RateLimited,
+    AuthError,
+    BadRequest,
+    BudgetExceeded,
+    JobStopped,
+    MalformedOutput,
+    NoKeysLeft,
+    ProviderError,
+    RateLimited,
     Transient,
 )
 from synth.generators.base import LLM
@@ -35,8 +43,9 @@ class ScriptedProvider:
     """A Provider whose answers come from ``script(request, key, call_number)``: a string (the
     answer text), an exception to raise, or an awaitable that never finishes."""
 
-    def __init__(self, kind: str, model: str, clock: FakeClock, script: Script | None = None,
-                 latency: float = 0.05) -> None:
+    def __init__(
+        self, kind: str, model: str, clock: FakeClock, script: Script | None = None, latency: float = 0.05
+    ) -> None:
         self.kind, self.model = kind, model
         self.clock = clock
         self.script = script or (lambda req, key, n: '{"n": 1}')
@@ -53,9 +62,17 @@ class ScriptedProvider:
         if out == "hang":
             await asyncio.Event().wait()
         max_out = request.max_tokens or 50
-        return Completion(request_id=request.id, text=out, provider=self.kind, model=self.model,
-                          usage=Usage(prompt_tokens=prompt_tokens(request.messages), completion_tokens=max_out,
-                                      total_tokens=prompt_tokens(request.messages) + max_out))
+        return Completion(
+            request_id=request.id,
+            text=out,
+            provider=self.kind,
+            model=self.model,
+            usage=Usage(
+                prompt_tokens=prompt_tokens(request.messages),
+                completion_tokens=max_out,
+                total_tokens=prompt_tokens(request.messages) + max_out,
+            ),
+        )
 
     async def embed(self, request: EmbeddingRequest, key: ApiKey | None, *, timeout: float) -> Embeddings:
         self.calls.append((Request(id="e", messages=[]), key.alias if key else None, self.clock.now()))
@@ -66,17 +83,23 @@ class ScriptedProvider:
 
 
 def job(providers: list[dict[str, Any]], **extra: Any) -> JobSpec:
-    return JobSpec.model_validate({"name": "t", "count": 1, "generator": {"kind": "structured"},
-                                   "providers": providers, **extra})
+    return JobSpec.model_validate(
+        {"name": "t", "count": 1, "generator": {"kind": "structured"}, "providers": providers, **extra}
+    )
 
 
 def provider(name: str, keys: int = 1, **kw: Any) -> dict[str, Any]:
-    return {"name": name, "model": kw.pop("model", "openai:gpt-4o-mini"),
-            "keys": [{"env": f"K{i}", "alias": f"{name}-k{i}"} for i in range(1, keys + 1)], **kw}
+    return {
+        "name": name,
+        "model": kw.pop("model", "openai:gpt-4o-mini"),
+        "keys": [{"env": f"K{i}", "alias": f"{name}-k{i}"} for i in range(1, keys + 1)],
+        **kw,
+    }
 
 
-def build(spec: JobSpec, scripts: dict[str, Script] | None = None, latency: float = 0.05,
-          **kw: Any) -> tuple[Dispatcher, dict[str, ScriptedProvider], FakeClock]:
+def build(
+    spec: JobSpec, scripts: dict[str, Script] | None = None, latency: float = 0.05, **kw: Any
+) -> tuple[Dispatcher, dict[str, ScriptedProvider], FakeClock]:
     clock = FakeClock()
     made: dict[str, ScriptedProvider] = {}
 
@@ -85,8 +108,7 @@ def build(spec: JobSpec, scripts: dict[str, Script] | None = None, latency: floa
         made[p.route] = ScriptedProvider(kind, model, clock, (scripts or {}).get(p.route), latency)
         return made[p.route]
 
-    d = Dispatcher.from_spec(spec, clock=clock, provider_factory=factory, env=SECRETS,
-                             rng=random.Random(0), **kw)
+    d = Dispatcher.from_spec(spec, clock=clock, provider_factory=factory, env=SECRETS, rng=random.Random(0), **kw)
     return d, made, clock
 
 
@@ -98,8 +120,11 @@ def req(i: int = 0, **kw: Any) -> Request:
 
 
 def test_prompt_tokens_agree_with_the_simulator_count() -> None:
-    msgs = [ChatMessage(role="system", content="be brief"), ChatMessage(role="user", content="x" * 37),
-            ChatMessage(role="assistant", content=None)]
+    msgs = [
+        ChatMessage(role="system", content="be brief"),
+        ChatMessage(role="user", content="x" * 37),
+        ChatMessage(role="assistant", content=None),
+    ]
     assert prompt_tokens(msgs) == fakegen.prompt_tokens([m.model_dump() for m in msgs])
 
 
@@ -173,8 +198,10 @@ async def test_transient_failures_back_off_and_succeed() -> None:
 async def test_retries_are_bounded() -> None:
     # a provider answering no one is retried with backoff for engine.max_outage_s, then the job stops
     # (max_retries bounds a request failing while others are answered: tests/unit/test_retryable.py)
-    d, made, clock = build(job([provider("main", max_retries=3)], engine={"max_outage_s": 60}),
-                           {"main": lambda r, k, n: Transient("HTTP 500", status=500)})
+    d, made, clock = build(
+        job([provider("main", max_retries=3)], engine={"max_outage_s": 60}),
+        {"main": lambda r, k, n: Transient("HTTP 500", status=500)},
+    )
     with pytest.raises(JobStopped, match="failed every call for 60"):
         await d.complete(req())
     assert 60 <= clock.now() < 61 and 4 < len(made["main"].calls) < 30
@@ -296,8 +323,9 @@ async def test_fallback_when_a_provider_has_no_keys_left() -> None:
 
 async def test_all_providers_fail_raises_the_last_error() -> None:
     spec = job([provider("a"), provider("b", model="openai:gpt-4o", max_retries=0)], routes={"main": ["a", "b"]})
-    d, made, clock = build(spec, {"a": lambda r, k, n: BadRequest("from a"),
-                                  "b": lambda r, k, n: Transient("from b", status=502)})
+    d, made, clock = build(
+        spec, {"a": lambda r, k, n: BadRequest("from a"), "b": lambda r, k, n: Transient("from b", status=502)}
+    )
     with pytest.raises(Transient, match="from b"):
         await d.complete(req(model="main"))
 
@@ -338,8 +366,12 @@ async def test_budget_waits_for_calls_out_to_settle_and_ends_close_to_the_budget
     price = {"input_per_mtok": 1000.0, "output_per_mtok": 2000.0}
     spec = job([provider("main", keys=keys, price=price, max_concurrency=1)], budget={"max_usd": 1.0})
     d, made, clock = build(spec)
-    half = lambda r, k, n: Completion(request_id=r.id, text="{}", usage=Usage(  # noqa: E731
-        prompt_tokens=prompt_tokens(r.messages), completion_tokens=25))
+
+    def half(r, k, n):
+        return Completion(
+            request_id=r.id, text="{}", usage=Usage(prompt_tokens=prompt_tokens(r.messages), completion_tokens=25)
+        )
+
     made["main"].complete = _answering(made["main"], half)  # type: ignore[method-assign]
     p = prompt_tokens(req(0).messages)
     reserve, actual = (p * 1000 + 50 * 2000) / 1e6, (p * 1000 + 25 * 2000) / 1e6
@@ -356,6 +388,7 @@ def _answering(p: ScriptedProvider, make: Callable[..., Completion]) -> Callable
         p.calls.append((request, key.alias if key else None, p.clock.now()))
         await p.clock.sleep(p.latency)
         return make(request, key, len(p.calls))
+
     return complete
 
 
@@ -368,8 +401,9 @@ async def test_budget_max_tokens() -> None:
 
 
 def test_budget_needs_a_price() -> None:
-    spec = job([provider("main", model="compat:my-local-model", base_url="http://127.0.0.1:1/v1")],
-               budget={"max_usd": 1.0})
+    spec = job(
+        [provider("main", model="compat:my-local-model", base_url="http://127.0.0.1:1/v1")], budget={"max_usd": 1.0}
+    )
     with pytest.raises(Exception, match="no price is known for compat:my-local-model"):
         build(spec)
 

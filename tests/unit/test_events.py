@@ -63,16 +63,18 @@ class EchoLLM:
 
 
 def job_for(options: dict[str, Any], count: int) -> Any:
-    return parse_job({"name": "ev", "count": count, "seed": 5, "generator": {"kind": "events", **options}},
-                     env={}, check_keys=False)
+    return parse_job(
+        {"name": "ev", "count": count, "seed": 5, "generator": {"kind": "events", **options}}, env={}, check_keys=False
+    )
 
 
 def units(gen: EventsGenerator, n: int, llm: Any = None, seed: int = 0) -> list[Any]:
     ctx = GenContext(job="ev", seed=5, llm=llm or EchoLLM())
 
     async def go() -> list[Any]:
-        return await asyncio.gather(*(gen.generate(Unit(index=i, id=f"ev-{i}", shard=0, seed=seed * 1000 + i), ctx)
-                                      for i in range(n)))
+        return await asyncio.gather(
+            *(gen.generate(Unit(index=i, id=f"ev-{i}", shard=0, seed=seed * 1000 + i), ctx) for i in range(n))
+        )
 
     return asyncio.run(go())
 
@@ -116,9 +118,16 @@ def test_daily_and_weekly_profile_shapes_arrivals():
     assert abs(per_day_weekend / per_day_week - 0.5) < 0.03
 
 
-RATES = {"users": 600, "duration": "2d", "catalog": {"types": [
-    {"name": "tick", "rate": "10/min", "payload": {"v": {"kind": "uniform"}}},
-    {"name": "visit", "rate": "3/user/day", "payload": {"page": {"kind": "choice", "values": ["a", "b"]}}}]}}
+RATES = {
+    "users": 600,
+    "duration": "2d",
+    "catalog": {
+        "types": [
+            {"name": "tick", "rate": "10/min", "payload": {"v": {"kind": "uniform"}}},
+            {"name": "visit", "rate": "3/user/day", "payload": {"page": {"kind": "choice", "values": ["a", "b"]}}},
+        ]
+    },
+}
 
 
 def test_generator_rates_split_evenly_across_units_and_cohorts_are_disjoint():
@@ -149,8 +158,19 @@ def test_generator_rates_split_evenly_across_units_and_cohorts_are_disjoint():
 FUNNEL = {"a": {"b": 0.5, "a": 0.2}, "b": {"c": 0.6}, "c": {"a": 0.3, "end": 0.7}}
 P_END = {"a": 0.3, "b": 0.4, "c": 0.7}
 ENTRY = {"a": 0.6, "b": 0.4}
-SESSIONS = {"users": 2000, "duration": "2d", "catalog": {"types": [{"name": x} for x in "abc"], "sessions": {
-    "rate": "5/user/day", "entry": ENTRY, "transitions": FUNNEL, "gap": {"kind": "uniform", "low": 1, "high": 10}}}}
+SESSIONS = {
+    "users": 2000,
+    "duration": "2d",
+    "catalog": {
+        "types": [{"name": x} for x in "abc"],
+        "sessions": {
+            "rate": "5/user/day",
+            "entry": ENTRY,
+            "transitions": FUNNEL,
+            "gap": {"kind": "uniform", "low": 1, "high": 10},
+        },
+    },
+}
 
 
 def test_funnel_transition_frequencies_within_99_percent_intervals():
@@ -185,8 +205,18 @@ def test_funnel_transition_frequencies_within_99_percent_intervals():
 
 
 def test_max_events_caps_sessions():
-    opts = {**SESSIONS, "users": 50, "catalog": {**SESSIONS["catalog"], "sessions": {
-        **SESSIONS["catalog"]["sessions"], "max_events": 2, "transitions": {"a": {"a": 1.0}, "b": {"b": 1.0}}}}}
+    opts = {
+        **SESSIONS,
+        "users": 50,
+        "catalog": {
+            **SESSIONS["catalog"],
+            "sessions": {
+                **SESSIONS["catalog"]["sessions"],
+                "max_events": 2,
+                "transitions": {"a": {"a": 1.0}, "b": {"b": 1.0}},
+            },
+        },
+    }
     opts["catalog"]["types"] = [{"name": "a"}, {"name": "b"}, {"name": "c", "rate": "1/user/day"}]
     t = units(EventsGenerator(opts, job=job_for(opts, 1)), 1)[0].rows
     seq = t["seq"].drop_null().to_numpy()
@@ -195,15 +225,26 @@ def test_max_events_caps_sessions():
 
 # ---------------------------------------------------------------- payloads, users, texts, determinism
 
-SHOP = {"users": 300, "duration": "1d", "text_batch": 7,
-        "user_fields": {"country": {"kind": "choice", "values": ["US", "FR", "DE"]}},
-        "catalog": {"types": [
+SHOP = {
+    "users": 300,
+    "duration": "1d",
+    "text_batch": 7,
+    "user_fields": {"country": {"kind": "choice", "values": ["US", "FR", "DE"]}},
+    "catalog": {
+        "types": [
             {"name": "view", "payload": {"ms": {"kind": "lognormal", "median": 300, "integer": True}}},
-            {"name": "buy", "payload": {"price": {"kind": "uniform", "low": 10, "high": 99, "decimals": 2},
-                                        "email": {"kind": "faker", "provider": "email"}},
-             "text": {"review": {"prompt": "a one-line review", "max_words": 12}}}],
-            "sessions": {"rate": "4/user/day", "entry": {"view": 1},
-                         "transitions": {"view": {"view": 0.5, "buy": 0.3}}}}}
+            {
+                "name": "buy",
+                "payload": {
+                    "price": {"kind": "uniform", "low": 10, "high": 99, "decimals": 2},
+                    "email": {"kind": "faker", "provider": "email"},
+                },
+                "text": {"review": {"prompt": "a one-line review", "max_words": 12}},
+            },
+        ],
+        "sessions": {"rate": "4/user/day", "entry": {"view": 1}, "transitions": {"view": {"view": 0.5, "buy": 0.3}}},
+    },
+}
 
 
 def test_payloads_user_fields_and_batched_texts():
@@ -214,8 +255,10 @@ def test_payloads_user_fields_and_batched_texts():
     buys = t.filter(pc.equal(t["event_type"], "buy"))
     k = buys.num_rows
     assert k > 50 and len(llm.requests) == -(-k // 7) and len(res.calls) == len(llm.requests)
-    assert all(r.json_schema["properties"]["texts"]["minItems"] == r.json_schema["properties"]["texts"]["maxItems"]
-               for r in llm.requests)
+    assert all(
+        r.json_schema["properties"]["texts"]["minItems"] == r.json_schema["properties"]["texts"]["maxItems"]
+        for r in llm.requests
+    )
     for row in buys.to_pylist():  # each text was written for its own row
         assert f"price={row['price']:.4g}" in row["review"] and f"country={row['country']}" in row["review"]
     views = t.filter(pc.equal(t["event_type"], "view"))
@@ -273,22 +316,37 @@ def test_any_schema_valid_plan_becomes_a_valid_catalog():
 # ---------------------------------------------------------------- options
 
 
-@pytest.mark.parametrize("bad, words", [
-    ({"catalog": {"types": [{"name": "a"}]}}, "never occur"),
-    ({"catalog": {"types": [{"name": "a", "rate": "1/sec"}], "sessions": {"rate": "1/min", "entry": {"b": 1}}}},
-     "unknown type"),
-    ({"catalog": {"types": [{"name": "a", "rate": 1}], "sessions": {
-        "rate": "1/min", "entry": {"a": 1}, "transitions": {"a": {"a": 0.8, "end": 0.5}}}}}, "sums to 1.3"),
-    ({"catalog": {"types": [{"name": "a", "rate": 1, "payload": {"user_id": {"kind": "uniform"}}}]}}, "output columns"),
-    ({"catalog": {"types": [{"name": "a", "rate": 1}, {"name": "a", "rate": 2}]}}, "repeat"),
-    ({"catalog": {"types": [{"name": "a", "rate": "fast"}]}}, "not like"),
-    ({"scenario": "anything", "catalog": {"types": [{"name": "a", "rate": 1}]}}, "exactly one"),
-    ({}, "exactly one"),
-    ({"scenario": "a shop", "users": 0}, "users >= 1"),
-    ({"scenario": "a shop", "duration": "1d", "end": "2024-02-01"}, "not both"),
-    ({"scenario": "a shop", "end": "2023-02-01"}, "window is empty"),
-    ({"scenario": "a shop", "user_fields": {"job": {"kind": "uniform"}}}, "taken"),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ({"catalog": {"types": [{"name": "a"}]}}, "never occur"),
+        (
+            {"catalog": {"types": [{"name": "a", "rate": "1/sec"}], "sessions": {"rate": "1/min", "entry": {"b": 1}}}},
+            "unknown type",
+        ),
+        (
+            {
+                "catalog": {
+                    "types": [{"name": "a", "rate": 1}],
+                    "sessions": {"rate": "1/min", "entry": {"a": 1}, "transitions": {"a": {"a": 0.8, "end": 0.5}}},
+                }
+            },
+            "sums to 1.3",
+        ),
+        (
+            {"catalog": {"types": [{"name": "a", "rate": 1, "payload": {"user_id": {"kind": "uniform"}}}]}},
+            "output columns",
+        ),
+        ({"catalog": {"types": [{"name": "a", "rate": 1}, {"name": "a", "rate": 2}]}}, "repeat"),
+        ({"catalog": {"types": [{"name": "a", "rate": "fast"}]}}, "not like"),
+        ({"scenario": "anything", "catalog": {"types": [{"name": "a", "rate": 1}]}}, "exactly one"),
+        ({}, "exactly one"),
+        ({"scenario": "a shop", "users": 0}, "users >= 1"),
+        ({"scenario": "a shop", "duration": "1d", "end": "2024-02-01"}, "not both"),
+        ({"scenario": "a shop", "end": "2023-02-01"}, "window is empty"),
+        ({"scenario": "a shop", "user_fields": {"job": {"kind": "uniform"}}}, "taken"),
+    ],
+)
 def test_bad_options_fail_with_a_clear_line(bad: dict[str, Any], words: str):
     with pytest.raises(ConfigError, match=words) as err:
         check_options(bad)
@@ -296,8 +354,14 @@ def test_bad_options_fail_with_a_clear_line(bad: dict[str, Any], words: str):
 
 
 def test_type_conflicts_and_empty_cohorts_are_refused():
-    clash = {"catalog": {"types": [{"name": "a", "rate": 1, "payload": {"x": {"kind": "uniform"}}},
-                                   {"name": "b", "rate": 1, "payload": {"x": {"kind": "id"}}}]}}
+    clash = {
+        "catalog": {
+            "types": [
+                {"name": "a", "rate": 1, "payload": {"x": {"kind": "uniform"}}},
+                {"name": "b", "rate": 1, "payload": {"x": {"kind": "id"}}},
+            ]
+        }
+    }
     with pytest.raises(ConfigError, match="column 'x'"):
         EventsGenerator(clash)
     with pytest.raises(ConfigError, match=r"count \(50\) exceeds users \(10\)"):

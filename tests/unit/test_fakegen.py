@@ -10,7 +10,7 @@ import subprocess
 import sys
 import uuid
 from decimal import Decimal
-from typing import Literal, Optional
+from typing import Literal
 
 import jsonschema
 import pytest
@@ -46,7 +46,7 @@ class Person(BaseModel):
     name: str
     age: int = Field(ge=0, le=120)
     score: float = Field(gt=0, lt=1)
-    email: Optional[str] = None
+    email: str | None = None
     id: uuid.UUID
     born: dt.date
     seen: dt.datetime
@@ -64,45 +64,79 @@ class Ledger(BaseModel):
     level: Literal[1, 2, 3]
     labels: set[str]
     by_name: dict[str, Address]
-    history: Optional[list[Address]] = None
+    history: list[Address] | None = None
     ratio: float = Field(default=0.5, multiple_of=0.25, ge=0, le=1)
     count: int = Field(default=0, gt=-10, lt=-2)
 
 
 class Tree(BaseModel):
     label: str
-    children: list["Tree"] = Field(default_factory=list)
-    parent: Optional["Tree"] = None
+    children: list[Tree] = Field(default_factory=list)
+    parent: Tree | None = None
 
 
 HAND_WRITTEN = [
-    {"type": "object", "properties": {"a": {"type": "integer", "minimum": 5, "maximum": 5}}, "required": ["a"],
-     "additionalProperties": False},
-    {"type": "array", "items": {"type": "string", "enum": ["x", "y", "z"]}, "minItems": 2, "maxItems": 3,
-     "uniqueItems": True},
+    {
+        "type": "object",
+        "properties": {"a": {"type": "integer", "minimum": 5, "maximum": 5}},
+        "required": ["a"],
+        "additionalProperties": False,
+    },
+    {
+        "type": "array",
+        "items": {"type": "string", "enum": ["x", "y", "z"]},
+        "minItems": 2,
+        "maxItems": 3,
+        "uniqueItems": True,
+    },
     {"type": ["string", "null"], "minLength": 10, "maxLength": 12},
     {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 0.01},
-    {"$schema": "http://json-schema.org/draft-04/schema#", "type": "number", "minimum": 1,
-     "exclusiveMaximum": True, "maximum": 2},
+    {
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "type": "number",
+        "minimum": 1,
+        "exclusiveMaximum": True,
+        "maximum": 2,
+    },
     {"type": "integer", "multipleOf": 7, "minimum": 1, "maximum": 100},
     {"type": "string", "format": "email", "maxLength": 60},
     {"type": "string", "format": "date-time"},
     {"type": "string", "format": "uri"},
     {"const": "fixed"},
-    {"oneOf": [{"type": "object", "properties": {"kind": {"const": "a"}}, "required": ["kind"]},
-               {"type": "object", "properties": {"kind": {"const": "b"}, "n": {"type": "integer"}},
-                "required": ["kind", "n"]}]},
-    {"allOf": [{"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
-               {"properties": {"b": {"type": "boolean"}}, "required": ["b"]}]},
+    {
+        "oneOf": [
+            {"type": "object", "properties": {"kind": {"const": "a"}}, "required": ["kind"]},
+            {
+                "type": "object",
+                "properties": {"kind": {"const": "b"}, "n": {"type": "integer"}},
+                "required": ["kind", "n"],
+            },
+        ]
+    },
+    {
+        "allOf": [
+            {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
+            {"properties": {"b": {"type": "boolean"}}, "required": ["b"]},
+        ]
+    },
     {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "null"}}, "minProperties": 2},
     {"type": "object", "properties": {"x": {}}, "required": ["x"]},
-    {"definitions": {"n": {"type": "integer", "minimum": -3, "maximum": -1}},
-     "type": "array", "items": {"$ref": "#/definitions/n"}, "minItems": 1},
+    {
+        "definitions": {"n": {"type": "integer", "minimum": -3, "maximum": -1}},
+        "type": "array",
+        "items": {"$ref": "#/definitions/n"},
+        "minItems": 1,
+    },
     {"type": "string", "minLength": 200},
     {"type": "string", "maxLength": 1},
 ]
 
-PYDANTIC = [Person.model_json_schema(), Tree.model_json_schema(), Address.model_json_schema(), Ledger.model_json_schema()]
+PYDANTIC = [
+    Person.model_json_schema(),
+    Tree.model_json_schema(),
+    Address.model_json_schema(),
+    Ledger.model_json_schema(),
+]
 
 
 @pytest.mark.parametrize("schema", HAND_WRITTEN + PYDANTIC)
@@ -147,8 +181,12 @@ def test_outputs_are_deterministic_across_processes() -> None:
         "import json,sys; from synth.fakegen import *; s=json.loads(sys.argv[1]); r=rng_for(material('m', s, 7));"
         "print(json.dumps([fake_instance(s, r), fake_text(r), fake_embedding('hello world', 16)]))"
     )
-    runs = {subprocess.run([sys.executable, "-c", code, json.dumps(schema)], capture_output=True, text=True,
-                           check=True).stdout for _ in range(2)}
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", code, json.dumps(schema)], capture_output=True, text=True, check=True
+        ).stdout
+        for _ in range(2)
+    }
     r = rng_for(material("m", schema, 7))
     here = json.dumps([fake_instance(schema, r), fake_text(r), fake_embedding("hello world", 16)])
     assert runs == {here + "\n"}
@@ -167,8 +205,11 @@ def test_token_estimates() -> None:
     msgs = [
         {"role": "system", "content": "x" * 40},
         {"role": "user", "content": [{"type": "text", "text": "y" * 8}]},
-        {"role": "assistant", "content": None,
-         "tool_calls": [{"id": "1", "type": "function", "function": {"name": "f", "arguments": "z" * 12}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "1", "type": "function", "function": {"name": "f", "arguments": "z" * 12}}],
+        },
         {"role": "assistant", "content": None, "tool_calls": [{"id": "2", "name": "f", "arguments": "z" * 4}]},
     ]
     assert prompt_tokens(msgs) == (10 + 4) + (2 + 4) + (1 + 4 + 3) + (1 + 4 + 1)
@@ -185,9 +226,18 @@ def test_fake_text_bounds_and_shape() -> None:
 
 def test_fake_tool_call_args_match_parameters() -> None:
     tools = [
-        {"type": "function", "function": {"name": "get_weather", "parameters": {
-            "type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
-            "required": ["city", "unit"], "additionalProperties": False}}},
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+                    "required": ["city", "unit"],
+                    "additionalProperties": False,
+                },
+            },
+        },
         {"type": "function", "function": {"name": "noop"}},
     ]
     names = set()
@@ -222,4 +272,3 @@ def test_unsupported_schemas_fail_clearly() -> None:
         fake_instance({"type": "tuple"}, rng_for("x"))
     with pytest.raises(ValueError, match="local"):
         fake_instance({"$ref": "http://example.com/s.json"}, rng_for("x"))
-

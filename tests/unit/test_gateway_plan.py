@@ -17,11 +17,19 @@ def _key_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def job(providers: list[dict[str, Any]]) -> Any:
-    return load_job({
-        "name": "plan", "count": 10,
-        "generator": {"kind": "structured", "prompt": "x", "schema": {"type": "object", "properties": {"a": {"type": "string"}}}},
-        "providers": providers, "budget": {"max_usd": 10.0},
-    })
+    return load_job(
+        {
+            "name": "plan",
+            "count": 10,
+            "generator": {
+                "kind": "structured",
+                "prompt": "x",
+                "schema": {"type": "object", "properties": {"a": {"type": "string"}}},
+            },
+            "providers": providers,
+            "budget": {"max_usd": 10.0},
+        }
+    )
 
 
 def keys(*rpms: int) -> list[dict[str, Any]]:
@@ -47,10 +55,12 @@ def test_unequal_keys_weigh_by_their_rpm() -> None:
 
 
 def test_a_split_key_and_two_routes() -> None:
-    j = job([
-        {"name": "a", "model": "compat:m", "base_url": "http://127.0.0.1:1/v1", "keys": keys(600), "gateways": 2},
-        {"name": "b", "model": "compat:n", "base_url": "http://127.0.0.1:1/v1", "keys": keys(600, 600)},
-    ])
+    j = job(
+        [
+            {"name": "a", "model": "compat:m", "base_url": "http://127.0.0.1:1/v1", "keys": keys(600), "gateways": 2},
+            {"name": "b", "model": "compat:n", "base_url": "http://127.0.0.1:1/v1", "keys": keys(600, 600)},
+        ]
+    )
     groups = plan_slots(j, ["a", "b"], gateways=2)
     assert len(groups) == 2
     # the split key is held half in each gateway; b's two keys are dealt one each

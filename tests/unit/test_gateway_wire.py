@@ -9,16 +9,33 @@ import pytest
 
 from synth import errors as E
 from synth.engine.gateway import (
-    completion_from_wire, completion_to_wire, error_from_wire, error_to_wire, request_from_wire, request_to_wire,
+    completion_from_wire,
+    completion_to_wire,
+    error_from_wire,
+    error_to_wire,
+    request_from_wire,
+    request_to_wire,
 )
 from synth.providers.wire import json_value
 from synth.records import ChatMessage, Completion, RateLimitInfo, Request, ToolCall, Usage, trusted
 
 
 def test_completions_cross_unchanged_except_the_rate_limit_headers() -> None:
-    full = Completion(request_id="r1", text='{"a": 1}', parsed={"a": 1}, usage=Usage(prompt_tokens=3, completion_tokens=4, total_tokens=7),
-                      finish_reason="stop", model="gpt-x", provider="openai", key_alias="KEY_A", latency_ms=12.5,
-                      attempts=2, cost_usd=0.25, cached=True, ratelimit=RateLimitInfo(limit_requests=100))
+    full = Completion(
+        request_id="r1",
+        text='{"a": 1}',
+        parsed={"a": 1},
+        usage=Usage(prompt_tokens=3, completion_tokens=4, total_tokens=7),
+        finish_reason="stop",
+        model="gpt-x",
+        provider="openai",
+        key_alias="KEY_A",
+        latency_ms=12.5,
+        attempts=2,
+        cost_usd=0.25,
+        cached=True,
+        ratelimit=RateLimitInfo(limit_requests=100),
+    )
     back = completion_from_wire(completion_to_wire(full))
     assert back.ratelimit is None
     assert back == full.model_copy(update={"ratelimit": None})
@@ -39,11 +56,23 @@ def test_errors_cross_as_their_own_kind() -> None:
 def test_requests_cross_unchanged_and_share_their_schema() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
-    req = Request(id="u1", model="fast", json_schema=schema, tools=tools, temperature=0.3, top_p=0.9, max_tokens=64,
-                  seed=7, n=2, metadata={"turn": 1}, messages=[
-                      ChatMessage(role="system", content="be brief"),
-                      ChatMessage(role="assistant", tool_calls=[ToolCall(id="c1", name="lookup", arguments="{}")]),
-                      ChatMessage(role="tool", content="42", tool_call_id="c1", name="lookup")])
+    req = Request(
+        id="u1",
+        model="fast",
+        json_schema=schema,
+        tools=tools,
+        temperature=0.3,
+        top_p=0.9,
+        max_tokens=64,
+        seed=7,
+        n=2,
+        metadata={"turn": 1},
+        messages=[
+            ChatMessage(role="system", content="be brief"),
+            ChatMessage(role="assistant", tool_calls=[ToolCall(id="c1", name="lookup", arguments="{}")]),
+            ChatMessage(role="tool", content="42", tool_call_id="c1", name="lookup"),
+        ],
+    )
     back = request_from_wire(request_to_wire(req))
     assert back == req and back.model_dump() == req.model_dump()
     assert back.json_schema is schema  # not copied: the gateway caches its compiled check by identity

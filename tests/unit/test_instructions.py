@@ -42,8 +42,14 @@ class Counting:
 
 
 def job_of(instructions: Any, count: int, seed: int = 1, **gen: Any) -> Any:
-    return parse_job({"name": "t-instr", "count": count, "seed": seed, "generator": {
-        "kind": "conversation", "instructions": instructions, "turns": {"min": 1, "max": 1}, **gen}})
+    return parse_job(
+        {
+            "name": "t-instr",
+            "count": count,
+            "seed": seed,
+            "generator": {"kind": "conversation", "instructions": instructions, "turns": {"min": 1, "max": 1}, **gen},
+        }
+    )
 
 
 async def worker(job: Any, llm: Any = None) -> tuple[Any, GenContext]:
@@ -86,8 +92,11 @@ async def test_document_coverage_is_exact_whatever_the_sharding() -> None:
 
 def test_document_count_must_match_the_corpus() -> None:
     job = job_of({"kind": "documents", "uri": str(DOCS), "per_document": 3}, count=10)
-    with pytest.raises(ConfigError, match=r"^count: document coverage needs count = 4 documents x 3 per_document = 12, "
-                                          r"not 10; set count: 12$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^count: document coverage needs count = 4 documents x 3 per_document = 12, "
+        r"not 10; set count: 12$",
+    ):
         create_generator(job.generator, job)
 
 
@@ -139,8 +148,14 @@ async def test_personas_are_crossed_with_topics() -> None:
     out = await run_shard(gen, ctx, Shard(0, 0, 12), fingerprint(job))
     rows = out.records.to_pylist()
     pairs = [(r["user_persona"], r["topic"]) for r in rows]
-    assert pairs[:6] == [("a chef", "sleep"), ("a pilot", "sleep"), ("a chef", "maps"), ("a pilot", "maps"),
-                         ("a chef", "knots"), ("a pilot", "knots")]
+    assert pairs[:6] == [
+        ("a chef", "sleep"),
+        ("a pilot", "sleep"),
+        ("a chef", "maps"),
+        ("a pilot", "maps"),
+        ("a chef", "knots"),
+        ("a pilot", "knots"),
+    ]
     assert pairs[6:] == pairs[:6]  # the second round asks the model for new instructions
     assert all(r["instruction"] for r in rows)
 
@@ -169,12 +184,18 @@ async def test_list_and_file_sources() -> None:
         await worker(job_of({"kind": "file", "uri": "memory://instr/q.jsonl"}, count=1))
 
 
-@pytest.mark.parametrize("spec, pattern", [
-    ({"kind": "personas", "topics": ["x"]}, r"^generator.instructions: give exactly one of personas, personas_file"),
-    ({"kind": "documents", "uri": "/no/such/docs"}, r"'/no/such/docs' does not exist"),
-    ({"kind": "topics", "seeds": []}, r"^generator.instructions.topics.seeds: List should have at least 1 item"),
-    ({"kind": "wiki"}, r"^generator.instructions: Input tag 'wiki'"),
-])
+@pytest.mark.parametrize(
+    "spec, pattern",
+    [
+        (
+            {"kind": "personas", "topics": ["x"]},
+            r"^generator.instructions: give exactly one of personas, personas_file",
+        ),
+        ({"kind": "documents", "uri": "/no/such/docs"}, r"'/no/such/docs' does not exist"),
+        ({"kind": "topics", "seeds": []}, r"^generator.instructions.topics.seeds: List should have at least 1 item"),
+        ({"kind": "wiki"}, r"^generator.instructions: Input tag 'wiki'"),
+    ],
+)
 def test_bad_instruction_sources(spec: dict[str, Any], pattern: str) -> None:
     job = job_of(spec, count=4)
     with pytest.raises(Exception, match=pattern):

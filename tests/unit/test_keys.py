@@ -17,8 +17,12 @@ SECRETS = {"K1": "sk-secret-one-111", "K2": "sk-secret-two-222", "K3": "sk-secre
 
 
 def spec(n: int = 3, **limits: float) -> ProviderSpec:
-    return ProviderSpec(name="p", model="openai:gpt-4o-mini",
-                        keys=[KeySpec(env=f"K{i + 1}", alias=f"key{i + 1}") for i in range(n)], **limits)
+    return ProviderSpec(
+        name="p",
+        model="openai:gpt-4o-mini",
+        keys=[KeySpec(env=f"K{i + 1}", alias=f"key{i + 1}") for i in range(n)],
+        **limits,
+    )
 
 
 def test_missing_variable_is_one_line_naming_it() -> None:

@@ -123,8 +123,13 @@ def test_the_lease_of_a_process_of_this_machine_that_is_gone_is_taken_at_once(tm
 def test_a_holder_on_another_host_is_judged_by_the_ttl_alone(tmp_path):
     storage = Storage(OutputSpec(uri=str(tmp_path / "out")))
     clock = Clock(time.time())
-    rec = LeaseRecord(holder="h", host="some-other-host", pid=1, started_at="2026-01-01T00:00:00+00:00",
-                      renewed_at=datetime_iso(clock.t - 5))
+    rec = LeaseRecord(
+        holder="h",
+        host="some-other-host",
+        pid=1,
+        started_at="2026-01-01T00:00:00+00:00",
+        renewed_at=datetime_iso(clock.t - 5),
+    )
     storage.write_bytes(LEASE, rec.model_dump_json().encode())
     with pytest.raises(LeaseHeld, match="host some-other-host, pid 1"):
         Lease(storage, clock=clock).acquire()
@@ -160,8 +165,14 @@ def test_overwrite_keeps_the_lease_of_the_run_replacing_the_folder(tmp_path):
     from synth.engine.manifest import Manifest
     from synth.spec import parse_job
 
-    job = parse_job({"name": "j", "count": 10, "generator": {"kind": "structured", "prompt": "p"},
-                     "output": {"uri": str(tmp_path / "out"), "shard_size": 5}})
+    job = parse_job(
+        {
+            "name": "j",
+            "count": 10,
+            "generator": {"kind": "structured", "prompt": "p"},
+            "output": {"uri": str(tmp_path / "out"), "shard_size": 5},
+        }
+    )
     storage = Storage(job.output)
     held = Lease(storage).acquire()
     Manifest(storage).open(job)

@@ -169,8 +169,10 @@ async def test_unset_limits_learned_from_headers_one_request_at_a_time_meanwhile
     async def answer() -> None:
         await clock.sleep(1.0)
         lim.settle(100, 50)
-        lim.adapt(RateLimitInfo(limit_requests=120, remaining_requests=119,
-                                limit_tokens=60_000, remaining_tokens=59_900), ticket)
+        lim.adapt(
+            RateLimitInfo(limit_requests=120, remaining_requests=119, limit_tokens=60_000, remaining_tokens=59_900),
+            ticket,
+        )
 
     await asyncio.gather(answer(), second)
     assert clock.now() == 1.0

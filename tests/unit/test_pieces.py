@@ -23,7 +23,13 @@ GEN = {"kind": "structured", "prompt": "p"}
 
 
 def job(tmp_path, **kw):
-    doc = {"name": "t", "count": 10, "seed": 1, "generator": GEN, "output": {"uri": str(tmp_path / "o"), "shard_size": 10}}
+    doc = {
+        "name": "t",
+        "count": 10,
+        "seed": 1,
+        "generator": GEN,
+        "output": {"uri": str(tmp_path / "o"), "shard_size": 10},
+    }
     doc.update(kw)
     return parse_job(doc, env={})
 
@@ -74,21 +80,48 @@ def test_larger_count_extends_smaller_is_refused_in_one_line(tmp_path):
 # ----------------------------------------------------------------- publishing pieces
 def records(j, indices: list[int]) -> pa.Table:
     fp = fingerprint(j)
-    return pa.table({"id": [unit_id(fp, i) for i in indices], "generator": ["structured"] * len(indices),
-                     "shard": pa.array([0] * len(indices), pa.int32()), "a": [f"v{i}" for i in indices]})
+    return pa.table(
+        {
+            "id": [unit_id(fp, i) for i in indices],
+            "generator": ["structured"] * len(indices),
+            "shard": pa.array([0] * len(indices), pa.int32()),
+            "a": [f"v{i}" for i in indices],
+        }
+    )
 
 
 def dead(j, indices: list[int]) -> pa.Table | None:
     fp = fingerprint(j)
     now = datetime.now(timezone.utc)
-    return dead_table([{"request_id": unit_id(fp, i), "job": "t", "shard": 0, "generator": "structured",
-                        "error_kind": "transient", "message": "500", "attempts": 1, "created_at": now} for i in indices])
+    return dead_table(
+        [
+            {
+                "request_id": unit_id(fp, i),
+                "job": "t",
+                "shard": 0,
+                "generator": "structured",
+                "error_kind": "transient",
+                "message": "500",
+                "attempts": 1,
+                "created_at": now,
+            }
+            for i in indices
+        ]
+    )
 
 
 def stats(made: list[int], failed: list[int]) -> dict:
-    return {"units": len(made) + len(failed), "records": len(made), "rows": len(made), "dead_letters": len(failed),
-            "dead_by_kind": {"transient": len(failed)} if failed else {}, "prompt_tokens": 10 * len(made),
-            "completion_tokens": 0, "cost_usd": 0.0, "generator_stats": {}}
+    return {
+        "units": len(made) + len(failed),
+        "records": len(made),
+        "rows": len(made),
+        "dead_letters": len(failed),
+        "dead_by_kind": {"transient": len(failed)} if failed else {},
+        "prompt_tokens": 10 * len(made),
+        "completion_tokens": 0,
+        "cost_usd": 0.0,
+        "generator_stats": {},
+    }
 
 
 def publish(sink, st, j, shard: Shard, ok: list[int], failed: list[int]):
@@ -97,7 +130,7 @@ def publish(sink, st, j, shard: Shard, ok: list[int], failed: list[int]):
 
 def on_disk(st: Storage) -> set[str]:
     root = st.root + "/"
-    return {p[len(root):] for p in st.fs.find(st.root) if "/_manifest/" not in p and not p.endswith("stats.json")}
+    return {p[len(root) :] for p in st.fs.find(st.root) if "/_manifest/" not in p and not p.endswith("stats.json")}
 
 
 def test_extension_and_retry_commit_the_shard_as_it_now_is(tmp_path):
@@ -236,11 +269,29 @@ def test_a_piece_killed_at_any_step_leaves_the_old_state_or_the_new(tmp_path, ki
 
 
 def test_merge_counts_units_once_and_keeps_unknown_counts():
-    base = {"start": 0, "stop": 300, "units": 300, "records": 290, "dead_letters": 10, "dead_by_kind": {"x": 10},
-            "dead_examples": {"x": "boom"}, "files": ["data/a", "dead_letters/a"], "bytes": 100, "dead_bytes": 10,
-            "cache_hits": 4}
-    made = {"units": 110, "records": 105, "dead_letters": 5, "dead_by_kind": {"y": 5}, "files": ["data/b", "dead_letters/b"],
-            "bytes": 50, "dead_bytes": 5, "cache_hits": 1}
+    base = {
+        "start": 0,
+        "stop": 300,
+        "units": 300,
+        "records": 290,
+        "dead_letters": 10,
+        "dead_by_kind": {"x": 10},
+        "dead_examples": {"x": "boom"},
+        "files": ["data/a", "dead_letters/a"],
+        "bytes": 100,
+        "dead_bytes": 10,
+        "cache_hits": 4,
+    }
+    made = {
+        "units": 110,
+        "records": 105,
+        "dead_letters": 5,
+        "dead_by_kind": {"y": 5},
+        "files": ["data/b", "dead_letters/b"],
+        "bytes": 50,
+        "dead_bytes": 5,
+        "cache_hits": 1,
+    }
     e = merge_entry(base, {"part": 1, "start": 0, "stop": 400, "retry": True}, made)
     assert (e["units"], e["records"], e["dead_letters"], e["dead_by_kind"]) == (400, 395, 5, {"y": 5})
     assert e["dead_examples"] == {} and e["cache_hits"] == 5

@@ -1,4 +1,4 @@
-from synth.engine.plan import fingerprint, shard_count, shards, spec_differences, shaping_spec, unit_id
+from synth.engine.plan import fingerprint, shaping_spec, shard_count, shards, spec_differences, unit_id
 from synth.spec import parse_job
 
 

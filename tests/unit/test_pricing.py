@@ -53,11 +53,17 @@ def test_sim_is_free_and_estimates_the_named_model() -> None:
 
 
 def test_overrides_from_the_job_file_win() -> None:
-    job = JobSpec.model_validate({
-        "name": "j", "count": 1, "generator": {"kind": "structured"},
-        "prices": {"openai:gpt-4o-mini": {"input_per_mtok": 1, "output_per_mtok": 2}, "my-model": {
-            "input_per_mtok": 3, "output_per_mtok": 4}},
-    })
+    job = JobSpec.model_validate(
+        {
+            "name": "j",
+            "count": 1,
+            "generator": {"kind": "structured"},
+            "prices": {
+                "openai:gpt-4o-mini": {"input_per_mtok": 1, "output_per_mtok": 2},
+                "my-model": {"input_per_mtok": 3, "output_per_mtok": 4},
+            },
+        }
+    )
     assert price_for("openai:gpt-4o-mini", job.prices) == p(1, 2)
     assert price_for("openrouter:openai/gpt-4o-mini", job.prices) == p(1, 2)  # same bare name
     assert price_for("compat:my-model", job.prices) == p(3, 4)
@@ -83,4 +89,5 @@ def test_cost_arithmetic() -> None:
     usage = Usage(prompt_tokens=2_000_000, completion_tokens=500_000, total_tokens=2_500_000)
     assert cost(usage, p(0.15, 0.60)) == pytest.approx(0.30 + 0.30)
     assert cost(Usage(prompt_tokens=1000, completion_tokens=100), price_for("openai:gpt-4o")) == pytest.approx(
-        1000 * 2.5 / 1e6 + 100 * 10 / 1e6)
+        1000 * 2.5 / 1e6 + 100 * 10 / 1e6
+    )

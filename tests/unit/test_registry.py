@@ -17,7 +17,7 @@ from synth.generators.structured import StructuredGenerator
 from synth.providers.dispatch import Dispatcher
 from synth.spec import parse_job
 
-PLUGIN = '''
+PLUGIN = """
 from __future__ import annotations
 
 from typing import ClassVar
@@ -57,7 +57,7 @@ class EchoGenerator:
         c = await ctx.llm.complete(Request(id=unit.id, model=self.route, seed=unit.seed,
                                            messages=[ChatMessage(role="user", content=said)]))
         return UnitResult(rows=[{"said": said, "reply": c.text}], calls=[c])
-'''
+"""
 
 
 def install_plugin(root: Path, module: str, entry: str, name: str = "echo", body: str = PLUGIN) -> None:
@@ -85,7 +85,9 @@ def test_a_class_named_by_import_path() -> None:
     assert get_generator("synth.generators.structured:StructuredGenerator") is StructuredGenerator
 
 
-async def test_a_plugin_registered_by_entry_point_is_found_and_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_plugin_registered_by_entry_point_is_found_and_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     install_plugin(tmp_path, "synth_echo_plugin", "synth_echo_plugin:EchoGenerator")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert available_generators()["echo"] == "synth_echo_plugin:EchoGenerator"
@@ -106,23 +108,38 @@ async def test_a_plugin_registered_by_entry_point_is_found_and_runs(tmp_path: Pa
 def test_a_broken_plugin_is_reported_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     install_plugin(tmp_path, "synth_broken_plugin", "synth_broken_plugin:Missing", name="broken")
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(ConfigError, match=r"^generator.kind: 'broken' is registered as 'synth_broken_plugin:Missing' "
-                                          r"but failed to import: AttributeError"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^generator.kind: 'broken' is registered as 'synth_broken_plugin:Missing' "
+        r"but failed to import: AttributeError",
+    ):
         get_generator("broken")
-    install_plugin(tmp_path, "synth_nonclass_plugin", "synth_nonclass_plugin:thing", name="nonclass",
-                   body="thing = 42\n")
-    with pytest.raises(ConfigError, match=r"^generator.kind: 'nonclass' \(synth_nonclass_plugin:thing\) is not a class"):
+    install_plugin(
+        tmp_path, "synth_nonclass_plugin", "synth_nonclass_plugin:thing", name="nonclass", body="thing = 42\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"^generator.kind: 'nonclass' \(synth_nonclass_plugin:thing\) is not a class"
+    ):
         get_generator("nonclass")
     sys.modules.pop("synth_broken_plugin", None)
     sys.modules.pop("synth_nonclass_plugin", None)
 
 
-@pytest.mark.parametrize("kind, pattern", [
-    ("structurd", r"^generator.kind: unknown generator 'structurd'; use one of: .*structured.*, or 'package.module:Class'$"),
-    ("no_such_pkg.mod:Gen", r"^generator.kind: cannot import 'no_such_pkg.mod'"),
-    ("synth.generators.structured:Nope", r"^generator.kind: module 'synth.generators.structured' has no 'Nope'$"),
-    ("synth.generators.structured:StructuredOptions", r"^generator.kind: .* lacks kind, Options, generate, setup, partition_by, arrow_schema"),
-])
+@pytest.mark.parametrize(
+    "kind, pattern",
+    [
+        (
+            "structurd",
+            r"^generator.kind: unknown generator 'structurd'; use one of: .*structured.*, or 'package.module:Class'$",
+        ),
+        ("no_such_pkg.mod:Gen", r"^generator.kind: cannot import 'no_such_pkg.mod'"),
+        ("synth.generators.structured:Nope", r"^generator.kind: module 'synth.generators.structured' has no 'Nope'$"),
+        (
+            "synth.generators.structured:StructuredOptions",
+            r"^generator.kind: .* lacks kind, Options, generate, setup, partition_by, arrow_schema",
+        ),
+    ],
+)
 def test_unknown_kinds_give_one_line_errors(kind: str, pattern: str) -> None:
     with pytest.raises(ConfigError, match=pattern) as err:
         get_generator(kind)
@@ -130,8 +147,16 @@ def test_unknown_kinds_give_one_line_errors(kind: str, pattern: str) -> None:
 
 
 def test_bad_options_give_one_line_per_problem_prefixed_generator() -> None:
-    job = job_of({"kind": "structured", "schema": {"type": "object", "properties": {"a": {"type": "string"}}},
-                  "prompt": "x", "max_attempts": "many", "layout": "table", "colour": "red"})
+    job = job_of(
+        {
+            "kind": "structured",
+            "schema": {"type": "object", "properties": {"a": {"type": "string"}}},
+            "prompt": "x",
+            "max_attempts": "many",
+            "layout": "table",
+            "colour": "red",
+        }
+    )
     with pytest.raises(ConfigError) as err:
         create_generator(job.generator, job)
     lines = str(err.value).splitlines()
@@ -152,4 +177,4 @@ async def test_example_jobs_load_and_generate(name: str) -> None:
     await gen.setup(ctx)
     out = await run_shard(gen, ctx, Shard(0, 0, 4), fingerprint(job))
     assert out.dead is None and out.records.num_rows == 4
-    assert out.records.schema.names[-len(gen.arrow_schema().names):] == gen.arrow_schema().names
+    assert out.records.schema.names[-len(gen.arrow_schema().names) :] == gen.arrow_schema().names

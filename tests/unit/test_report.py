@@ -9,9 +9,19 @@ from synth.outcome import EXIT, outcome
 
 
 def gw(route: str, ok: int, errors: dict[str, int], keys: dict[str, dict], example: str = "") -> dict:
-    return {"providers": {route: {"model": "compat:m", "requests": ok + sum(errors.values()), "successes": ok,
-                                  "errors": errors, "examples": {k: example for k in errors}, "keys": keys}},
-            "answers": {"journal_hits": 2, "cache_hits": 1, "misses": 3, "journaled": 3, "saved_usd": 0.5}}
+    return {
+        "providers": {
+            route: {
+                "model": "compat:m",
+                "requests": ok + sum(errors.values()),
+                "successes": ok,
+                "errors": errors,
+                "examples": {k: example for k in errors},
+                "keys": keys,
+            }
+        },
+        "answers": {"journal_hits": 2, "cache_hits": 1, "misses": 3, "journaled": 3, "saved_usd": 0.5},
+    }
 
 
 def test_all_failed_names_the_model_count_and_an_example() -> None:
@@ -24,8 +34,11 @@ def test_all_failed_names_the_model_count_and_an_example() -> None:
 
 
 def test_failure_reasons_are_counted_over_shards_with_an_example() -> None:
-    entries = [{"dead_by_kind": {"malformed_output": 3, "bad_request": 1}, "dead_examples": {"malformed_output": "bad json"}},
-               {"dead_by_kind": {"malformed_output": 2}, "dead_examples": {"malformed_output": "other"}}, {}]
+    entries = [
+        {"dead_by_kind": {"malformed_output": 3, "bad_request": 1}, "dead_examples": {"malformed_output": "bad json"}},
+        {"dead_by_kind": {"malformed_output": 2}, "dead_examples": {"malformed_output": "other"}},
+        {},
+    ]
     top = report.failure_reasons(entries)
     assert top[0] == {"kind": "malformed_output", "count": 5, "example": "bad json"}
     assert top[1]["kind"] == "bad_request" and top[1]["count"] == 1
@@ -43,8 +56,14 @@ def test_a_key_is_reported_once_when_disabled_or_cooling_long() -> None:
 
 
 def res(**kw):
-    base = dict(aborted=None, complete=True, planned_units=100, dead_letters=0, shards_total=1,
-                stats={"shards": {"committed": 1}, "max_dead_letter_rate": 0.01})
+    base = dict(
+        aborted=None,
+        complete=True,
+        planned_units=100,
+        dead_letters=0,
+        shards_total=1,
+        stats={"shards": {"committed": 1}, "max_dead_letter_rate": 0.01},
+    )
     base.update(kw)
     return SimpleNamespace(**base)
 

@@ -134,8 +134,10 @@ async def test_qdrant_retriever_finds_the_document_sharing_the_words(kb: Path) -
         assert "starter" in res.text
         res_b = await b.aget_context_with_metadata("telescope aperture eyepiece magnification focal length")
         assert res_b.hits[0].doc_id == "telescopes.md"
-        assert await a.aget_context("bicycle chain lubricant wear") == \
-            (await a.aget_context_with_metadata("bicycle chain lubricant wear")).text
+        assert (
+            await a.aget_context("bicycle chain lubricant wear")
+            == (await a.aget_context_with_metadata("bicycle chain lubricant wear")).text
+        )
         none = await QdrantRetriever.open("kb", embedder=embedder, path=str(kb), score_threshold=0.999)
         miss = await none.aget_context_with_metadata("quantum chromodynamics")
         assert miss.text == NO_RETRIEVAL_CONTEXT and miss.empty
@@ -212,13 +214,23 @@ async def test_static_retriever_and_empty_marker() -> None:
 
 
 def rag_job(kb: Path, **modifier: Any) -> Any:
-    return parse_job({"name": "t-rag", "count": 6, "seed": 2, "generator": {
-        "kind": "conversation",
-        "instructions": ["How should I feed a sourdough starter?", "Which telescope aperture suits planets?",
-                         "How do I keep a compost pile moist and hot?"],
-        "turns": {"min": 1, "max": 3},
-        "modifiers": [{"kind": "rag", "top_k": 2, **modifier}],
-    }})
+    return parse_job(
+        {
+            "name": "t-rag",
+            "count": 6,
+            "seed": 2,
+            "generator": {
+                "kind": "conversation",
+                "instructions": [
+                    "How should I feed a sourdough starter?",
+                    "Which telescope aperture suits planets?",
+                    "How do I keep a compost pile moist and hot?",
+                ],
+                "turns": {"min": 1, "max": 3},
+                "modifiers": [{"kind": "rag", "top_k": 2, **modifier}],
+            },
+        }
+    )
 
 
 async def run_job(job: Any) -> Any:
@@ -261,16 +273,24 @@ async def test_rag_over_documents_indexed_in_memory_by_each_worker() -> None:
     assert sorted(extra) == [0] * 5 + [1]  # the worker's index build (one batch) is charged once
 
 
-@pytest.mark.parametrize("modifier, pattern", [
-    ({"collection": "kb"}, r"^generator.modifiers\[0\]: collection 'kb' needs a path or a url$"),
-    ({"path": "/tmp/x"}, r"^generator.modifiers\[0\].collection: name the collection"),
-    ({"collection": "kb", "path": "/nonexistent/q"}, r"^generator.modifiers\[0\].path: '/nonexistent/q' is not a Qdrant folder"),
-    ({"source": "/nonexistent/docs"}, r"^generator.modifiers\[0\].source: '/nonexistent/docs' does not exist"),
-    ({"source": str(DOCS), "url": "http://127.0.0.1:9"}, r"^generator.modifiers\[0\]: give one of path"),
-    ({"collection": "kb", "url": "http://127.0.0.1:9", "api_key_env": "SYNTH_TEST_UNSET_QDRANT_KEY"},
-     r"^generator.modifiers\[0\].api_key_env: environment variable SYNTH_TEST_UNSET_QDRANT_KEY is not set$"),
-    ({"top_k": 0}, r"^generator.modifiers\[0\].rag.top_k: Input should be greater than or equal to 1$"),
-])
+@pytest.mark.parametrize(
+    "modifier, pattern",
+    [
+        ({"collection": "kb"}, r"^generator.modifiers\[0\]: collection 'kb' needs a path or a url$"),
+        ({"path": "/tmp/x"}, r"^generator.modifiers\[0\].collection: name the collection"),
+        (
+            {"collection": "kb", "path": "/nonexistent/q"},
+            r"^generator.modifiers\[0\].path: '/nonexistent/q' is not a Qdrant folder",
+        ),
+        ({"source": "/nonexistent/docs"}, r"^generator.modifiers\[0\].source: '/nonexistent/docs' does not exist"),
+        ({"source": str(DOCS), "url": "http://127.0.0.1:9"}, r"^generator.modifiers\[0\]: give one of path"),
+        (
+            {"collection": "kb", "url": "http://127.0.0.1:9", "api_key_env": "SYNTH_TEST_UNSET_QDRANT_KEY"},
+            r"^generator.modifiers\[0\].api_key_env: environment variable SYNTH_TEST_UNSET_QDRANT_KEY is not set$",
+        ),
+        ({"top_k": 0}, r"^generator.modifiers\[0\].rag.top_k: Input should be greater than or equal to 1$"),
+    ],
+)
 def test_bad_rag_options_give_one_line_errors(modifier: dict[str, Any], pattern: str) -> None:
     job = rag_job(Path("."), **modifier)
     with pytest.raises(ConfigError, match=pattern):

@@ -66,6 +66,7 @@ async def test_max_retries_bounds_a_request_that_fails_while_others_are_answered
     spec = job([provider("main", max_retries=3)], engine={"failure_window": 10, "max_failure_rate": 0.5})
     script = lambda r, k, n: Transient("HTTP 500", status=500) if r.id == "r0" else OK  # noqa: E731
     d, made, clock = build(spec, {"main": script})
+
     async def failing() -> None:
         await clock.sleep(1.0)  # once others are being answered
         await d.complete(req(0))
@@ -115,8 +116,9 @@ async def test_a_retry_after_past_the_outage_limit_stops_at_once() -> None:
 
 
 async def test_max_retries_zero_turns_retrying_off() -> None:
-    d, made, clock = build(job([provider("main", max_retries=0)]),
-                           {"main": lambda r, k, n: Transient("HTTP 502", status=502)})
+    d, made, clock = build(
+        job([provider("main", max_retries=0)]), {"main": lambda r, k, n: Transient("HTTP 502", status=502)}
+    )
     with pytest.raises(Transient):
         await d.complete(req())
     assert len(made["main"].calls) == 1
@@ -157,8 +159,7 @@ async def test_a_hung_call_is_abandoned_at_a_multiple_of_p99_and_sent_again() ->
 
 
 async def test_before_enough_answers_the_timeout_is_the_providers() -> None:
-    d, made, clock = build(job([provider("main", timeout_s=0.05)]),
-                           {"main": lambda r, k, n: "hang" if n == 1 else OK})
+    d, made, clock = build(job([provider("main", timeout_s=0.05)]), {"main": lambda r, k, n: "hang" if n == 1 else OK})
     assert d.health["main"].deadline(d.targets["main"].backstop) == d.targets["main"].backstop
     comp = await d.complete(req())
     assert comp.attempts == 2 and d.stats()["abandoned"] == 0

@@ -39,13 +39,16 @@ def test_choice_weights_are_respected_within_a_99_percent_interval():
     assert build_sampler({"kind": "choice", "values": ["x", 2]}).arrow_type == pa.string()
 
 
-@pytest.mark.parametrize("spec, mean, std", [
-    ({"kind": "uniform", "low": 2, "high": 8}, 5.0, 6 / np.sqrt(12)),
-    ({"kind": "normal", "mean": -3, "std": 2}, -3.0, 2.0),
-    ({"kind": "exponential", "mean": 4}, 4.0, 4.0),
-    ({"kind": "poisson", "lam": 7}, 7.0, np.sqrt(7)),
-    ({"kind": "uniform", "low": 1, "high": 6, "integer": True}, 3.5, np.sqrt(35 / 12)),
-])
+@pytest.mark.parametrize(
+    "spec, mean, std",
+    [
+        ({"kind": "uniform", "low": 2, "high": 8}, 5.0, 6 / np.sqrt(12)),
+        ({"kind": "normal", "mean": -3, "std": 2}, -3.0, 2.0),
+        ({"kind": "exponential", "mean": 4}, 4.0, 4.0),
+        ({"kind": "poisson", "lam": 7}, 7.0, np.sqrt(7)),
+        ({"kind": "uniform", "low": 1, "high": 6, "integer": True}, 3.5, np.sqrt(35 / 12)),
+    ],
+)
 def test_numeric_kinds_have_their_mean_and_spread(spec, mean, std):
     x = np.asarray(draw(spec), dtype=float)
     assert abs(x.mean() - mean) < Z99 * std / np.sqrt(N)
@@ -97,13 +100,21 @@ def test_faker_is_seeded_and_typed():
     assert len(french) == 5
 
 
-@pytest.mark.parametrize("spec", [
-    {"kind": "choice", "values": ["a", "b", "c"], "weights": [1, 1, 1]},
-    {"kind": "normal", "mean": 1}, {"kind": "lognormal"}, {"kind": "poisson", "lam": 3}, {"kind": "bool"},
-    {"kind": "id"}, {"kind": "faker", "provider": "company"}, {"kind": "uniform", "integer": True, "high": 9},
-    {"kind": "datetime", "start": "2024-01-01", "end": "2024-01-02", "format": "iso"},
-    {"kind": "datetime", "start": "2024-01-01", "end": "2024-01-02"},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"kind": "choice", "values": ["a", "b", "c"], "weights": [1, 1, 1]},
+        {"kind": "normal", "mean": 1},
+        {"kind": "lognormal"},
+        {"kind": "poisson", "lam": 3},
+        {"kind": "bool"},
+        {"kind": "id"},
+        {"kind": "faker", "provider": "company"},
+        {"kind": "uniform", "integer": True, "high": 9},
+        {"kind": "datetime", "start": "2024-01-01", "end": "2024-01-02", "format": "iso"},
+        {"kind": "datetime", "start": "2024-01-01", "end": "2024-01-02"},
+    ],
+)
 def test_every_kind_is_deterministic_and_sample_one_agrees(spec):
     a, b = sample(spec, numpy_rng(9, "x"), 64), sample(spec, numpy_rng(9, "x"), 64)
     assert list(a) == list(b)
@@ -118,14 +129,17 @@ def test_streams_differ_by_seed_and_salt():
     assert not np.array_equal(sample(spec, numpy_rng(1, "a"), 8), sample(spec, numpy_rng(2, "a"), 8))
 
 
-@pytest.mark.parametrize("spec, words", [
-    ({"kind": "choice", "values": ["a", "b"], "weights": [1]}, "one per value"),
-    ({"kind": "choice", "values": ["a"], "weights": [-1]}, "positive sum"),
-    ({"kind": "gamma"}, "does not match any of the expected tags"),
-    ({"kind": "normal", "std": -1}, "greater than or equal to 0"),
-    ({"kind": "faker", "provider": "_private"}, "not a method name"),
-    ({"kind": "uniform", "lo": 1}, "Extra inputs"),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ({"kind": "choice", "values": ["a", "b"], "weights": [1]}, "one per value"),
+        ({"kind": "choice", "values": ["a"], "weights": [-1]}, "positive sum"),
+        ({"kind": "gamma"}, "does not match any of the expected tags"),
+        ({"kind": "normal", "std": -1}, "greater than or equal to 0"),
+        ({"kind": "faker", "provider": "_private"}, "not a method name"),
+        ({"kind": "uniform", "lo": 1}, "Extra inputs"),
+    ],
+)
 def test_bad_specs_are_config_errors(spec, words):
     with pytest.raises(ConfigError, match=words):
         parse_sampler(spec, "vars.x")

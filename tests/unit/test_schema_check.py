@@ -15,9 +15,11 @@ from synth.records import Completion
 NESTED = {
     "$defs": {"B": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}},
     "type": "object",
-    "properties": {"b": {"type": "array", "items": {"$ref": "#/$defs/B"}},
-                   "c": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None},
-                   "when": {"type": "string", "format": "date-time"}},
+    "properties": {
+        "b": {"type": "array", "items": {"$ref": "#/$defs/B"}},
+        "c": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None},
+        "when": {"type": "string", "format": "date-time"},
+    },
     "required": ["b"],
 }
 TUPLES_2020 = {
@@ -27,8 +29,17 @@ TUPLES_2020 = {
     "items": False,
 }
 SAMPLES: list[Any] = [
-    {"b": [{"x": 1}]}, {"b": [{"x": "one"}]}, {"b": []}, {}, {"b": [{"x": 1}], "c": 3},
-    {"b": [{"x": 1}], "when": "not a date"}, [1, "a"], [1, "a", 2], ["a", 1], "text", None,
+    {"b": [{"x": 1}]},
+    {"b": [{"x": "one"}]},
+    {"b": []},
+    {},
+    {"b": [{"x": 1}], "c": 3},
+    {"b": [{"x": 1}], "when": "not a date"},
+    [1, "a"],
+    [1, "a", 2],
+    ["a", 1],
+    "text",
+    None,
 ]
 
 

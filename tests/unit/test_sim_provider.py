@@ -36,10 +36,21 @@ class Customer(BaseModel):
 
 
 SCHEMA = Customer.model_json_schema()
-WEATHER = [{"type": "function", "function": {
-    "name": "get_weather", "description": "weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer",
-                   "minimum": 1, "maximum": 7}}, "required": ["city", "days"], "additionalProperties": False}}}]
+WEATHER = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+                "required": ["city", "days"],
+                "additionalProperties": False,
+            },
+        },
+    }
+]
 
 
 def ask(text: str = "Write a customer record.", **kw: object) -> Request:
@@ -105,10 +116,19 @@ async def test_tool_calls_when_tools_are_offered(sim: SimProvider) -> None:
         assert c.key_alias == "k1"
     # after the tool's result, the model answers in words
     first = with_call[0]
-    follow = ask(seed=1, tools=WEATHER, messages=[
-        ChatMessage(role="user", content="Weather in Oslo?"), first.message(),
-        ChatMessage(role="tool", tool_call_id=(first.tool_calls or [ToolCall(id="x", name="n", arguments="{}")])[0].id,
-                    content='{"temp": 3}')])
+    follow = ask(
+        seed=1,
+        tools=WEATHER,
+        messages=[
+            ChatMessage(role="user", content="Weather in Oslo?"),
+            first.message(),
+            ChatMessage(
+                role="tool",
+                tool_call_id=(first.tool_calls or [ToolCall(id="x", name="n", arguments="{}")])[0].id,
+                content='{"temp": 3}',
+            ),
+        ],
+    )
     answer = await sim.complete(follow, None, timeout=1)
     assert answer.tool_calls is None and answer.text
 
@@ -127,8 +147,11 @@ async def test_max_tokens_cuts_the_answer(sim: SimProvider) -> None:
 
 async def test_unusable_schema_is_a_bad_request(sim: SimProvider) -> None:
     with pytest.raises(BadRequest, match="JSON Schema"):
-        await sim.complete(ask(json_schema={"type": "object", "properties": {"x": {"$ref": "#/nowhere"}},
-                                            "required": ["x"]}), None, timeout=1)
+        await sim.complete(
+            ask(json_schema={"type": "object", "properties": {"x": {"$ref": "#/nowhere"}}, "required": ["x"]}),
+            None,
+            timeout=1,
+        )
 
 
 async def test_embeddings(sim: SimProvider) -> None:

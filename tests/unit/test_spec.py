@@ -17,20 +17,32 @@ def test_env_substitution_with_defaults():
 def test_unset_variable_names_its_location():
     with pytest.raises(ConfigError) as e:
         parse_job({"name": "t", "count": 1, "generator": GEN, "output": {"uri": "${NOPE_NOT_SET}"}}, env={})
-    assert str(e.value) == "output.uri: environment variable NOPE_NOT_SET is not set; set it or write ${NOPE_NOT_SET:-default}"
+    assert (
+        str(e.value)
+        == "output.uri: environment variable NOPE_NOT_SET is not set; set it or write ${NOPE_NOT_SET:-default}"
+    )
 
 
 def test_missing_key_variable_one_line_per_key():
-    doc = {"name": "t", "count": 1, "generator": GEN,
-           "providers": [{"model": "openai:gpt-4o-mini", "keys": [{"env": "K_ONE"}, {"env": "OPENAI_KEY_2"}]}]}
+    doc = {
+        "name": "t",
+        "count": 1,
+        "generator": GEN,
+        "providers": [{"model": "openai:gpt-4o-mini", "keys": [{"env": "K_ONE"}, {"env": "OPENAI_KEY_2"}]}],
+    }
     with pytest.raises(KeyMissing) as e:
         parse_job(doc, env={"K_ONE": "x"})
     assert str(e.value) == "providers[0].keys[1]: environment variable OPENAI_KEY_2 is not set"
 
 
 def test_bad_fields_each_get_a_located_line():
-    doc = {"name": "t", "count": 0, "colour": "red", "generator": GEN,
-           "providers": [{"model": "foo:bar"}, {"model": "openai:x", "rpm": -1}]}
+    doc = {
+        "name": "t",
+        "count": 0,
+        "colour": "red",
+        "generator": GEN,
+        "providers": [{"model": "foo:bar"}, {"model": "openai:x", "rpm": -1}],
+    }
     with pytest.raises(ConfigError) as e:
         parse_job(doc, env={})
     lines = str(e.value).splitlines()
@@ -44,9 +56,16 @@ def test_default_provider_is_sim_and_routes_resolve():
     job = parse_job({"name": "t", "count": 1, "generator": GEN}, env={})
     assert [p.model for p in job.providers] == ["sim:default"]
     assert job.route_targets("default") == ["default"]
-    job2 = parse_job({"name": "t", "count": 1, "generator": GEN,
-                      "providers": [{"name": "a", "model": "sim:a"}, {"name": "b", "model": "sim:b"}],
-                      "routes": {"smart": ["a", "b"]}}, env={})
+    job2 = parse_job(
+        {
+            "name": "t",
+            "count": 1,
+            "generator": GEN,
+            "providers": [{"name": "a", "model": "sim:a"}, {"name": "b", "model": "sim:b"}],
+            "routes": {"smart": ["a", "b"]},
+        },
+        env={},
+    )
     assert job2.route_targets("smart") == ["a", "b"]
     assert job2.route_targets("default") == ["a"]
 

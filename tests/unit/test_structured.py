@@ -19,7 +19,11 @@ from synth.errors import ConfigError, MalformedOutput
 from synth.generators.base import GenContext, Unit
 from synth.generators.registry import create_generator
 from synth.generators.structured import (
-    DuplicateRecord, StructuredGenerator, conform, json_schema_to_arrow, load_schema,
+    DuplicateRecord,
+    StructuredGenerator,
+    conform,
+    json_schema_to_arrow,
+    load_schema,
 )
 from synth.generators.templates import PromptTemplate, VarSampler
 from synth.providers.dispatch import Dispatcher
@@ -30,8 +34,13 @@ NESTED = {
     "type": "object",
     "$defs": {
         "Address": {"type": "object", "properties": {"city": {"type": "string"}, "zip": {"type": "string"}}},
-        "Node": {"type": "object", "properties": {"name": {"type": "string"}, "children": {
-            "type": "array", "items": {"$ref": "#/$defs/Node"}}}},
+        "Node": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "children": {"type": "array", "items": {"$ref": "#/$defs/Node"}},
+            },
+        },
     },
     "properties": {
         "name": {"type": "string"},
@@ -42,9 +51,17 @@ NESTED = {
         "level": {"enum": [1, 2, 3]},
         "tags": {"type": "array", "items": {"type": "string"}},
         "address": {"$ref": "#/$defs/Address"},
-        "orders": {"type": "array", "items": {"type": "object", "properties": {
-            "sku": {"type": "string"}, "qty": {"type": "integer"},
-            "lines": {"type": "array", "items": {"type": "number"}}}}},
+        "orders": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "sku": {"type": "string"},
+                    "qty": {"type": "integer"},
+                    "lines": {"type": "array", "items": {"type": "number"}},
+                },
+            },
+        },
         "extra": {"type": "object"},
         "mixed": {"anyOf": [{"type": "string"}, {"type": "integer"}]},
         "maybe_addr": {"anyOf": [{"$ref": "#/$defs/Address"}, {"type": "null"}]},
@@ -61,7 +78,8 @@ def job_of(gen: dict[str, Any], count: int = 40, seed: int = 5, **kw: Any) -> An
 
 def product_gen(**over: Any) -> dict[str, Any]:
     gen = {
-        "kind": "structured", "schema": PRODUCT,
+        "kind": "structured",
+        "schema": PRODUCT,
         "prompt": "A {category} by {brand} for {audience}, about {price} USD, made of {material}.",
         "vars": {
             "category": {"kind": "file", "uri": "jobs/examples/data/categories.txt"},
@@ -109,8 +127,9 @@ def test_nested_json_schema_gives_typed_struct_and_list_columns() -> None:
     assert t.field("level").type == pa.int64()
     assert t.field("tags").type == pa.list_(pa.string())
     assert t.field("address").type == addr
-    assert t.field("orders").type == pa.list_(pa.struct(
-        [("sku", pa.string()), ("qty", pa.int64()), ("lines", pa.list_(pa.float64()))]))
+    assert t.field("orders").type == pa.list_(
+        pa.struct([("sku", pa.string()), ("qty", pa.int64()), ("lines", pa.list_(pa.float64()))])
+    )
     assert t.field("extra").type == pa.string()  # free-form object: JSON text
     assert t.field("mixed").type == pa.string()  # mixed union: JSON text
     assert t.field("maybe_addr").type == addr  # nullable ref
@@ -120,9 +139,15 @@ def test_nested_json_schema_gives_typed_struct_and_list_columns() -> None:
 
 def test_conform_shapes_values_for_the_arrow_type() -> None:
     t = json_schema_to_arrow(NESTED)
-    value = {"name": "a", "age": 3.0, "extra": {"k": [1, 2]}, "mixed": 7, "undeclared": 1,
-             "orders": [{"sku": "x", "qty": 2, "lines": [1, 2.5]}],
-             "tree": {"name": "root", "children": [{"name": "leaf", "children": []}]}}
+    value = {
+        "name": "a",
+        "age": 3.0,
+        "extra": {"k": [1, 2]},
+        "mixed": 7,
+        "undeclared": 1,
+        "orders": [{"sku": "x", "qty": 2, "lines": [1, 2.5]}],
+        "tree": {"name": "root", "children": [{"name": "leaf", "children": []}]},
+    }
     row = conform(value, t)
     assert "undeclared" not in row and row["age"] == 3 and isinstance(row["age"], int)
     assert json.loads(row["extra"]) == {"k": [1, 2]} and row["mixed"] == "7"
@@ -169,7 +194,10 @@ async def test_seeded_runs_are_byte_identical_and_seed_changes_data() -> None:
     assert first["record"]["price"]["currency"] in {"USD", "EUR", "GBP"}
     v = json.loads(first["vars"])  # lineage: the variables the prompt was built from
     assert set(v) == {"category", "material", "brand", "price", "audience"}
-    assert first["prompt"] == f"A {v['category']} by {v['brand']} for {v['audience']}, about {v['price']} USD, made of {v['material']}."
+    assert (
+        first["prompt"]
+        == f"A {v['category']} by {v['brand']} for {v['audience']}, about {v['price']} USD, made of {v['material']}."
+    )
 
 
 def test_prompt_variables_are_diverse_and_follow_weights() -> None:
@@ -192,11 +220,13 @@ def test_range_and_values_variables_are_uniform_or_follow_weights_across_units()
 
     from synth.generators.templates import VarSpec
 
-    specs = TypeAdapter(dict[str, VarSpec]).validate_python({
-        "d": {"kind": "range", "low": 1, "high": 10},
-        "x": {"kind": "range", "low": 0, "high": 1, "step": 0.25},
-        "w": {"kind": "values", "values": ["rare", "common"], "weights": [1, 3]},
-    })
+    specs = TypeAdapter(dict[str, VarSpec]).validate_python(
+        {
+            "d": {"kind": "range", "low": 1, "high": 10},
+            "x": {"kind": "range", "low": 0, "high": 1, "step": 0.25},
+            "w": {"kind": "values", "values": ["rare", "common"], "weights": [1, 3]},
+        }
+    )
     vs = VarSampler(specs)
     seen = [vs.sample(seed, attempt) for seed in range(5000) for attempt in (0, 1)]
     assert seen[:50] == [vs.sample(seed, attempt) for seed in range(25) for attempt in (0, 1)]  # deterministic
@@ -216,19 +246,22 @@ def test_file_variables_on_any_fsspec_uri() -> None:
     buf = io.BytesIO()
     pq.write_table(pa.table({"colour": ["red", "blue"]}), buf)
     fs.pipe("/vars/colours.parquet", buf.getvalue())
-    from synth.generators.templates import VarSpec
     from pydantic import TypeAdapter
 
+    from synth.generators.templates import VarSpec
+
     ta = TypeAdapter(dict[str, VarSpec])
-    specs = ta.validate_python({
-        "city": {"kind": "file", "uri": "memory://vars/cities.txt"},
-        "person": {"kind": "file", "uri": "memory://vars/people.jsonl"},
-        "pet": {"kind": "file", "uri": "memory://vars/pets.csv", "field": "kind"},
-        "colour": {"kind": "file", "uri": "memory://vars/colours.parquet", "field": "colour"},
-        "n": 3,
-        "who": [{"name": "Ada"}, {"name": "Bo"}],  # a bare list keeps its values as written
-        "w": {"kind": "values", "values": ["never", "always"], "weights": [0, 2]},
-    })
+    specs = ta.validate_python(
+        {
+            "city": {"kind": "file", "uri": "memory://vars/cities.txt"},
+            "person": {"kind": "file", "uri": "memory://vars/people.jsonl"},
+            "pet": {"kind": "file", "uri": "memory://vars/pets.csv", "field": "kind"},
+            "colour": {"kind": "file", "uri": "memory://vars/colours.parquet", "field": "colour"},
+            "n": 3,
+            "who": [{"name": "Ada"}, {"name": "Bo"}],  # a bare list keeps its values as written
+            "w": {"kind": "values", "values": ["never", "always"], "weights": [0, 2]},
+        }
+    )
     vs = VarSampler(specs)
     seen = [vs.sample(seed) for seed in range(50)]
     assert {s["city"] for s in seen} == {"Oslo", "Lima"}
@@ -264,8 +297,13 @@ class PoolLLM:
         raise NotImplementedError
 
 
-SIMPLE = {"kind": "structured", "schema": {"type": "object", "properties": {"n": {"type": "integer"}}},
-          "prompt": "give {x}", "vars": {"x": {"kind": "range", "low": 1, "high": 9}}, "max_attempts": 3}
+SIMPLE = {
+    "kind": "structured",
+    "schema": {"type": "object", "properties": {"n": {"type": "integer"}}},
+    "prompt": "give {x}",
+    "vars": {"x": {"kind": "range", "low": 1, "high": 9}},
+    "max_attempts": 3,
+}
 
 
 async def test_duplicates_are_dropped_counted_and_regenerated_then_dead_lettered() -> None:
@@ -298,7 +336,11 @@ async def test_missing_structured_output_raises_malformed() -> None:
 
 async def test_invalid_output_is_reasked_then_becomes_a_dead_letter_with_its_reason() -> None:
     # the offline model ignores 'pattern'; the dispatcher re-asks, then gives up
-    schema = {"type": "object", "required": ["code"], "properties": {"code": {"type": "string", "pattern": "^[0-9]{9}$"}}}
+    schema = {
+        "type": "object",
+        "required": ["code"],
+        "properties": {"code": {"type": "string", "pattern": "^[0-9]{9}$"}},
+    }
     job = job_of({**SIMPLE, "schema": schema}, count=3)
     outcomes = await run(job)
     dead = pa.concat_tables([o.dead for o in outcomes if o.dead is not None]).to_pylist()
@@ -316,17 +358,29 @@ def test_columns_layout_puts_fields_on_top_and_refuses_clashes() -> None:
         create_generator(job_of(clash).generator, job_of(clash))
 
 
-@pytest.mark.parametrize("over, pattern", [
-    ({"prompt": "about {topic} and {x}"}, r"^generator.prompt: uses undefined variable\(s\) \['topic'\]"),
-    ({"schema": "nope/missing.json"}, r"^generator.schema: file 'nope/missing.json' not found"),
-    ({"schema": {"type": "object", "properties": {"a": {"type": "strng"}}}}, r"^generator.schema: invalid JSON Schema at"),
-    ({"schema": {"type": "array", "items": {"type": "string"}}}, r"^generator.schema: the root must be an object"),
-    ({"schema": "tests.unit.test_structured:NotThere"}, r"^generator.schema: module 'tests.unit.test_structured' has no"),
-    ({"vars": {"x": {"kind": "gaussian"}}}, r"^generator.vars.x: Input tag 'gaussian'"),
-    ({"vars": {"x": {"kind": "file", "uri": "missing/*.txt"}}}, r"^generator.vars.x.uri: 'missing/\*.txt' not found"),
-    ({"prompt": None}, r"^generator: give exactly one of prompt or prompt_file"),
-    ({"max_attempts": 0, "temprature": 1}, r"^generator.max_attempts: .*\ngenerator.temprature: unknown field"),
-])
+@pytest.mark.parametrize(
+    "over, pattern",
+    [
+        ({"prompt": "about {topic} and {x}"}, r"^generator.prompt: uses undefined variable\(s\) \['topic'\]"),
+        ({"schema": "nope/missing.json"}, r"^generator.schema: file 'nope/missing.json' not found"),
+        (
+            {"schema": {"type": "object", "properties": {"a": {"type": "strng"}}}},
+            r"^generator.schema: invalid JSON Schema at",
+        ),
+        ({"schema": {"type": "array", "items": {"type": "string"}}}, r"^generator.schema: the root must be an object"),
+        (
+            {"schema": "tests.unit.test_structured:NotThere"},
+            r"^generator.schema: module 'tests.unit.test_structured' has no",
+        ),
+        ({"vars": {"x": {"kind": "gaussian"}}}, r"^generator.vars.x: Input tag 'gaussian'"),
+        (
+            {"vars": {"x": {"kind": "file", "uri": "missing/*.txt"}}},
+            r"^generator.vars.x.uri: 'missing/\*.txt' not found",
+        ),
+        ({"prompt": None}, r"^generator: give exactly one of prompt or prompt_file"),
+        ({"max_attempts": 0, "temprature": 1}, r"^generator.max_attempts: .*\ngenerator.temprature: unknown field"),
+    ],
+)
 def test_bad_options_give_one_line_config_errors(over: dict[str, Any], pattern: str) -> None:
     job = job_of({**SIMPLE, **over})
     with pytest.raises(ConfigError, match=pattern) as err:

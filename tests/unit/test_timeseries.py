@@ -54,8 +54,11 @@ class AnswerLLM:
 
 
 def job_for(options: dict[str, Any], count: int = 8) -> Any:
-    return parse_job({"name": "ts", "count": count, "seed": 3, "generator": {"kind": "timeseries", **options}},
-                     env={}, check_keys=False)
+    return parse_job(
+        {"name": "ts", "count": count, "seed": 3, "generator": {"kind": "timeseries", **options}},
+        env={},
+        check_keys=False,
+    )
 
 
 def run(gen: TimeseriesGenerator, index: int = 0, seed: int = 11, llm: Any = None) -> pa.Table:
@@ -63,8 +66,9 @@ def run(gen: TimeseriesGenerator, index: int = 0, seed: int = 11, llm: Any = Non
     return asyncio.run(gen.generate(Unit(index=index, id=f"ts-{index}", shard=0, seed=seed), ctx)).rows
 
 
-def series(params: dict[str, Any], n: int, fields: list[dict[str, Any]] | None = None, freq: str = "1h",
-           seed: int = 11) -> pa.Table:
+def series(
+    params: dict[str, Any], n: int, fields: list[dict[str, Any]] | None = None, freq: str = "1h", seed: int = 11
+) -> pa.Table:
     opts = {"fields": fields or [{"name": "v"}], "frequency": freq, "length": n, "params": params}
     return run(TimeseriesGenerator(opts, job=job_for(opts)), seed=seed)
 
@@ -81,24 +85,45 @@ def dominant_periods(x: np.ndarray, k: int) -> list[float]:
 
 def test_fft_recovers_daily_and_weekly_periods_within_two_percent():
     n = 24 * 7 * 24  # 24 weeks of hourly points
-    t = series({"fields": {"v": {"level": 50, "noise": {"scale": 1.0}, "seasonality": [
-        {"period": "1d", "amplitude": 5}, {"period": "7d", "amplitude": 8, "phase": 0.3}]}}}, n)
+    t = series(
+        {
+            "fields": {
+                "v": {
+                    "level": 50,
+                    "noise": {"scale": 1.0},
+                    "seasonality": [{"period": "1d", "amplitude": 5}, {"period": "7d", "amplitude": 8, "phase": 0.3}],
+                }
+            }
+        },
+        n,
+    )
     found = dominant_periods(t["v"].to_numpy(), 2)
     for got_steps, want_s in zip(found, (86400, 604800)):
         assert abs(got_steps * 3600 - want_s) / want_s < 0.02
 
 
 def test_fft_recovers_an_off_grid_period():
-    t = series({"fields": {"v": {"noise": {"kind": "ar1", "scale": 0.5, "phi": 0.5},
-                                 "seasonality": [{"period": 37 * 60, "amplitude": 2}]}}}, 5000, freq="1min")
+    t = series(
+        {
+            "fields": {
+                "v": {
+                    "noise": {"kind": "ar1", "scale": 0.5, "phi": 0.5},
+                    "seasonality": [{"period": 37 * 60, "amplitude": 2}],
+                }
+            }
+        },
+        5000,
+        freq="1min",
+    )
     (got,) = dominant_periods(t["v"].to_numpy(), 1)
     assert abs(got * 60 - 37 * 60) / (37 * 60) < 0.02
 
 
 def test_linear_trend_slope_by_least_squares():
     n, change, sigma = 4000, 80.0, 2.0
-    t = series({"fields": {"v": {"level": 10, "trend": {"kind": "linear", "change": change},
-                                 "noise": {"scale": sigma}}}}, n)
+    t = series(
+        {"fields": {"v": {"level": 10, "trend": {"kind": "linear", "change": change}, "noise": {"scale": sigma}}}}, n
+    )
     x = np.arange(n)
     slope = np.polyfit(x, t["v"].to_numpy(), 1)[0]
     stderr = sigma / np.sqrt(((x - x.mean()) ** 2).sum())
@@ -107,12 +132,21 @@ def test_linear_trend_slope_by_least_squares():
 
 def test_noise_free_shapes_are_exact():
     n = 1001
-    t = series({"fields": {
-        "p": {"level": 0, "trend": {"kind": "piecewise", "knots": [{"at": 0.5, "value": 10}, {"at": 1.0, "value": 4}]}},
-        "e": {"level": 1, "trend": {"kind": "exponential", "change": 9, "curvature": 4}},
-        "s": {"level": 0, "shifts": [{"at": 0.25, "delta": 3}, {"at": 0.75, "delta": -1}]},
-        "d": {"level": 0, "seasonality": [{"period": "1d", "amplitude": 1, "phase": 0.5}]},
-    }}, n, fields=[{"name": k} for k in "pesd"])
+    t = series(
+        {
+            "fields": {
+                "p": {
+                    "level": 0,
+                    "trend": {"kind": "piecewise", "knots": [{"at": 0.5, "value": 10}, {"at": 1.0, "value": 4}]},
+                },
+                "e": {"level": 1, "trend": {"kind": "exponential", "change": 9, "curvature": 4}},
+                "s": {"level": 0, "shifts": [{"at": 0.25, "delta": 3}, {"at": 0.75, "delta": -1}]},
+                "d": {"level": 0, "seasonality": [{"period": "1d", "amplitude": 1, "phase": 0.5}]},
+            }
+        },
+        n,
+        fields=[{"name": k} for k in "pesd"],
+    )
     p, e, s, d = (t[k].to_numpy() for k in "pesd")
     assert p[0] == 0 and p[500] == pytest.approx(10) and p[1000] == pytest.approx(4) and p[250] == pytest.approx(5)
     assert e[0] == pytest.approx(1) and e[-1] == pytest.approx(10)
@@ -136,11 +170,17 @@ def test_ar1_filter_matches_the_recursion():
 
 def test_noise_processes_have_their_statistics():
     n = 200_000
-    t = series({"fields": {
-        "ar": {"level": 0, "noise": {"kind": "ar1", "scale": 2.0, "phi": 0.8}},
-        "st": {"level": 0, "noise": {"kind": "student_t", "scale": 1.0, "df": 6}},
-        "g": {"level": 0, "noise": {"kind": "gaussian", "scale": 3.0}},
-    }}, n, fields=[{"name": k} for k in ("ar", "st", "g")])
+    t = series(
+        {
+            "fields": {
+                "ar": {"level": 0, "noise": {"kind": "ar1", "scale": 2.0, "phi": 0.8}},
+                "st": {"level": 0, "noise": {"kind": "student_t", "scale": 1.0, "df": 6}},
+                "g": {"level": 0, "noise": {"kind": "gaussian", "scale": 3.0}},
+            }
+        },
+        n,
+        fields=[{"name": k} for k in ("ar", "st", "g")],
+    )
     ar, st, g = (t[k].to_numpy() for k in ("ar", "st", "g"))
     assert abs(np.corrcoef(ar[:-1], ar[1:])[0, 1] - 0.8) < 0.01
     assert abs(ar.std() - 2.0) < 0.1
@@ -153,11 +193,24 @@ def test_noise_processes_have_their_statistics():
 
 def test_correlated_fields_and_invalid_matrices_are_repaired():
     n = 50_000
-    t = series({"fields": {"a": {"noise": {"scale": 1}}, "b": {"noise": {"scale": 5}}},
-                "correlations": [{"a": "a", "b": "b", "rho": 0.7}]}, n, fields=[{"name": "a"}, {"name": "b"}])
+    t = series(
+        {
+            "fields": {"a": {"noise": {"scale": 1}}, "b": {"noise": {"scale": 5}}},
+            "correlations": [{"a": "a", "b": "b", "rho": 0.7}],
+        },
+        n,
+        fields=[{"name": "a"}, {"name": "b"}],
+    )
     assert abs(np.corrcoef(t["a"].to_numpy(), t["b"].to_numpy())[0, 1] - 0.7) < 0.015
-    bad = SeriesParams.model_validate({"correlations": [
-        {"a": "a", "b": "b", "rho": 0.99}, {"a": "b", "b": "c", "rho": 0.99}, {"a": "a", "b": "c", "rho": -0.99}]})
+    bad = SeriesParams.model_validate(
+        {
+            "correlations": [
+                {"a": "a", "b": "b", "rho": 0.99},
+                {"a": "b", "b": "c", "rho": 0.99},
+                {"a": "a", "b": "c", "rho": -0.99},
+            ]
+        }
+    )
     factor = correlation_factor(bad, ["a", "b", "c"])
     assert factor is not None
     np.testing.assert_allclose(np.diag(factor @ factor.T), 1.0)
@@ -177,61 +230,84 @@ def _with_and_without(params: dict[str, Any], n: int = 2000) -> tuple[Any, Any]:
 
 def test_anomaly_labels_match_the_planted_anomalies_exactly():
     noise = {"a": {"noise": {"scale": 1}}, "b": {"noise": {"kind": "ar1", "scale": 1}}}
-    got, clean = _with_and_without({"fields": noise, "anomalies": [
-        {"kind": "spike", "field": "a", "at": 0.2, "points": 3, "magnitude": 10},
-        {"kind": "dip", "at": 0.5, "points": 5, "magnitude": 7},
-        {"kind": "drift", "field": "b", "at": 0.8, "points": 20, "magnitude": 15}]})
+    got, clean = _with_and_without(
+        {
+            "fields": noise,
+            "anomalies": [
+                {"kind": "spike", "field": "a", "at": 0.2, "points": 3, "magnitude": 10},
+                {"kind": "dip", "at": 0.5, "points": 5, "magnitude": 7},
+                {"kind": "drift", "field": "b", "at": 0.8, "points": 20, "magnitude": 15},
+            ],
+        }
+    )
     n = 2000
     starts = [round(0.2 * (n - 3)), round(0.5 * (n - 5)), round(0.8 * (n - 20))]
     assert [(p.kind, p.start, p.stop) for p in got.planted] == [
-        ("spike", starts[0], starts[0] + 3), ("dip", starts[1], starts[1] + 5), ("drift", starts[2], starts[2] + 20)]
+        ("spike", starts[0], starts[0] + 3),
+        ("dip", starts[1], starts[1] + 5),
+        ("drift", starts[2], starts[2] + 20),
+    ]
     want_a = np.zeros(n, bool)
     want_b = np.zeros(n, bool)
-    want_a[starts[0]:starts[0] + 3] = want_a[starts[1]:starts[1] + 5] = True
-    want_b[starts[1]:starts[1] + 5] = want_b[starts[2]:starts[2] + 20] = True
+    want_a[starts[0] : starts[0] + 3] = want_a[starts[1] : starts[1] + 5] = True
+    want_b[starts[1] : starts[1] + 5] = want_b[starts[2] : starts[2] + 20] = True
     np.testing.assert_array_equal(got.values["a"] != clean.values["a"], want_a)
     np.testing.assert_array_equal(got.values["b"] != clean.values["b"], want_b)
     np.testing.assert_array_equal(got.anomaly_code > 0, want_a | want_b)
-    diff = got.values["b"][starts[2]:starts[2] + 20] - clean.values["b"][starts[2]:starts[2] + 20]
+    diff = got.values["b"][starts[2] : starts[2] + 20] - clean.values["b"][starts[2] : starts[2] + 20]
     np.testing.assert_allclose(diff, 15 * np.arange(1, 21) / 20)  # a drift ramps up to its magnitude
     assert ANOMALY_KINDS[got.anomaly_code[starts[1]] - 1] == "dip"
 
 
 def test_random_anomalies_do_not_overlap_and_labels_are_their_union():
-    got, clean = _with_and_without({"fields": {"a": {"noise": {"scale": 1}}}, "anomalies": [
-        {"kind": "spike", "field": "a", "count": 40, "points": 2, "magnitude": 6},
-        {"kind": "drift", "field": "a", "count": 5, "points": 30, "magnitude": 9},
-        {"kind": "dip", "field": "a", "at": 0.5, "points": 4, "magnitude": 3}]})
+    got, clean = _with_and_without(
+        {
+            "fields": {"a": {"noise": {"scale": 1}}},
+            "anomalies": [
+                {"kind": "spike", "field": "a", "count": 40, "points": 2, "magnitude": 6},
+                {"kind": "drift", "field": "a", "count": 5, "points": 30, "magnitude": 9},
+                {"kind": "dip", "field": "a", "at": 0.5, "points": 4, "magnitude": 3},
+            ],
+        }
+    )
     assert len(got.planted) + got.dropped == 40 + 5 + 1
     rows = np.zeros(2000, bool)
     for p in got.planted:
-        assert not rows[p.start:p.stop].any()  # disjoint
-        rows[p.start:p.stop] = True
+        assert not rows[p.start : p.stop].any()  # disjoint
+        rows[p.start : p.stop] = True
     np.testing.assert_array_equal(got.anomaly_code > 0, rows)
     np.testing.assert_array_equal(got.values["a"] != clean.values["a"], rows)
     assert len(got.planted) >= 40  # collisions are rare
 
 
 def test_jitter_varies_series_but_labels_stay_exact():
-    p = SeriesParams.model_validate({"fields": {"a": {"level": 5, "noise": {"scale": 1},
-                                                      "seasonality": [{"period": 3600, "amplitude": 2}]}},
-                                     "anomalies": [{"kind": "spike", "at": 0.5, "points": 3, "magnitude": 9}]})
+    p = SeriesParams.model_validate(
+        {
+            "fields": {"a": {"level": 5, "noise": {"scale": 1}, "seasonality": [{"period": 3600, "amplitude": 2}]}},
+            "anomalies": [{"kind": "spike", "at": 0.5, "points": 3, "magnitude": 9}],
+        }
+    )
     runs = [synthesize(p, FIELDS, start_s=0.0, step_s=60.0, n=1000, seed=s, jitter=0.3) for s in (1, 2)]
     assert runs[0].planted[0].start != runs[1].planted[0].start
     assert abs(runs[0].values["a"].mean() - runs[1].values["a"].mean()) > 0.01
     for r in runs:
         rows = np.zeros(1000, bool)
-        rows[r.planted[0].start:r.planted[0].stop] = True
+        rows[r.planted[0].start : r.planted[0].stop] = True
         np.testing.assert_array_equal(r.anomaly_code > 0, rows)
 
 
 def test_table_labels_missing_values_clipping_and_types():
-    opts = {"fields": [{"name": "temp", "min": 0, "max": 10, "decimals": 1}, {"name": "count", "type": "int"}],
-            "frequency": "5min", "length": 20_000, "start": "2024-03-01T23:00:00Z",
-            "params": {"fields": {"temp": {"level": 9, "noise": {"scale": 2}},
-                                  "count": {"level": 100, "noise": {"scale": 5}}},
-                       "missing_rate": 0.1,
-                       "anomalies": [{"kind": "spike", "field": "count", "at": 0.1, "points": 4, "magnitude": 50}]}}
+    opts = {
+        "fields": [{"name": "temp", "min": 0, "max": 10, "decimals": 1}, {"name": "count", "type": "int"}],
+        "frequency": "5min",
+        "length": 20_000,
+        "start": "2024-03-01T23:00:00Z",
+        "params": {
+            "fields": {"temp": {"level": 9, "noise": {"scale": 2}}, "count": {"level": 100, "noise": {"scale": 5}}},
+            "missing_rate": 0.1,
+            "anomalies": [{"kind": "spike", "field": "count", "at": 0.1, "points": 4, "magnitude": 50}],
+        },
+    }
     gen = TimeseriesGenerator(opts, job=job_for(opts))
     t = run(gen, index=7)
     assert t.schema == gen.arrow_schema() and gen.partition_by() == ["date"]
@@ -252,10 +328,17 @@ def test_table_labels_missing_values_clipping_and_types():
 
 
 def test_seeded_runs_are_byte_identical():
-    opts = {"fields": [{"name": "a", "min": -5, "max": 5}, {"name": "b", "type": "int"}], "duration": "2d",
-            "frequency": "1min", "jitter": 0.2,
-            "params": {"fields": {"a": {"noise": {"kind": "student_t", "scale": 1}}}, "missing_rate": 0.05,
-                       "anomalies": [{"kind": "spike", "count": 5, "magnitude": 3}]}}
+    opts = {
+        "fields": [{"name": "a", "min": -5, "max": 5}, {"name": "b", "type": "int"}],
+        "duration": "2d",
+        "frequency": "1min",
+        "jitter": 0.2,
+        "params": {
+            "fields": {"a": {"noise": {"kind": "student_t", "scale": 1}}},
+            "missing_rate": 0.05,
+            "anomalies": [{"kind": "spike", "count": 5, "magnitude": 3}],
+        },
+    }
 
     def ipc(seed: int) -> bytes:
         sink = pa.BufferOutputStream()
@@ -270,10 +353,16 @@ def test_seeded_runs_are_byte_identical():
 
 # ---------------------------------------------------------------- planned by a model
 
-PLANNED = {"fields": [{"name": "temperature", "min": -25, "max": 10, "unit": "degC"},
-                      {"name": "humidity", "min": 30, "max": 100, "unit": "%"}],
-           "frequency": "15min", "duration": "3d", "series_per_plan": 4,
-           "scenario": "cold-storage warehouse sensors; door openings cause short temperature spikes"}
+PLANNED = {
+    "fields": [
+        {"name": "temperature", "min": -25, "max": 10, "unit": "degC"},
+        {"name": "humidity", "min": 30, "max": 100, "unit": "%"},
+    ],
+    "frequency": "15min",
+    "duration": "3d",
+    "series_per_plan": 4,
+    "scenario": "cold-storage warehouse sensors; door openings cause short temperature spikes",
+}
 
 
 def _walk(node: Any) -> Any:
@@ -346,19 +435,27 @@ def test_bad_or_failed_plans_raise_and_a_later_unit_plans_again():
 # ---------------------------------------------------------------- options
 
 
-@pytest.mark.parametrize("bad, words", [
-    ({"fields": [{"name": "a"}], "frequency": "5 parsecs"}, "not a duration"),
-    ({"fields": [{"name": "a"}], "length": 10, "duration": "1d"}, "either length or duration"),
-    ({"fields": [{"name": "date"}]}, "output or envelope columns"),
-    ({"fields": [{"name": "cost_usd"}]}, "output or envelope columns"),
-    ({"fields": [{"name": "a"}, {"name": "a"}]}, "repeat"),
-    ({"fields": [{"name": "a", "min": 5, "max": 1}]}, "must be above min"),
-    ({"fields": [{"name": "a"}], "params": {"fields": {"b": {}}}}, "unknown or repeated field"),
-    ({"fields": [{"name": "a"}], "params": {"anomalies": [{"kind": "spike", "magnitude": 1, "at": 0.2, "count": 3}]}},
-     "one instance"),
-    ({"fields": [{"name": "a"}], "scenario": "x y z", "params": {}}, "not both"),
-    ({"fields": [{"name": "a"}], "colour": "red"}, "Extra inputs"),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ({"fields": [{"name": "a"}], "frequency": "5 parsecs"}, "not a duration"),
+        ({"fields": [{"name": "a"}], "length": 10, "duration": "1d"}, "either length or duration"),
+        ({"fields": [{"name": "date"}]}, "output or envelope columns"),
+        ({"fields": [{"name": "cost_usd"}]}, "output or envelope columns"),
+        ({"fields": [{"name": "a"}, {"name": "a"}]}, "repeat"),
+        ({"fields": [{"name": "a", "min": 5, "max": 1}]}, "must be above min"),
+        ({"fields": [{"name": "a"}], "params": {"fields": {"b": {}}}}, "unknown or repeated field"),
+        (
+            {
+                "fields": [{"name": "a"}],
+                "params": {"anomalies": [{"kind": "spike", "magnitude": 1, "at": 0.2, "count": 3}]},
+            },
+            "one instance",
+        ),
+        ({"fields": [{"name": "a"}], "scenario": "x y z", "params": {}}, "not both"),
+        ({"fields": [{"name": "a"}], "colour": "red"}, "Extra inputs"),
+    ],
+)
 def test_bad_options_fail_with_a_clear_line(bad: dict[str, Any], words: str):
     with pytest.raises(ConfigError, match=words) as err:
         check_options(bad)
