@@ -14,8 +14,8 @@ from aiohttp import web
 
 from synth.fakegen import estimate_tokens, fake_embedding, prompt_tokens
 from synth.simulator.content import Answer, Ask, answer, split_words
+from synth.simulator.http import BadInput, Settle, dumps, json_response
 from synth.simulator.limits import Rejection, seconds_text
-from synth.simulator.server import BadInput, Settle, dumps, json_response
 
 if TYPE_CHECKING:
     from synth.simulator.server import Simulator

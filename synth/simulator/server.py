@@ -12,61 +12,22 @@ import asyncio
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
+from synth.simulator import gemini_wire, openai_wire
 from synth.simulator.config import KeyOverride, SimConfig
 from synth.simulator.content import MALFORMED_KINDS
-from synth.simulator.limits import Bucket, KeyState, Rejection, admit, ratelimit_headers
+from synth.simulator.http import Op, Wire, json_response
+from synth.simulator.limits import Bucket, KeyState, admit, ratelimit_headers
 from synth.simulator.stats import Stats, key_label
 
-Settle = Callable[[int], dict[str, str]]
 SIM: web.AppKey[Simulator] = web.AppKey("sim")
-
-
-class BadInput(ValueError):
-    """The request body is not what the endpoint accepts (answered 400)."""
-
-
-class Job(Protocol):
-    prompt_tokens: int
-    reserved: int  # output tokens reserved on admission
-    structured: bool
-
-
-class Wire(Protocol):
-    """How one API family names keys and words its errors."""
-
-    def key(self, request: web.Request) -> str | None: ...
-
-    def auth_error(self, problem: str) -> web.Response: ...
-
-    def error(self, status: int, message: str) -> web.Response: ...
-
-    def rate_limited(self, rej: Rejection, headers: dict[str, str], model: str) -> web.Response: ...
-
-
-class Op(Protocol):
-    """One endpoint: parse a body into a job, then answer it."""
-
-    def parse(self, body: Any, request: web.Request, sim: Simulator) -> Job: ...
-
-    def answer(
-        self, request: web.Request, job: Any, fault: str | None, sim: Simulator, settle: Settle
-    ) -> Awaitable[web.StreamResponse]: ...
-
-
-def dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)  # compact UTF-8, as json.dumps(separators=...)
-
-
-def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=dumps(obj), status=status, headers=headers, content_type="application/json")
 
 
 class Simulator:
@@ -263,8 +224,6 @@ class Simulator:
         return json_response({"error": f"no admin endpoint {request.method} /_sim/{action}"}, status=404)
 
     def app(self) -> web.Application:
-        from synth.simulator import gemini_wire, openai_wire
-
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/_sim/{action}", self._admin)
         openai_wire.add_routes(app, self)
