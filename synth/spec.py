@@ -10,124 +10,29 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from synth.errors import ConfigError, KeyMissing
-
-KNOWN_KINDS = ("openai", "openrouter", "compat", "gemini", "sim")
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A parsed model string such as ``openai:gpt-4o-mini`` or ``sim:fast``."""
-
-    kind: str
-    model: str
-
-    def __str__(self) -> str:
-        return f"{self.kind}:{self.model}"
-
-
-def parse_model(text: str) -> ModelRef:
-    """Parse ``kind:model``. ``compat`` is any OpenAI-compatible endpoint (needs a base_url)."""
-    kind, sep, model = text.partition(":")
-    if not sep or not model:
-        raise ConfigError(
-            f"model {text!r} is not of the form 'kind:model'; use e.g. 'openai:gpt-4o-mini', "
-            f"'gemini:gemini-2.5-flash' or 'sim:default'"
-        )
-    kind = kind.strip().lower()
-    if kind not in KNOWN_KINDS:
-        raise ConfigError(f"unknown provider prefix {kind!r} in {text!r}; use one of {', '.join(KNOWN_KINDS)}")
-    return ModelRef(kind, model.strip())
-
-
-_HTTP_URL = re.compile(r"^https?://[^/\s]+")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class Limits(Strict):
-    """Per-key limits. Unset means: learn it from the provider's ``x-ratelimit-*`` headers."""
-
-    rpm: float | None = Field(None, gt=0, description="requests per minute for one key")
-    tpm: float | None = Field(None, gt=0, description="tokens per minute (prompt + output) for one key")
-    rps: float | None = Field(None, gt=0, description="optional requests per second cap for one key")
-    max_concurrency: int | None = Field(None, gt=0, description="most requests in flight on one key")
-
-
-class KeySpec(Limits):
-    """One API key, named by the environment variable that holds it."""
-
-    env: str = Field(..., pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="environment variable holding the key")
-    alias: str | None = Field(None, description="name used in logs, stats and records (default: the variable name)")
-
-    @property
-    def name(self) -> str:
-        return self.alias or self.env
-
-
-class PriceSpec(Strict):
-    input_per_mtok: float = Field(..., ge=0, description="USD per million prompt tokens")
-    output_per_mtok: float = Field(..., ge=0, description="USD per million completion tokens")
-
-
-class ProviderSpec(Limits):
-    """One model behind one API, with its keys."""
-
-    name: str | None = Field(None, description="route name generators refer to (default: the model string)")
-    model: str = Field(
-        ...,
-        description="'kind:model', e.g. openai:gpt-4o-mini, gemini:gemini-2.5-flash, "
-        "openrouter:meta-llama/llama-3.1-8b-instruct, compat:<model> (with base_url), sim:default",
-    )
-    base_url: str | None = Field(None, description="API base URL (OpenAI-compatible servers such as vLLM, Ollama)")
-    keys: list[KeySpec] = Field(default_factory=list, description="API keys by environment variable name")
-    timeout_s: float = Field(60.0, gt=0, description="timeout of one call")
-    max_retries: int = Field(
-        6,
-        ge=0,
-        description="transient failures of one request retried while the provider "
-        "answers others (a provider answering no one is retried for "
-        "engine.max_outage_s instead), and before a fallback; 0: no retries",
-    )
-    max_reasks: int = Field(2, ge=0, description="re-asks of malformed or schema-invalid structured output")
-    client: Literal["auto", "sdk", "wire"] = Field(
-        "auto", description="openai kinds: 'wire' is the lean HTTP client, 'sdk' the official SDK; auto = wire"
-    )
-    price: PriceSpec | None = Field(None, description="overrides the built-in price table for this model")
-    params: dict[str, Any] = Field(
-        default_factory=dict, description="default request params (temperature, max_tokens, seed)"
-    )
-    gateways: int = Field(1, ge=1, description="gateway processes per key; a key's limit is split evenly among them")
-
-    @property
-    def route(self) -> str:
-        return self.name or self.model
-
-    @field_validator("model")
-    @classmethod
-    def _model_form(cls, v: str) -> str:
-        try:
-            parse_model(v)
-        except ConfigError as e:
-            raise ValueError(str(e)) from None
-        return v
-
-    @field_validator("base_url")
-    @classmethod
-    def _base_url_form(cls, v: str | None) -> str | None:
-        # a URL without a scheme would be taken as a relative path by the HTTP clients
-        if v is not None and not _HTTP_URL.match(v.strip()):
-            raise ValueError(f"{v!r} is not an http(s) URL; write it with its scheme, e.g. http://127.0.0.1:8000/v1")
-        return v
+from synth.providerspec import (
+    HTTP_URL,
+    KNOWN_KINDS,
+    STRATEGIES,
+    BreakerSpec,
+    CapabilitySpec,
+    KeySpec,
+    Limits,
+    ModelRef,
+    PriceSpec,
+    ProviderSpec,
+    RouteSpec,
+    Strict,
+    parse_model,
+    route_problems,
+)
 
 
 class BudgetSpec(Strict):
@@ -219,6 +124,9 @@ class EngineSpec(Strict):
         "timeouts, lost connections, all retried with backoff meanwhile) before the job "
         "stops, everything committed, to be run again when it is back",
     )
+    breaker: BreakerSpec = Field(
+        default_factory=BreakerSpec, description="every provider's circuit breaker (a provider's 'breaker' overrides)"
+    )
 
 
 class GeneratorSpec(BaseModel):
@@ -242,14 +150,20 @@ class JobSpec(Strict):
     seed: int = Field(0, description="seed of every random choice; same seed, same data")
     generator: GeneratorSpec
     providers: list[ProviderSpec] = Field(default_factory=list, description="models and keys (default: sim)")
-    routes: dict[str, list[str]] = Field(
-        default_factory=dict, description="route name -> provider names tried in order (fallbacks)"
+    routes: dict[str, list[str] | dict[str, Any]] = Field(
+        default_factory=dict,
+        description="route name -> provider names tried in order (fallbacks), or {strategy, providers, ...} "
+        f"(a RouteSpec; strategies: {', '.join(STRATEGIES)})",
     )
     prices: dict[str, PriceSpec] = Field(default_factory=dict, description="price overrides by model string")
+    models: dict[str, CapabilitySpec] = Field(
+        default_factory=dict, description="capability overrides (context, structured, tools, quality) by model string"
+    )
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
     cache: CacheSpec = Field(default_factory=CacheSpec)
     engine: EngineSpec = Field(default_factory=EngineSpec)
+    _route_specs: dict[str, RouteSpec] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _defaults_and_routes(self) -> JobSpec:
@@ -263,12 +177,8 @@ class JobSpec(Strict):
             for i, n in enumerate(names)
             if n in names[:i]
         ]
-        for route, targets in self.routes.items():
-            problems += [
-                f"routes.{route}[{j}]: route {route!r} names unknown provider {t!r}; use one of {names}"
-                for j, t in enumerate(targets)
-                if t not in names
-            ]
+        for route, value in self.routes.items():
+            problems += route_problems(route, value, names)
         if not problems and not self.serves(self.generator.model):
             problems.append(
                 f"generator.model: {self.generator.model!r} names no provider of the job (providers: {names}, "
@@ -290,12 +200,31 @@ class JobSpec(Strict):
         return any(t in names for t in self.route_targets(route)) or any(p.model == route for p in self.providers)
 
     def route_targets(self, route: str) -> list[str]:
-        """Provider names to try, in order, for a route name."""
+        """Provider names of a route, in the order given (a strategy may pick another first)."""
         if route in self.routes:
-            return self.routes[route]
+            return self.route_spec(route).providers
         if route == "default" and "default" not in {p.route for p in self.providers}:
             return [self.providers[0].route]
         return [route]
+
+    def route_spec(self, route: str) -> RouteSpec:
+        """The route's strategy and providers; a name that is no route is a fallback over itself."""
+        hit = self._route_specs.get(route)
+        if hit is None:
+            value = self.routes.get(route)
+            if isinstance(value, dict):
+                hit = RouteSpec.model_validate(value)
+            else:
+                hit = RouteSpec(providers=value if value is not None else self.route_targets(route))
+            self._route_specs[route] = hit
+        return hit
+
+    def breaker_for(self, provider: ProviderSpec) -> BreakerSpec:
+        """The job's breaker settings with the fields the provider sets winning."""
+        own = provider.breaker
+        if own is None:
+            return self.engine.breaker
+        return self.engine.breaker.model_copy(update={k: getattr(own, k) for k in own.model_fields_set})
 
     def redacted(self) -> dict[str, Any]:
         """The spec as plain data. Holds no secrets by construction (keys are variable names)."""
@@ -412,7 +341,7 @@ def apply_conventions(spec: JobSpec, env: dict[str, str]) -> JobSpec:
                 update["keys"] = [KeySpec(env=var)]
         base_url = env.get("OPENAI_BASE_URL", "").strip()
         if kind == "openai" and not p.base_url and base_url:
-            if not _HTTP_URL.match(base_url):
+            if not HTTP_URL.match(base_url):
                 raise ConfigError(
                     f"OPENAI_BASE_URL: {base_url!r} (used by providers[{i}]) is not an http(s) URL; "
                     "set it with its scheme, e.g. http://127.0.0.1:8000/v1, or set base_url"
@@ -487,18 +416,24 @@ def load_spec(path: str | Path, *, env_file: str | Path | None = None, check_key
 
 
 __all__ = [
+    "KNOWN_KINDS",
+    "BreakerSpec",
     "BudgetSpec",
+    "CapabilitySpec",
     "CacheSpec",
     "EngineSpec",
     "GeneratorSpec",
     "JobSpec",
     "KeySpec",
     "Limits",
+    "ModelRef",
     "OutputSpec",
     "PriceSpec",
     "ProviderSpec",
+    "RouteSpec",
     "StorageSpec",
     "load_spec",
     "parse_job",
+    "parse_model",
     "substitute",
 ]
