@@ -15,11 +15,10 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from synth.errors import MalformedOutput
 from synth.providers.journal import (
     MALFORMED,
     OK,
@@ -250,36 +249,6 @@ class AnswerStore:
         return {**self.counts, "saved_usd": round(self.counts["saved_usd"], 8)}
 
 
-async def answered(
-    store: AnswerStore, t: Any, r: Any, spent: list[Any], buy: Callable[[], Awaitable[Completion]], counts: Any
-) -> Completion:
-    """One answer to request ``r`` on target ``t`` (a dispatcher's): from the store when it has
-    one, else bought with ``buy`` and journaled before it is used (an unparseable answer too: it
-    was paid for). ``spent`` (attempts, usage, cost) adds up as if the call had been made."""
-    key = t.keymaker.key(r)
-    found = store.find(t.digest, key, r.id)
-    if found is not None:
-        status, value = found
-        if status != OK:
-            raise MalformedOutput(f"{t.spec.model}: answer is not valid JSON (replayed)", raw=str(value))
-        comp: Completion = value  # type: ignore[assignment]
-        spent[0] += comp.attempts
-        spent[1] = comp.usage if spent[1] is None else spent[1] + comp.usage
-        spent[2] += comp.cost_usd
-        counts["replayed" if not comp.cached else "cache_hits"] += 1
-        return comp
-    attempts, usd = spent[0], spent[2]
-    try:
-        comp = await buy()
-    except MalformedOutput as e:
-        store.record(t.digest, key, r.id, None, cost_usd=spent[2] - usd, raw=e.raw)
-        raise
-    comp.attempts = spent[0] - attempts
-    comp.cost_usd = spent[2] - usd
-    store.record(t.digest, key, r.id, comp, cost_usd=comp.cost_usd)
-    return comp
-
-
 def ship_leftovers(spool: str | Path, journal: Folder) -> int:
     """Upload segments a killed run left in a local spool (a remote output's), then remove them."""
     root = Path(spool)
@@ -294,4 +263,4 @@ def ship_leftovers(spool: str | Path, journal: Folder) -> int:
     return n
 
 
-__all__ = ["ANSWERS", "AnswerStore", "answered", "Folder", "JOURNAL", "LocalFolder", "load_segments", "ship_leftovers"]
+__all__ = ["ANSWERS", "AnswerStore", "Folder", "JOURNAL", "LocalFolder", "load_segments", "ship_leftovers"]

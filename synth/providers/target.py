@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from synth.errors import ConfigError
 from synth.providers.base import Provider
 from synth.providers.clock import Clock
+from synth.providers.health import Health
 from synth.providers.journal import KeyMaker, model_digest
 from synth.providers.keys import KeyPool
 from synth.providers.pricing import price_for
@@ -36,6 +37,7 @@ class Target:
         own = getattr(provider, "enforces_timeout", False)
         self.backstop: float | None = None if own else spec.timeout_s * 1.1 + 0.1
         self.defaults = {k: spec.params[k] for k in _PARAM_FIELDS if spec.params.get(k) is not None}
+        self.health = Health(spec.timeout_s)  # how it is doing: the outage policy and the abandon deadline
         self.counts: Counter[str] = Counter()
         self.examples: dict[str, str] = {}  # one message per error kind, for the run summary
         # the answer store's view: answers are kept per model and endpoint, keyed by content

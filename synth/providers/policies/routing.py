@@ -1,0 +1,196 @@
+"""Routing: which providers a request's route reaches (:func:`route_providers`, the one place a
+route is resolved: the engine's workers call it too), in which order they are tried (a
+:class:`Strategy`), and what a failure of the last one means for the job (the failure window).
+
+A route names providers; when one fails the next is tried (fallback), and the request's attempts,
+usage and cost add up over all of them. A request's ``latency_ms`` is from entering this layer to
+the answer, waits and retries included. When more than ``engine.max_failure_rate`` of the last
+``engine.failure_window`` requests failed through their own fault, the job stops (JobStopped).
+
+The strategy seam: for each route, :func:`strategy_for` gives an object with
+
+* ``order(request, candidates) -> list[Target]``: the route's providers (``Target``, named by
+  ``.route``) in the order to try them for this request; it may leave some out, never empty,
+* ``observe(provider, ok, latency_s)``: the outcome of one provider's turn at a request (``ok``
+  False when it failed and the next one was tried, or the request failed), and how long it took.
+
+:class:`Fallback` (the job file's list order) is the one strategy here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from synth.errors import BadRequest, BudgetExceeded, JobStopped, ProviderError, RateLimited, Transient
+from synth.providers.clock import Clock
+from synth.providers.counters import FailureWindow
+from synth.providers.policies.base import Call, Layer, Ledger
+from synth.providers.target import Target
+from synth.records import Completion, EmbeddingRequest, Embeddings, Request
+from synth.spec import JobSpec
+
+log = logging.getLogger("synth.providers")
+
+
+def route_providers(job: JobSpec, route: str) -> list[str]:
+    """Names of the providers ``route`` reaches, in the job's order; empty when none does. A route
+    is a name under ``routes:``, a provider's name, ``default`` (the first provider when none is
+    named so), or a raw ``kind:model`` one of the providers has."""
+    names = [p.route for p in job.providers]
+    if route in job.routes:
+        listed = list(job.routes[route])
+    elif route == "default" and "default" not in names and names:
+        listed = [names[0]]
+    else:
+        listed = [route]
+    found = [n for n in listed if n in names]
+    return found or [p.route for p in job.providers if p.model == route]
+
+
+class Strategy(Protocol):
+    """The order a route's providers are tried in (see the module's docstring)."""
+
+    def order(self, request: Request | EmbeddingRequest, candidates: list[Target]) -> Sequence[Target]: ...
+
+    def observe(self, provider: str, ok: bool, latency_s: float) -> None: ...
+
+
+class Fallback:
+    """The given order: the first provider, then the next when it fails."""
+
+    def order(self, request: Request | EmbeddingRequest, candidates: list[Target]) -> Sequence[Target]:
+        return candidates
+
+    def observe(self, provider: str, ok: bool, latency_s: float) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return "Fallback()"
+
+
+def strategy_for(job: JobSpec, route: str, candidates: list[Target]) -> Strategy:
+    """The strategy of ``route`` (its providers are ``candidates``)."""
+    return Fallback()
+
+
+class RoutingLayer:
+    """The top of the stack: resolves a request's route, tries its providers through ``inner``."""
+
+    def __init__(self, inner: Layer, ledger: Ledger, job: JobSpec, targets: Mapping[str, Target], *, clock: Clock):
+        self.inner = inner
+        self.ledger = ledger
+        self.job = job
+        self.targets = targets
+        self.clock = clock
+        self.window = FailureWindow(job.engine.failure_window, job.engine.max_failure_rate)
+        self._routes: dict[str, tuple[list[Target], Strategy]] = {}
+
+    def resolve(self, route: str) -> tuple[list[Target], Strategy]:
+        """The providers of ``route`` this process has, and its strategy; BadRequest for neither."""
+        hit = self._routes.get(route)
+        if hit is not None:
+            return hit
+        found = [self.targets[n] for n in route_providers(self.job, route) if n in self.targets]
+        if not found:
+            raise BadRequest(
+                f"request names model {route!r}, which is neither a route nor a provider of the "
+                f"job; use one of {sorted(set(self.job.routes) | set(self.targets))}"
+            )
+        hit = self._routes[route] = (found, strategy_for(self.job, route, found))
+        return hit
+
+    async def complete(self, request: Request, call: Call) -> Completion:
+        clock = self.clock
+        started = clock.now()
+        ledger = self.ledger
+        ledger.counts["requests"] += 1
+        if ledger.stopped is not None:
+            raise JobStopped(ledger.stopped)
+        candidates, strategy = self.resolve(request.model)
+        targets = strategy.order(request, candidates)
+        n = len(targets)
+        t0 = started
+        for i, target in enumerate(targets):
+            call.target = target
+            call.last = i + 1 == n
+            try:
+                comp = await self.inner.complete(request, call)
+            except BudgetExceeded:
+                ledger.counts["errors.budget"] += 1
+                raise
+            except ProviderError as e:
+                now = clock.now()
+                strategy.observe(target.route, False, now - t0)
+                t0 = now
+                ledger.counts["errors." + e.kind] += 1
+                target.counts["errors." + e.kind] += 1
+                target.examples.setdefault(e.kind, str(e)[:300])
+                if call.last:
+                    e.attempts = call.attempts  # type: ignore[attr-defined]  # for the dead letter
+                    # the failure window counts what units caused, not failures retried in vain
+                    if not (isinstance(e, (RateLimited, Transient)) and call.attempts > 1):
+                        self._outcome(False, e)
+                    raise
+                ledger.counts["fallbacks"] += 1
+                log.info(
+                    "route %s: %s failed (%s); falling back to %s",
+                    request.model,
+                    target.route,
+                    e.kind,
+                    targets[i + 1].route,
+                )
+                continue
+            now = clock.now()
+            strategy.observe(target.route, True, now - t0)
+            # pydantic attribute writes cost a few microseconds each: only the ones that change
+            if call.attempts != comp.attempts:
+                comp.attempts = call.attempts
+            if call.usage is not comp.usage and call.usage is not None:
+                comp.usage = call.usage
+            if call.cost_usd != comp.cost_usd:
+                comp.cost_usd = call.cost_usd
+            comp.latency_ms = (now - started) * 1000.0
+            ledger.counts["successes"] += 1
+            target.counts["successes"] += 1
+            self._outcome(True)
+            return comp
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _outcome(self, ok: bool, err: ProviderError | None = None) -> None:
+        """Slide the failure window; past ``engine.max_failure_rate`` the job stops (JobStopped)."""
+        why = self.window.add(ok, err)
+        if why is not None:
+            self.ledger.stop(why)
+
+    async def embed(self, request: EmbeddingRequest, call: Call) -> Embeddings:
+        ledger = self.ledger
+        ledger.counts["embed_requests"] += 1
+        candidates, strategy = self.resolve(request.model)
+        targets = strategy.order(request, candidates)
+        t0 = self.clock.now()
+        for i, target in enumerate(targets):
+            call.target = target
+            call.last = i + 1 == len(targets)
+            try:
+                out = await self.inner.embed(request, call)
+            except ProviderError as e:
+                now = self.clock.now()
+                strategy.observe(target.route, False, now - t0)
+                t0 = now
+                ledger.counts["errors." + e.kind] += 1
+                if call.last:
+                    raise
+                ledger.counts["fallbacks"] += 1
+                continue
+            strategy.observe(target.route, True, self.clock.now() - t0)
+            out.cost_usd = call.cost_usd
+            return out
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def __repr__(self) -> str:
+        return f"RoutingLayer({self.inner!r})"
+
+
+__all__ = ["Fallback", "RoutingLayer", "Strategy", "route_providers", "strategy_for"]
