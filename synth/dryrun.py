@@ -209,10 +209,10 @@ async def make_sample(job: JobSpec, sample: int) -> tuple[Meter, dict[str, Any]]
             shard_ctx = GenContext(job=job.name, seed=job.seed, llm=llm, claims=claim, extras=ctx.extras)
             started = time.perf_counter()
             res = await run_shard(
-                tagged,
+                tagged,  # type: ignore[arg-type]
                 shard_ctx,
                 shard,
-                fp,  # type: ignore[arg-type]
+                fp,
                 concurrency=job.engine.concurrency,
             )
             if i > 0 or len(pieces) == 1:
@@ -269,22 +269,22 @@ def project(
         if unit is not None and price is not None:
             unit_usd[unit] += _usd(prompt, completion, price)
     providers: list[ProviderProjection] = []
-    for route, (calls, prompt, completion) in totals.items():
+    for route, (n_calls, n_prompt, n_completion) in totals.items():
         spec, price = by_route[route], prices[route]
         tp = throughput(
-            spec, (prompt + completion) / calls if calls else 0.0, latency_s=latency_s, max_in_flight=most_out
+            spec, (n_prompt + n_completion) / n_calls if n_calls else 0.0, latency_s=latency_s, max_in_flight=most_out
         )
         providers.append(
             ProviderProjection(
                 route=route,
                 model=spec.model,
                 price=price,
-                calls=round(calls),
-                prompt_tokens=round(prompt),
-                completion_tokens=round(completion),
-                usd=None if price is None else _usd(prompt, completion, price),
+                calls=round(n_calls),
+                prompt_tokens=round(n_prompt),
+                completion_tokens=round(n_completion),
+                usd=None if price is None else _usd(n_prompt, n_completion, price),
                 throughput=tp,
-                wall_s=calls / tp.rate_rps if calls else 0.0,
+                wall_s=n_calls / tp.rate_rps if n_calls else 0.0,
             )
         )
     priced = [p.usd for p in providers if p.usd is not None]

@@ -55,7 +55,7 @@ def execute(
     gateways.retried = seen.get("retried", [])
     gateways.start()
     # on the driver's node: the progress totals and the gateway directory must outlive any worker node
-    monitor = MonitorActor.options(
+    monitor = MonitorActor.options(  # type: ignore[attr-defined]
         scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     ).remote()
     ray.wait(warm, num_returns=len(warm), timeout=30)
@@ -66,7 +66,7 @@ def execute(
     # that start late still find blocks no one has taken
     grows = (job.engine.max_workers or 0) > workers
     blocks = job.engine.max_workers * 16 if grows else workers * 4  # type: ignore[operator]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), blocks)))
+    ds: Any = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), blocks)))
     with warnings.catch_warnings():
         # the actor options below have no named replacement yet; pyproject keeps Ray below the
         # release that drops them, so users need not read about it on every run

@@ -116,7 +116,7 @@ class _S3Store:
             finally:
                 resp["Body"].close()
 
-        return sync(self.fs.loop, get)  # type: ignore[no-any-return]
+        return sync(self.fs.loop, get)
 
     def _call(self, method: str, **kw: Any) -> bool:
         try:

@@ -145,13 +145,14 @@ class Manifest:
         if existing is not None and overwrite:
             _clear(st)
             existing = None
-        new = {"fingerprint": fingerprint(job), "spec": shaping_spec(job)}
+        new_spec = shaping_spec(job)
+        new = {"fingerprint": fingerprint(job), "spec": new_spec}
         self._shard_size = job.output.shard_size
         if existing is not None:
             old = json.loads(existing)
             old_spec = old.get("spec", {})
-            if {**old_spec, "count": None} != {**new["spec"], "count": None}:
-                diff = spec_differences(old_spec, new["spec"])
+            if {**old_spec, "count": None} != {**new_spec, "count": None}:
+                diff = spec_differences(old_spec, new_spec)
                 raise StorageError(
                     f"{st.uri} holds a different job ({'; '.join(diff[:5])}); "
                     "use a new output path or --overwrite to replace it"
@@ -209,7 +210,7 @@ class Manifest:
         if "stop" not in e:
             e["start"] = e.get("start", shard * self._size())
             e["stop"] = e["start"] + int(e.get("units", 0))
-        return e  # type: ignore[no-any-return]
+        return e
 
     def head(self, shard: int, gens: Sequence[int] | None = None) -> dict[str, Any] | None:
         """The latest commit entry of a shard (``gens``: its generations, when already listed)."""

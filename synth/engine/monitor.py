@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import Counter
 from typing import Any
 
 import ray
@@ -17,7 +16,7 @@ class MonitorActor:
     workers consult when one is lost (the driver publishes each replacement here)."""
 
     def __init__(self) -> None:
-        self.totals: Counter[str] = Counter()
+        self.totals: dict[str, float] = {}
         self.version = 0
         self.table: list[Any] = []
 
@@ -31,18 +30,18 @@ class MonitorActor:
     def report(self, stats: dict[str, Any]) -> None:
         for k, v in stats.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                self.totals[k] += v
+                self.totals[k] = self.totals.get(k, 0) + v
 
     def snapshot(self) -> dict[str, float]:
         return dict(self.totals)
 
 
 def merge_gateway_stats(stats: list[dict[str, Any]]) -> dict[str, float]:
-    out: Counter[str] = Counter()
+    out: dict[str, float] = {}
     for s in stats:
         for k, v in s.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                out[k] += v
+                out[k] = out.get(k, 0) + v
     return dict(out)
 
 

@@ -137,7 +137,7 @@ def _route_ray_loggers(out: TextIO, keep_console: bool) -> Iterator[None]:
         ]
         if not console:
             continue
-        removed = [] if keep_console else console
+        removed: list[logging.Handler] = [] if keep_console else list(console)
         for h in removed:
             lg.removeHandler(h)
         lg.addHandler(to_file)

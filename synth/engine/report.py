@@ -42,17 +42,17 @@ def all_failed(by_route: dict[str, dict[str, Any]]) -> str | None:
 
 def answers(reports: list[dict[str, Any]]) -> dict[str, float]:
     """Journal replays, cache hits, misses and dollars saved, over every gateway."""
-    tot: Counter[str] = Counter()
+    tot: dict[str, float] = {}
     for rep in reports:
         for k, v in (rep.get("answers") or {}).items():
             if isinstance(v, (int, float)):
-                tot[k] += v
+                tot[k] = tot.get(k, 0) + v
     return {
-        "journal_hits": int(tot["journal_hits"]),
-        "cache_hits": int(tot["cache_hits"]),
-        "misses": int(tot["misses"]),
-        "journaled": int(tot["journaled"]),
-        "saved_usd": round(tot["saved_usd"], 6),
+        "journal_hits": int(tot.get("journal_hits", 0)),
+        "cache_hits": int(tot.get("cache_hits", 0)),
+        "misses": int(tot.get("misses", 0)),
+        "journaled": int(tot.get("journaled", 0)),
+        "saved_usd": round(tot.get("saved_usd", 0.0), 6),
     }
 
 

@@ -172,6 +172,7 @@ class ShardSink(Datasink):
         storage = Storage(self.out)
         done: list[dict[str, Any]] = []
         for block in blocks:
+            row: Any
             for row in BlockAccessor.for_block(block).iter_rows(public_row_format=False):
                 shard = int(row["shard"])
                 if row["aborted"]:

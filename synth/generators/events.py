@@ -128,9 +128,9 @@ class _Prepared:
                 if columns.setdefault(col, pa.string()) != pa.string():
                     raise ConfigError(f"catalog: text column {col!r} of {t.name!r} is a sampled column elsewhere")
         self.columns = columns
-        s = catalog.sessions
-        self.funnel = Funnel.of(catalog, s) if s is not None else None
-        self.gap = build_sampler(s.gap) if s is not None else None
+        sess = catalog.sessions
+        self.funnel = Funnel.of(catalog, sess) if sess is not None else None
+        self.gap = build_sampler(sess.gap) if sess is not None else None
         self.schema = pa.schema(
             [
                 ("event_id", pa.string()),
@@ -144,7 +144,7 @@ class _Prepared:
             + list(columns.items())
         )
         self.per_user = any(t.rate is not None and t.rate.per_user for t in catalog.types) or (
-            s is not None and s.rate.per_user
+            sess is not None and sess.rate.per_user
         )
 
 
@@ -282,7 +282,7 @@ class EventsGenerator:
 
         def put(col: str, rows: np.ndarray, vals: Any) -> None:
             if col not in values:
-                dtype = _NUMPY.get(prep.columns[col], object)
+                dtype: Any = _NUMPY.get(prep.columns[col], object)
                 values[col] = (
                     np.zeros(n, dtype=dtype) if dtype is not object else np.full(n, None, dtype=object),
                     np.zeros(n, dtype=bool),

@@ -216,8 +216,8 @@ def _shorthand(v: Any) -> Any:
     return v
 
 
-VarSpec = Annotated[
-    Annotated[Union[SAMPLER_SPECS + (ValuesVar, RangeVar, FileVar)], Field(discriminator="kind")],  # type: ignore[valid-type]  # noqa: UP007 - a union built from a tuple
+VarSpec = Annotated[  # type: ignore[valid-type]
+    Annotated[Union[SAMPLER_SPECS + (ValuesVar, RangeVar, FileVar)], Field(discriminator="kind")],  # noqa: UP007 - a union built from a tuple
     BeforeValidator(_shorthand),
 ]
 """A template variable source: a list, a scalar, a sampler spec, a range or a file."""

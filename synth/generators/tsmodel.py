@@ -179,7 +179,11 @@ def synthesize(
     values: dict[str, np.ndarray] = {}
     for j, f in enumerate(fields):
         p = params.fields.get(f.name) or FieldParams()
-        level = p.level if p.level is not None else ((f.min + f.max) / 2 if f.span is not None else 0.0)
+        level = (
+            p.level
+            if p.level is not None
+            else ((f.min + f.max) / 2 if f.min is not None and f.max is not None else 0.0)
+        )
         # multipliers: level offset, trend, noise, then (amplitude, phase) per seasonality
         r = (
             jitter * jitter_rng.uniform(-1, 1, 3 + 2 * len(p.seasonality))

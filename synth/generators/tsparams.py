@@ -186,7 +186,7 @@ def planning_model(fields: list[FieldSpec], step_s: float, n: int) -> type[BaseM
             create_model(
                 f"Plan{tag}",
                 __config__=ConfigDict(extra="forbid"),
-                level=_bounded(float(f.min), float(f.max), f"base value in {f.unit or 'units'}"),  # type: ignore[arg-type]
+                level=_bounded(float(f.min), float(f.max), f"base value in {f.unit or 'units'}"),
                 trend_kind=(
                     Literal["none", "linear", "exponential", "piecewise"],
                     Field(..., description="trend shape"),
@@ -199,7 +199,7 @@ def planning_model(fields: list[FieldSpec], step_s: float, n: int) -> type[BaseM
             ),
             Field(...),
         )
-    targets = Literal[tuple(names + ["all"])]  # type: ignore[valid-type]
+    targets = Literal[tuple(names + ["all"])]
     anomaly = create_model(
         "PlannedAnomaly",
         __config__=ConfigDict(extra="forbid"),
@@ -212,7 +212,7 @@ def planning_model(fields: list[FieldSpec], step_s: float, n: int) -> type[BaseM
     )
     extra: dict[str, Any] = {}
     if len(names) > 1:
-        one_of = Literal[tuple(names)]  # type: ignore[valid-type]
+        one_of = Literal[tuple(names)]
         corr = create_model(
             "PlannedCorrelation",
             __config__=ConfigDict(extra="forbid"),
@@ -298,8 +298,8 @@ def fit_to_range(params: SeriesParams, fields: list[FieldSpec]) -> SeriesParams:
                 kn.value *= k
             for s in p.shifts:
                 s.delta *= k
-            for s in p.seasonality:
-                s.amplitude *= k
+            for season in p.seasonality:
+                season.amplitude *= k
             p.noise.scale *= k
         lo_off, hi_off = _offsets(p)
         swing = sum(s.amplitude for s in p.seasonality) + 3 * p.noise.scale

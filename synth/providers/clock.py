@@ -20,6 +20,11 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class Timer(Protocol):
     def cancel(self) -> None: ...
 
@@ -98,7 +103,7 @@ class FakeClock:
             await asyncio.sleep(0)
             return
         fut = asyncio.get_running_loop().create_future()
-        timer = self.call_later(seconds, lambda: fut.done() or fut.set_result(None))
+        timer = self.call_later(seconds, lambda: _wake(fut))
         try:
             await fut
         finally:
@@ -180,11 +185,7 @@ class Waker:
     async def nap(self, seconds: float) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._poke = fut
-        timer = (
-            None
-            if seconds == float("inf")
-            else self.clock.call_later(seconds, lambda: fut.done() or fut.set_result(None))
-        )
+        timer = None if seconds == float("inf") else self.clock.call_later(seconds, lambda: _wake(fut))
         try:
             await fut
         finally:

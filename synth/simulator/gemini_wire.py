@@ -18,7 +18,7 @@ from aiohttp import web
 
 from synth.fakegen import estimate_tokens, fake_embedding, prompt_tokens
 from synth.simulator.content import Answer, Ask, answer, split_words
-from synth.simulator.http import BadInput, Settle, dumps, json_response
+from synth.simulator.http import BadInput, Op, Settle, dumps, json_response
 from synth.simulator.limits import Rejection, seconds_text
 
 if TYPE_CHECKING:
@@ -350,7 +350,7 @@ class Embed:
 
 
 def add_routes(app: web.Application, sim: Simulator) -> None:
-    ops = {
+    ops: dict[str, Op] = {
         "generateContent": Generate(False),
         "streamGenerateContent": Generate(True),
         "embedContent": Embed(False),
