@@ -1,6 +1,7 @@
 """What a call costs: a built-in price table, overridable from the job file.
 
-Prices are USD per million tokens at the providers' standard (non-batch) list prices of mid-2025;
+The table is the price columns of the model table, ``synth/data/models.yaml``, which also holds
+each model's capabilities (:mod:`synth.providers.capabilities`). Prices are USD per million tokens at the providers' standard (non-batch) list prices of mid-2025;
 they move, so a job may override any of them (``prices:`` keyed by model string, or a provider's
 ``price:``). An unknown model costs 0 and is warned about once, never an error.
 
@@ -16,40 +17,31 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 from synth.records import Usage
 from synth.spec import PriceSpec
 
 log = logging.getLogger(__name__)
 
+MODELS_FILE = Path(__file__).resolve().parents[1] / "data" / "models.yaml"
+
+
+def _load_models() -> dict[str, dict[str, Any]]:
+    """The built-in model table (synth/data/models.yaml): price and capabilities per model name."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with open(MODELS_FILE, encoding="utf-8") as f:
+        return {str(k).lower(): dict(v) for k, v in (yaml.load(f, Loader=loader) or {}).items()}
+
+
+# model name -> its row of the table; price and capabilities are defined there once
+MODELS: dict[str, dict[str, Any]] = _load_models()
 # model name -> (input, output) USD per million tokens
 TABLE: dict[str, tuple[float, float]] = {
-    # OpenAI
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "gpt-5": (1.25, 10.00),
-    "gpt-5-mini": (0.25, 2.00),
-    "gpt-5-nano": (0.05, 0.40),
-    "o1": (15.00, 60.00),
-    "o3": (2.00, 8.00),
-    "o3-mini": (1.10, 4.40),
-    "o4-mini": (1.10, 4.40),
-    "gpt-4-turbo": (10.00, 30.00),
-    "gpt-3.5-turbo": (0.50, 1.50),
-    "text-embedding-3-small": (0.02, 0.0),
-    "text-embedding-3-large": (0.13, 0.0),
-    "text-embedding-ada-002": (0.10, 0.0),
-    # Google (Gemini API, prompts up to 200k tokens)
-    "gemini-2.5-pro": (1.25, 10.00),
-    "gemini-2.5-flash": (0.30, 2.50),
-    "gemini-2.5-flash-lite": (0.10, 0.40),
-    "gemini-2.0-flash": (0.10, 0.40),
-    "gemini-2.0-flash-lite": (0.075, 0.30),
-    "gemini-embedding-001": (0.15, 0.0),
-    "text-embedding-004": (0.0, 0.0),
+    name: (float(row["input"]), float(row["output"])) for name, row in MODELS.items() if "input" in row
 }
 FREE = PriceSpec(input_per_mtok=0.0, output_per_mtok=0.0)
 _warned: set[str] = set()
@@ -65,16 +57,24 @@ def _bare(model: str) -> tuple[str, str]:
 
 
 @lru_cache(maxsize=1024)
-def table_price(name: str) -> PriceSpec | None:
-    """The table entry for a model name, matching dated or suffixed versions by the longest known
+def known_model(name: str) -> str | None:
+    """The table's name for a model name, matching dated or suffixed versions by the longest known
     prefix (``gpt-4o-mini-2024-07-18`` -> ``gpt-4o-mini``, ``gemini-2.5-flash-001`` -> ``gemini-2.5-flash``)."""
+    name = _bare(name)[1] if ":" in name or "/" in name else name.strip().lower()
     best = None
-    for known in TABLE:
+    for known in MODELS:
         if (name == known or name.startswith(known + "-") or name.startswith(known + "@")) and (
             best is None or len(known) > len(best)
         ):
             best = known
-    if best is None:
+    return best
+
+
+@lru_cache(maxsize=1024)
+def table_price(name: str) -> PriceSpec | None:
+    """The table's price for a model name (see :func:`known_model`), or None."""
+    best = known_model(name)
+    if best is None or best not in TABLE:
         return None
     i, o = TABLE[best]
     return PriceSpec(input_per_mtok=i, output_per_mtok=o)
@@ -135,4 +135,4 @@ def cost(usage: Usage, price: PriceSpec | None) -> float:
     return (usage.prompt_tokens * price.input_per_mtok + usage.completion_tokens * price.output_per_mtok) / 1e6
 
 
-__all__ = ["FREE", "TABLE", "cost", "estimate_price", "price_for", "table_price"]
+__all__ = ["FREE", "MODELS", "TABLE", "cost", "estimate_price", "known_model", "price_for", "table_price"]
