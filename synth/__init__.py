@@ -2,7 +2,10 @@
 
 import synth
 result = synth.run("jobs/examples/structured.yaml", count=1000, output="./out/demo")
+records = synth.open("./out/demo")      # a pyarrow.dataset.Dataset of the committed records
 """
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -16,6 +19,19 @@ from synth.errors import (  # noqa: E402
 )
 from synth.spec import JobSpec  # noqa: E402
 
+if TYPE_CHECKING:
+    import pyarrow.dataset
+
+
+def open(uri: str, storage: dict[str, Any] | None = None) -> "pyarrow.dataset.Dataset":  # noqa: A001
+    """The committed records of a job's output (a local folder or any fsspec URI, finished or
+    still running) as a ``pyarrow.dataset.Dataset``. ``storage``: object-storage settings as in a
+    job file's ``output.storage`` (``endpoint_url``, ``region``, ``key_env``, ``secret_env``)."""
+    from synth.dataset import open as open_output  # pyarrow.dataset loads on first use only
+
+    return open_output(uri, storage)
+
+
 __all__ = [
     "BudgetExceeded",
     "ConfigError",
@@ -25,5 +41,6 @@ __all__ = [
     "SynthError",
     "__version__",
     "load_job",
+    "open",
     "run",
 ]

@@ -274,6 +274,94 @@ def index(
     typer.echo(report.model_dump_json() if hasattr(report, "model_dump_json") else str(report))
 
 
+def _endpoint(url: str | None) -> dict[str, Any] | None:
+    return {"endpoint_url": url} if url else None
+
+
+ENDPOINT_HELP = "S3-compatible endpoint of the output (default: AWS_ENDPOINT_URL)"
+
+
+@app.command("inspect")
+def inspect_cmd(
+    output: str = typer.Argument(..., help="a job's output folder: local path or any fsspec URI (s3://...)"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON document, for scripts"),
+    samples: int = typer.Option(3, "--samples", min=0, help="sample records to show"),
+    max_rows: int | None = typer.Option(
+        None, "--max-rows", min=1, help="summarise columns over at most this many rows (default: all)"
+    ),
+    endpoint_url: str | None = typer.Option(None, "--endpoint-url", help=ENDPOINT_HELP),
+) -> None:
+    """What an output holds: records, dead letters, shards committed of planned, tokens and cost, top
+    failure reasons, a summary per column and a few sample records. Works while a job runs and on an
+    unfinished one (only committed shards count).
+
+    Example: synth inspect ./out/products --json"""
+
+    def go() -> Any:
+        from synth.inspect import inspect
+
+        return inspect(output, samples=samples, max_rows=max_rows, storage=_endpoint(endpoint_url))
+
+    doc = guarded(go)
+    if as_json:
+        typer.echo(json.dumps(doc, default=str))
+        return
+    from synth.inspect import render
+
+    render(doc)
+
+
+@app.command("export")
+def export_cmd(
+    output: str = typer.Argument(..., help="a job's output folder: local path or any fsspec URI (s3://...)"),
+    fmt: str = typer.Option(..., "--format", "-f", help="jsonl, csv, sql, hf, openai, sharegpt or messages"),
+    to: str | None = typer.Option(
+        None, "--to", help="file or folder (any fsspec URI); for sql a SQLAlchemy URL or a path (SQLite file)"
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace what --to holds"),
+    with_envelope: bool = typer.Option(
+        False, "--with-envelope", help="keep the envelope columns (model, provider, tokens, cost, ...)"
+    ),
+    table: str = typer.Option("records", "--table", help="table name for --format sql"),
+    push: str | None = typer.Option(None, "--push", help="for --format hf: also push to this Hugging Face Hub repo"),
+    batch_rows: int = typer.Option(2048, "--batch-rows", min=1, help="records read and written per batch"),
+    endpoint_url: str | None = typer.Option(None, "--endpoint-url", help=ENDPOINT_HELP),
+) -> None:
+    """Export an output's committed records (never its dead letters), streaming batch by batch.
+    Written under a temporary name and moved into place when complete.
+
+    jsonl: one JSON object per record
+    csv: one row per record, nested fields as JSON strings
+    sql: a table through SQLAlchemy (--to a URL, or a path for an SQLite file; --table)
+    hf: a Hugging Face datasets folder for load_from_disk; --push REPO also uploads it (token: HF_TOKEN)
+    openai: chat fine-tuning JSONL, each line validated (chat records)
+    sharegpt: {"conversations": [{"from", "value"}]} per line (chat records)
+    messages: {"id", "messages"} per line (chat records)
+
+    Example: synth export ./out/dialogs --format openai --to train.jsonl"""
+
+    def go() -> Any:
+        from synth.export import export
+
+        return export(
+            output,
+            fmt,
+            to,
+            overwrite=overwrite,
+            with_envelope=with_envelope,
+            table=table,
+            push=push,
+            batch_rows=batch_rows,
+            storage=_endpoint(endpoint_url),
+        )
+
+    res = guarded(go)
+    typer.echo(res.line())
+    if res.skipped and not res.records:
+        typer.echo(f"error: no record is a valid {res.format} example", err=True)
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:  # recent typer vendors click; its usage errors are that copy's classes
         from typer._click import exceptions as cx
