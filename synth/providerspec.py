@@ -29,17 +29,12 @@ class ModelRef:
 
 
 def parse_model(text: str) -> ModelRef:
-    """Parse ``kind:model``. ``compat`` is any OpenAI-compatible endpoint (needs a base_url)."""
-    kind, sep, model = text.partition(":")
-    if not sep or not model:
-        raise ConfigError(
-            f"model {text!r} is not of the form 'kind:model'; use e.g. 'openai:gpt-4o-mini', "
-            f"'gemini:gemini-2.5-flash' or 'sim:default'"
-        )
-    kind = kind.strip().lower()
-    if kind not in KNOWN_KINDS:
-        raise ConfigError(f"unknown provider prefix {kind!r} in {text!r}; use one of {', '.join(KNOWN_KINDS)}")
-    return ModelRef(kind, model.strip())
+    """Parse ``kind:model``: a kind registered in the ``synth.providers`` entry-point group (the
+    built-ins are; ``compat`` is any OpenAI-compatible endpoint and needs a base_url), or a
+    ``package.module:Class`` kind (``package.module:Class:model``). See :mod:`synth.plugins`."""
+    from synth.plugins import split_model
+
+    return ModelRef(*split_model(text))
 
 
 HTTP_URL = re.compile(r"^https?://[^/\s]+")

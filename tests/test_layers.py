@@ -26,6 +26,7 @@ TOP_LEVEL = {
     "records.py": "base",
     "spec.py": "base",
     "providerspec.py": "base",
+    "plugins.py": "base",
     "tokens.py": "base",
     "fakeembed.py": "base",
     "fakegen.py": "base",

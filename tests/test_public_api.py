@@ -21,5 +21,6 @@ def test_public_api_is_small_and_sorted():
         "dryrun",
         "dryreport",
         "outcome",
+        "plugins",
     }
     assert public == set(synth.__all__) - {"__version__"}

@@ -24,11 +24,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
 from synth.errors import ConfigError, MalformedOutput
 from synth.generators.base import GenContext, Unit
 from synth.generators.templates import read_values, resolve_uri, sub_seed
+from synth.plugins import Registry, options_of
 from synth.records import ChatMessage, Completion, Request
 
 
@@ -112,9 +113,32 @@ class PersonaInstructions(_LLMSpec):
     per_pair: int = Field(1, ge=1, le=50, description="instructions per (persona, topic) pair, written in one call")
 
 
+class PluginInstructions(BaseModel):
+    """Any other kind: a source registered in the ``synth.instructions`` entry-point group, or
+    ``package.module:Class``; the other fields are that class's ``Options``."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: str = Field(..., description="a registered instruction source or 'package.module:Class'")
+
+
+_BUILTIN_SPECS = {"list": ListInstructions, "file": FileInstructions, "topics": TopicInstructions}
+_BUILTIN_SPECS |= {"documents": DocumentInstructions, "personas": PersonaInstructions}
+
+
+def _spec_kind(v: Any) -> str:
+    kind = v.get("kind", "list") if isinstance(v, dict) else getattr(v, "kind", None)
+    return kind if kind in _BUILTIN_SPECS else "plugin"
+
+
 InstructionSpec = Annotated[
-    ListInstructions | FileInstructions | TopicInstructions | DocumentInstructions | PersonaInstructions,
-    Field(discriminator="kind"),
+    Annotated[ListInstructions, Tag("list")]
+    | Annotated[FileInstructions, Tag("file")]
+    | Annotated[TopicInstructions, Tag("topics")]
+    | Annotated[DocumentInstructions, Tag("documents")]
+    | Annotated[PersonaInstructions, Tag("personas")]
+    | Annotated[PluginInstructions, Tag("plugin")],
+    Discriminator(_spec_kind),
+    BeforeValidator(lambda v: INSTRUCTIONS.known_kind(v)),
 ]
 
 _LIST_SCHEMA = {
@@ -362,25 +386,36 @@ class PersonaSource(_Base):
         )
 
 
+def _check_source(obj: Any, origin: str) -> Any:
+    if not isinstance(obj, type) or not callable(getattr(obj, "instruction", None)):
+        raise ConfigError(f"{origin} is not an instruction source class (it needs check, setup and instruction)")
+    return obj
+
+
+INSTRUCTIONS = Registry(
+    "synth.instructions", field="generator.instructions.kind", what="instruction source", check=_check_source
+)
+
+
 def build_instruction_source(spec: Any, job: Any) -> InstructionSource:
-    cls = {
-        "list": ListSource,
-        "file": ListSource,
-        "topics": TopicSource,
-        "documents": DocumentSource,
-        "personas": PersonaSource,
-    }[spec.kind]
-    return cls(spec, job)  # type: ignore[abstract]
+    """The source ``spec.kind`` names, built-ins and plugins alike (``cls(spec, job)``); a plugin's
+    fields are validated by its ``Options`` when it declares one."""
+    cls = INSTRUCTIONS.load(spec.kind)
+    if isinstance(spec, PluginInstructions):
+        spec = options_of(cls, dict(spec.model_extra or {}), "generator.instructions")
+    return cls(spec, job)  # type: ignore[no-any-return]
 
 
 __all__ = [
     "DocumentInstructions",
+    "INSTRUCTIONS",
     "FileInstructions",
     "Instruction",
     "InstructionSource",
     "InstructionSpec",
     "ListInstructions",
     "PersonaInstructions",
+    "PluginInstructions",
     "TopicInstructions",
     "build_instruction_source",
 ]

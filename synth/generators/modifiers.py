@@ -22,11 +22,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
 from synth.errors import ConfigError, KeyMissing
 from synth.generators.base import GenContext, Unit
 from synth.generators.templates import read_values, resolve_uri
+from synth.plugins import Registry, options_of
 from synth.records import Completion
 from synth.retrieval.base import RetrievalResult
 
@@ -73,6 +74,13 @@ class PersonaModifierSpec(_Spec):
     )
 
 
+class RetrieverRef(BaseModel):
+    """A retriever kind and that class's fields."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: str = Field(..., description="a registered retriever or 'package.module:Class'")
+
+
 class RagModifierSpec(_Spec):
     kind: Literal["rag"] = "rag"
     collection: str | None = Field(None, description="Qdrant collection built with `synth index` (with path or url)")
@@ -97,13 +105,37 @@ class RagModifierSpec(_Spec):
         None, description="route computing query embeddings (default: the generator's model)"
     )
     per_turn: bool = Field(False, description="retrieve again for every follow-up instead of once per dialog")
+    retriever: RetrieverRef | None = Field(
+        None,
+        description="a retriever by kind (qdrant, static, a plugin in synth.retrievers, or "
+        "'package.module:Class') with its fields, instead of collection/path/url/source",
+    )
     template: str = Field(
         "Use the following context to answer. If it does not hold the answer, say so.\n<context>\n{context}\n</context>",
         description="text appended to the system prompt; {context} is replaced",
     )
 
 
-ModifierSpec = Annotated[PersonaModifierSpec | RagModifierSpec, Field(discriminator="kind")]
+class PluginModifierSpec(BaseModel):
+    """Any other kind: a modifier registered in the ``synth.modifiers`` entry-point group, or
+    ``package.module:Class``; the other fields are that class's ``Options``."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: str = Field(..., description="a registered prompt modifier or 'package.module:Class'")
+
+
+def _spec_kind(v: Any) -> str:
+    kind = v.get("kind") if isinstance(v, dict) else getattr(v, "kind", None)
+    return kind if kind in ("persona", "rag") else "plugin"
+
+
+ModifierSpec = Annotated[
+    Annotated[PersonaModifierSpec, Tag("persona")]
+    | Annotated[RagModifierSpec, Tag("rag")]
+    | Annotated[PluginModifierSpec, Tag("plugin")],
+    Discriminator(_spec_kind),
+    BeforeValidator(lambda v: MODIFIERS.known_kind(v)),
+]
 
 
 def _fill(template: str, **values: str) -> str:
@@ -148,6 +180,14 @@ class PersonaModifier:
 
 class RagModifier:
     def __init__(self, spec: RagModifierSpec, job: Any, where: str) -> None:
+        self._plugin: tuple[type, Any] | None = None
+        if spec.retriever is not None:
+            if spec.path or spec.url or spec.source or spec.collection:
+                raise ConfigError(f"{where}.retriever: give the retriever or collection/path/url/source, not both")
+            from synth.retrieval.registry import retriever_options
+
+            fields = dict(spec.retriever.model_extra or {})
+            self._plugin = retriever_options(spec.retriever.kind, fields, f"{where}.retriever")
         if sum(bool(x) for x in (spec.path, spec.url, spec.source)) > 1:
             raise ConfigError(
                 f"{where}: give one of path (local Qdrant folder), url (Qdrant server) or source (documents)"
@@ -190,6 +230,14 @@ class RagModifier:
         from synth.retrieval.embedders import LLMEmbedder
         from synth.retrieval.qdrant import QdrantRetriever
 
+        if self._plugin is not None:
+            from synth.retrieval.registry import build_retriever
+
+            cls, options = self._plugin
+            embedder = LLMEmbedder(ctx.llm, model=self.route)
+            self.retriever = await build_retriever(cls, options, embedder=embedder, job=self.job)
+            self._owned = True
+            return
         if s.source:
             self.retriever, self._pending = await self._index_in_memory(ctx)
             self._owned = True
@@ -264,24 +312,40 @@ class RagModifier:
         return _fill(self.spec.template, context=result.text)
 
     async def aclose(self) -> None:
-        if self._owned and self.retriever is not None:
-            await self.retriever.aclose()
+        close = getattr(self.retriever, "aclose", None) if self._owned else None
+        if close is not None:
+            await close()
             self.retriever = None
 
 
+def _check_modifier(obj: Any, origin: str) -> Any:
+    if not isinstance(obj, type) or not callable(getattr(obj, "modify", None)):
+        raise ConfigError(f"{origin} is not a prompt modifier class (it needs setup, modify, on_turn and aclose)")
+    return obj
+
+
+MODIFIERS = Registry("synth.modifiers", field="generator.modifiers.kind", what="prompt modifier", check=_check_modifier)
+
+
 def build_modifier(spec: Any, job: Any, where: str) -> PromptModifier:
-    if isinstance(spec, PersonaModifierSpec):
-        return PersonaModifier(spec, job, where)
-    return RagModifier(spec, job, where)
+    """The modifier ``spec.kind`` names, built-ins and plugins alike (``cls(spec, job, where)``); a
+    plugin's fields are validated by its ``Options`` when it declares one."""
+    cls = MODIFIERS.load(spec.kind, field=f"{where}.kind")
+    if isinstance(spec, PluginModifierSpec):
+        spec = options_of(cls, dict(spec.model_extra or {}), where)
+    return cls(spec, job, where)  # type: ignore[no-any-return]
 
 
 __all__ = [
+    "MODIFIERS",
     "ModifierSpec",
     "PersonaModifier",
     "PersonaModifierSpec",
+    "PluginModifierSpec",
     "PromptModifier",
     "RagModifier",
     "RagModifierSpec",
+    "RetrieverRef",
     "Shaped",
     "build_modifier",
 ]

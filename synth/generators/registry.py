@@ -11,28 +11,15 @@ then an import path given as the kind itself (``kind: my_package.module:MyGenera
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from synth.errors import ConfigError
 from synth.generators.base import Generator
+from synth.plugins import Registry
 
 ENTRY_POINT_GROUP = "synth.generators"
-
-
-def _entry_points() -> dict[str, EntryPoint]:
-    eps: dict[str, EntryPoint] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        eps.setdefault(ep.name, ep)  # first on sys.path wins, as for imports
-    return eps
-
-
-def available_generators() -> dict[str, str]:
-    """Registered kinds and the class each names (without importing them)."""
-    return {name: ep.value for name, ep in sorted(_entry_points().items())}
 
 
 def _check_class(obj: Any, origin: str) -> type:
@@ -42,39 +29,24 @@ def _check_class(obj: Any, origin: str) -> type:
     if not isinstance(obj, type) or missing:
         what = f"lacks {', '.join(missing)}" if isinstance(obj, type) else "is not a class"
         raise ConfigError(
-            f"generator.kind: {origin} {what}; a generator class needs kind, Options, setup, "
-            f"generate, partition_by and arrow_schema"
+            f"{origin} {what}; a generator class needs kind, Options, setup, generate, partition_by and arrow_schema"
         )
     if not (isinstance(obj.Options, type) and issubclass(obj.Options, BaseModel)):
-        raise ConfigError(f"generator.kind: {origin}.Options must be a pydantic model class")
+        raise ConfigError(f"{origin}.Options must be a pydantic model class")
     return obj
+
+
+GENERATORS = Registry(ENTRY_POINT_GROUP, field="generator.kind", what="generator", check=_check_class)
+
+
+def available_generators() -> dict[str, str]:
+    """Registered kinds and the class each names (without importing them)."""
+    return GENERATORS.names()
 
 
 def get_generator(kind: str) -> type:
     """The generator class for ``kind``: a registered name, or 'pkg.module:Class'."""
-    ep = _entry_points().get(kind)
-    if ep is not None:
-        try:
-            obj = ep.load()
-        except Exception as e:  # noqa: BLE001 - a broken plugin is reported, not crashed on
-            raise ConfigError(
-                f"generator.kind: {kind!r} is registered as {ep.value!r} but failed to import: {type(e).__name__}: {e}"
-            ) from None
-        return _check_class(obj, f"{kind!r} ({ep.value})")
-    if ":" in kind:
-        mod_name, _, attr = kind.partition(":")
-        try:
-            mod = importlib.import_module(mod_name)
-        except ImportError as e:
-            raise ConfigError(
-                f"generator.kind: cannot import {mod_name!r} ({e}); install the package or fix the path"
-            ) from None
-        obj = getattr(mod, attr, None)
-        if obj is None:
-            raise ConfigError(f"generator.kind: module {mod_name!r} has no {attr!r}")
-        return _check_class(obj, repr(kind))
-    known = ", ".join(available_generators()) or "none registered"
-    raise ConfigError(f"generator.kind: unknown generator {kind!r}; use one of: {known}, or 'package.module:Class'")
+    return GENERATORS.load(kind)  # type: ignore[no-any-return]
 
 
 def create_generator(spec: Any, job: Any) -> Generator:
@@ -89,4 +61,4 @@ def create_generator(spec: Any, job: Any) -> Generator:
     return cls(options, job=job)  # type: ignore[no-any-return]
 
 
-__all__ = ["ENTRY_POINT_GROUP", "available_generators", "create_generator", "get_generator"]
+__all__ = ["ENTRY_POINT_GROUP", "GENERATORS", "available_generators", "create_generator", "get_generator"]

@@ -1,7 +1,8 @@
 """Job-file provider spec -> provider instance, and the reachability preflight.
 
-SDKs are imported only when their kind is used, so a ``sim`` job never loads ``openai`` or
-``google-genai``.
+Provider kinds are plugins (:mod:`synth.plugins`, entry-point group ``synth.providers``); the
+built-in kinds register the factories below in synth's own ``pyproject.toml``. SDKs are imported
+only inside them, so a ``sim`` job never loads ``openai`` or ``google-genai``.
 """
 
 from __future__ import annotations
@@ -12,30 +13,60 @@ import threading
 from urllib.parse import urlsplit
 
 from synth.errors import ConfigError
-from synth.providers.base import Provider, parse_model
+from synth.plugins import PROVIDERS, split_model
+from synth.providers.base import Provider
 from synth.spec import ProviderSpec
 
 
 def create_provider(spec: ProviderSpec) -> Provider:
-    """The provider for ``spec.model``. OpenAI kinds use the lean wire client unless
-    ``client: sdk``; ``client`` means nothing for gemini and sim."""
-    ref = parse_model(spec.model)
-    params = spec.params
-    if ref.kind == "sim":
-        from synth.providers.sim import SimProvider
+    """The provider for a job's provider entry, made by its kind's registered factory (or the
+    ``package.module:Class`` its model string names). A broken plugin is one ConfigError line."""
+    kind, _ = split_model(spec.model)
+    where = f"provider {spec.route!r} ({spec.model})"
+    make = PROVIDERS.load(kind, field=where)
+    try:
+        provider = make(spec)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a broken plugin is reported, not crashed on
+        msg = " ".join(f"{type(e).__name__}: {e}".split())
+        raise ConfigError(f"{where}: the {kind!r} provider failed to start: {msg}") from None
+    if not isinstance(provider, Provider):
+        raise ConfigError(
+            f"{where}: {kind!r} made a {type(provider).__name__}, not a provider; it needs kind, model, "
+            "complete, embed and aclose (see synth.plugins)"
+        )
+    return provider
 
-        return SimProvider(ref.model, params=params)
-    if ref.kind == "gemini":
-        from synth.providers.gemini import GeminiProvider
 
-        return GeminiProvider(ref.model, base_url=spec.base_url, params=params)
+# ---------------------------------------------------------------- the built-in kinds
+
+
+def sim_provider(spec: ProviderSpec) -> Provider:
+    """``sim:<model>``: the offline simulator (no keys, no network)."""
+    from synth.providers.sim import SimProvider
+
+    return SimProvider(split_model(spec.model)[1], params=spec.params)
+
+
+def gemini_provider(spec: ProviderSpec) -> Provider:
+    """``gemini:<model>``: google-genai (``client`` means nothing here)."""
+    from synth.providers.gemini import GeminiProvider
+
+    return GeminiProvider(split_model(spec.model)[1], base_url=spec.base_url, params=spec.params)
+
+
+def openai_provider(spec: ProviderSpec) -> Provider:
+    """``openai:``, ``openrouter:`` and ``compat:`` (any OpenAI-compatible base_url): the lean wire
+    client unless ``client: sdk``."""
+    kind, model = split_model(spec.model)
     if spec.client == "sdk":
         from synth.providers.openai import OpenAIProvider
 
-        return OpenAIProvider(ref.kind, ref.model, base_url=spec.base_url, params=params)
+        return OpenAIProvider(kind, model, base_url=spec.base_url, params=spec.params)
     from synth.providers.wire import WireProvider
 
-    return WireProvider(ref.kind, ref.model, base_url=spec.base_url, params=params)
+    return WireProvider(kind, model, base_url=spec.base_url, params=spec.params)
 
 
 async def _resolve(host: str, port: int, timeout: float) -> list[tuple]:
@@ -112,4 +143,4 @@ async def check_reachable(base_url: str, *, timeout: float = 3.0, fix: str = "fi
         raise ConfigError(f"cannot connect to {base_url}: {exc.strerror or exc}; start the server or {fix}") from None
 
 
-__all__ = ["check_reachable", "create_provider"]
+__all__ = ["check_reachable", "create_provider", "gemini_provider", "openai_provider", "sim_provider"]

@@ -22,14 +22,52 @@ import tempfile
 import weakref
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from synth.errors import ConfigError, StorageError
 from synth.records import Completion
 from synth.retrieval.base import BaseRetriever, RetrievalHit, RetrievalResult, build_result, run_sync
 from synth.retrieval.embedders import Embedder, LLMEmbedder
 
 
+class QdrantOptions(BaseModel):
+    """``retriever: {kind: qdrant, ...}`` in a rag modifier."""
+
+    model_config = ConfigDict(extra="forbid")
+    collection: str = Field(..., description="collection built with `synth index`")
+    path: str | None = Field(None, description="local Qdrant folder (relative to the job file, or any fsspec URI)")
+    url: str | None = Field(None, description="Qdrant server URL")
+    api_key_env: str | None = Field(None, description="environment variable holding the server's API key")
+    local_mode: Literal["copy", "open"] = Field("copy", description="copy: a private copy per worker; open: in place")
+    top_k: int = Field(4, ge=1, le=50, description="chunks retrieved per query")
+    score_threshold: float | None = Field(None, description="drop hits scoring below this")
+
+
 class QdrantRetriever(BaseRetriever):
     """Embeds the query, asks Qdrant for the ``top_k`` nearest chunks, joins their text."""
+
+    Options = QdrantOptions
+
+    @classmethod
+    async def from_options(cls, o: QdrantOptions, *, embedder: Embedder, job: Any = None) -> QdrantRetriever:
+        """The retriever plugin entry (see :mod:`synth.retrieval.registry`)."""
+        path = o.path
+        base = getattr(job, "base_dir", None)
+        if path and base and "://" not in path and not os.path.isabs(os.path.expanduser(path)):
+            path = os.path.join(str(base), path)
+        api_key = os.environ.get(o.api_key_env) if o.api_key_env else None
+        if o.api_key_env and not api_key:
+            raise ConfigError(f"retriever.api_key_env: environment variable {o.api_key_env} is not set")
+        return await cls.open(
+            o.collection,
+            embedder=embedder,
+            path=path,
+            url=o.url,
+            api_key=api_key,
+            local_mode=o.local_mode,
+            top_k=o.top_k,
+            score_threshold=o.score_threshold,
+        )
 
     def __init__(
         self,
