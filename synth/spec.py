@@ -64,6 +64,12 @@ class OutputSpec(Strict):
         description="largest share of planned units that may end as dead letters in a run "
         "that exits 0; above it the run exits non-zero (6)",
     )
+    max_outage_s: float = Field(
+        120.0,
+        ge=0,
+        description="how long an object store may fail every operation in a row (retried with backoff) "
+        "before the run stops with a storage error (exit 3); resumable",
+    )
 
     @field_validator("uri")
     @classmethod

@@ -1,21 +1,34 @@
 """Object storage through fsspec: the filesystem for an output URI, atomic writes, a preflight.
 
+An object store that stops answering (a restart, a network blip, throttling) is waited for: every
+operation is tried again with backoff until it has failed for ``output.max_outage_s`` in a row, then
+it raises a one-line StorageError naming the object. Missing objects and refused permissions are
+answers, not outages, and are never retried. Local folders are never retried.
+
 Credentials are named by environment variable in the job file (or come from the standard AWS
 variables); they are read where the filesystem is built and never stored in the spec or logs.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
+import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import fsspec
 from fsspec.core import url_to_fs
 
-from synth.errors import ConfigError, StorageError
+from synth.errors import ConfigError, StorageError, SynthError
 from synth.spec import OutputSpec, unknown_protocol
+
+log = logging.getLogger("synth.engine")
+T = TypeVar("T")
+# answers of the store, not signs of an outage: retrying them cannot help
+_ANSWERS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError, SynthError)
 
 
 def storage_options(out: OutputSpec, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -51,6 +64,36 @@ class Storage:
         self._env = env
         self.fs, self.root = self._make_fs()
         self.local = "file" in _protocols(self.fs)
+        self.max_outage_s = out.max_outage_s
+        self.sleep: Callable[[float], None] = time.sleep
+        self.clock: Callable[[], float] = time.monotonic
+
+    def _retrying(self, what: str, rel: str, op: Callable[[], T]) -> T:
+        """``op()``, tried again with backoff while the store is unreachable, for up to
+        ``max_outage_s`` from its first failure; then a one-line StorageError naming the object."""
+        if self.local:
+            return op()
+        first: float | None = None
+        delay = 0.5
+        while True:
+            try:
+                return op()
+            except _ANSWERS:
+                raise
+            except Exception as e:  # noqa: BLE001 - botocore/aiohttp/OS errors vary: an outage until proven otherwise
+                now = self.clock()
+                first = now if first is None else first
+                if now - first >= self.max_outage_s:
+                    raise StorageError(
+                        f"cannot {what} {self.url(rel)}: {type(e).__name__}: {_first_line(e)} (failing for "
+                        f"{now - first:.0f}s, output.max_outage_s is {self.max_outage_s:g}); check the object "
+                        "store and run the job again to resume"
+                    ) from None
+                if delay == 0.5:
+                    log.warning("object store: cannot %s %s (%s); trying again", what, rel, type(e).__name__)
+                self.sleep(min(delay, max(0.0, first + self.max_outage_s - now)))
+                delay = min(delay * 2, 10.0)
+                self.fs.invalidate_cache()
 
     def _make_fs(self) -> tuple[fsspec.AbstractFileSystem, str]:
         uri = self.uri if "://" in self.uri else os.path.abspath(self.uri)
@@ -92,35 +135,45 @@ class Storage:
             with self.fs.open(tmp, "wb") as f:
                 f.write(data)
             os.replace(tmp, target)
-        else:  # one PUT (or a multipart upload) is invisible until complete
-            with self.fs.open(target, "wb") as f:
-                f.write(data)
+        else:  # one PUT (or a multipart upload) is invisible until complete; sent again whole
+
+            def put() -> None:
+                with self.fs.open(target, "wb") as f:
+                    f.write(data)
+
+            self._retrying("write", rel, put)
 
     def read_bytes(self, rel: str) -> bytes | None:
-        try:
+        def get() -> bytes:
             with self.fs.open(self.path(rel), "rb") as f:
                 return f.read()
+
+        try:
+            return self._retrying("read", rel, get)
         except FileNotFoundError:
             return None
 
     def list(self, rel: str) -> list[str]:
         """Names of files directly under a folder (empty when it does not exist)."""
         try:
-            entries = self.fs.ls(self.path(rel), detail=False, refresh=True)
+            entries = self._retrying("list", rel, lambda: self.fs.ls(self.path(rel), detail=False, refresh=True))
         except FileNotFoundError:
             return []
         return sorted(posixpath.basename(e.rstrip("/")) for e in entries)
 
     def remove(self, rel: str) -> None:
         try:
-            self.fs.rm(self.path(rel), recursive=True)
+            self._retrying("remove", rel, lambda: self.fs.rm(self.path(rel), recursive=True))
         except FileNotFoundError:
             pass
 
     def remove_all(self) -> None:
-        try:
+        def rm() -> None:
             if self.fs.exists(self.root):
                 self.fs.rm(self.root, recursive=True)
+
+        try:
+            self._retrying("remove", "", rm)
         except FileNotFoundError:
             pass
 
