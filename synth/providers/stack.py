@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from synth.providers.answers import AnswerStore
+from synth.providers.breaker import BreakerLayer, job_breakers
 from synth.providers.budget import Budget
 from synth.providers.clock import Clock
 from synth.providers.policies.answers import AnswerLayer
@@ -63,13 +64,16 @@ def build_stack(
 ) -> Stack:
     """The policies over the clients of ``targets``, in the order a request meets them."""
     ledger = Ledger()
+    breakers = job_breakers(job, clock)  # per provider: shared by routing (order) and the breaker layer (calls)
     return compose(
         ledger,
         budget,
-        lambda inner: RoutingLayer(inner, ledger, job, targets, clock=clock),  # route, fallback, failure window
+        # route (strategy, open breakers last), fallback, failure window
+        lambda inner: RoutingLayer(inner, ledger, job, targets, clock=clock, breakers=breakers, rng=rng),
         lambda inner: ValidationLayer(inner, ledger),  # structured output checked, re-asked
         lambda inner: AnswerLayer(inner, ledger, answers),  # journal and cache: replay, or record
         lambda inner: RetryLayer(inner, ledger, clock=clock, rng=rng, max_outage_s=job.engine.max_outage_s),
+        lambda inner: BreakerLayer(inner, breakers, ledger, clock=clock),  # an open breaker sends nothing
         lambda inner: BudgetLayer(inner, budget),  # the worst case held while a call is out
         lambda inner: PricingLayer(inner, ledger, cost),  # what each call cost
         lambda inner: KeyLayer(inner, ledger, clock=clock, rng=rng),  # keys, rate limits, deadlines, bad keys

@@ -14,19 +14,27 @@ The strategy seam: for each route, :func:`strategy_for` gives an object with
 * ``observe(provider, ok, latency_s)``: the outcome of one provider's turn at a request (``ok``
   False when it failed and the next one was tried, or the request failed), and how long it took.
 
-:class:`Fallback` (the job file's list order) is the one strategy here.
+:class:`Fallback` (the job file's list order) is the plain one; a route's ``strategy`` picks one
+of :mod:`synth.providers.strategies` instead (weighted, cost, latency, quality, hybrid). Either way
+the providers whose circuit breaker is open (:mod:`synth.providers.breaker`) go last. The answer
+names the provider that gave it (``Completion.provider``).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from synth.errors import BadRequest, BudgetExceeded, JobStopped, ProviderError, RateLimited, Transient
+from synth.providers.breaker import Breaker, arrange
+from synth.providers.capabilities import job_capabilities
 from synth.providers.clock import Clock
 from synth.providers.counters import FailureWindow
 from synth.providers.policies.base import Call, Layer, Ledger
+from synth.providers.strategies import Strategy as RouteStrategy
+from synth.providers.strategies import make_strategy
 from synth.providers.target import Target
 from synth.records import Completion, EmbeddingRequest, Embeddings, Request
 from synth.spec import JobSpec
@@ -40,7 +48,7 @@ def route_providers(job: JobSpec, route: str) -> list[str]:
     named so), or a raw ``kind:model`` one of the providers has."""
     names = [p.route for p in job.providers]
     if route in job.routes:
-        listed = list(job.routes[route])
+        listed = list(job.route_spec(route).providers)
     elif route == "default" and "default" not in names and names:
         listed = [names[0]]
     else:
@@ -70,20 +78,76 @@ class Fallback:
         return "Fallback()"
 
 
-def strategy_for(job: JobSpec, route: str, candidates: list[Target]) -> Strategy:
-    """The strategy of ``route`` (its providers are ``candidates``)."""
-    return Fallback()
+def _name(t: Target) -> str:
+    return t.route
+
+
+class Routed:
+    """A route's strategy (:mod:`synth.providers.strategies`, on provider names) over targets, with
+    the providers whose breaker is open moved last."""
+
+    def __init__(self, strategy: RouteStrategy | None, breakers: Mapping[str, Breaker]) -> None:
+        self.strategy = strategy  # None: the given order
+        self.breakers = breakers
+
+    def order(self, request: Request | EmbeddingRequest, candidates: list[Target]) -> Sequence[Target]:
+        out = candidates
+        if self.strategy is not None:
+            by = {t.route: t for t in candidates}
+            names = self.strategy.order(request if isinstance(request, Request) else None, list(by))
+            out = [by[n] for n in names]
+        return arrange(out, self.breakers, _name) if self.breakers else out
+
+    def observe(self, provider: str, ok: bool, latency_s: float) -> None:
+        if self.strategy is not None:
+            self.strategy.observe(provider, ok, latency_s)
+
+    def __repr__(self) -> str:
+        return f"Routed({type(self.strategy).__name__ if self.strategy else 'Fallback'})"
+
+
+def strategy_for(
+    job: JobSpec,
+    route: str,
+    candidates: list[Target],
+    *,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+    breakers: Mapping[str, Breaker] | None = None,
+) -> Strategy:
+    """The strategy of ``route`` (its providers are ``candidates``), behind its providers' breakers."""
+    spec = job.route_spec(route) if route in job.routes else None
+    mine = {t.route: breakers[t.route] for t in candidates if breakers and t.route in breakers}
+    if (spec is None or spec.strategy == "fallback") and not mine:
+        return Fallback()
+    strategy = None
+    if spec is not None and spec.strategy != "fallback":
+        caps = {n: c for n, c in job_capabilities(job).items() if any(t.route == n for t in candidates)}
+        strategy = make_strategy(spec, caps, clock=clock, rng=rng or random.Random(job.seed))
+    return Routed(strategy, mine)
 
 
 class RoutingLayer:
     """The top of the stack: resolves a request's route, tries its providers through ``inner``."""
 
-    def __init__(self, inner: Layer, ledger: Ledger, job: JobSpec, targets: Mapping[str, Target], *, clock: Clock):
+    def __init__(
+        self,
+        inner: Layer,
+        ledger: Ledger,
+        job: JobSpec,
+        targets: Mapping[str, Target],
+        *,
+        clock: Clock,
+        breakers: Mapping[str, Breaker] | None = None,
+        rng: random.Random | None = None,
+    ):
         self.inner = inner
         self.ledger = ledger
         self.job = job
         self.targets = targets
         self.clock = clock
+        self.breakers = breakers or {}
+        self.rng = rng
         self.window = FailureWindow(job.engine.failure_window, job.engine.max_failure_rate)
         self._routes: dict[str, tuple[list[Target], Strategy]] = {}
 
@@ -98,7 +162,8 @@ class RoutingLayer:
                 f"request names model {route!r}, which is neither a route nor a provider of the "
                 f"job; use one of {sorted(set(self.job.routes) | set(self.targets))}"
             )
-        hit = self._routes[route] = (found, strategy_for(self.job, route, found))
+        strategy = strategy_for(self.job, route, found, clock=self.clock, rng=self.rng, breakers=self.breakers)
+        hit = self._routes[route] = (found, strategy)
         return hit
 
     async def complete(self, request: Request, call: Call) -> Completion:
@@ -145,6 +210,8 @@ class RoutingLayer:
             now = clock.now()
             strategy.observe(target.route, True, now - t0)
             # pydantic attribute writes cost a few microseconds each: only the ones that change
+            if comp.provider != target.route:
+                comp.provider = target.route
             if call.attempts != comp.attempts:
                 comp.attempts = call.attempts
             if call.usage is not comp.usage and call.usage is not None:
@@ -193,4 +260,4 @@ class RoutingLayer:
         return f"RoutingLayer({self.inner!r})"
 
 
-__all__ = ["Fallback", "RoutingLayer", "Strategy", "route_providers", "strategy_for"]
+__all__ = ["Fallback", "Routed", "RoutingLayer", "Strategy", "route_providers", "strategy_for"]
