@@ -53,8 +53,18 @@ def validate_generator(job: JobSpec) -> None:
         for where, route in _option_routes(options)
         if not job.serves(route)
     ]
+    if not lines:
+        lines = check_capabilities(job)
     if lines:
         raise ConfigError("\n".join(lines))
+
+
+def check_capabilities(job: JobSpec) -> list[str]:
+    """One line per route the generator asks for what none of its providers' models can do (a
+    structured job routed only to models without structured output): it could only fail."""
+    from synth.providers.capabilities import capability_problems
+
+    return capability_problems(job)
 
 
 def _option_routes(node: Any, where: str = "") -> list[tuple[str, str]]:

@@ -21,6 +21,7 @@ from synth.records import Request
 from synth.spec import CapabilitySpec, JobSpec, PriceSpec, ProviderSpec, parse_model
 
 FEATURES = ("structured", "tools")
+FEATURE_NAMES = {"structured": "structured output", "tools": "tool calls"}
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,9 @@ class Capabilities:
 
     def lacks(self, needs: Needs) -> list[str]:
         """What of ``needs`` this model declares it cannot do (empty: it can, as far as is known)."""
-        out = [f for f in FEATURES if getattr(needs, f) and getattr(self, f) is False]
+        out = [FEATURE_NAMES[f] for f in FEATURES if getattr(needs, f) and getattr(self, f) is False]
         if needs.tokens and self.context is not None and needs.tokens > self.context:
-            out.append(f"context of {needs.tokens} tokens (it has {self.context})")
+            out.append(f"context window of {needs.tokens} tokens (it has {self.context})")
         return out
 
     def meets(self, needs: Needs) -> bool:
@@ -150,11 +151,12 @@ def capability_problems(job: JobSpec) -> list[str]:
         ]
         lacking = {n: caps[n].lacks(needs) for n in names}
         if names and all(lacking.values()):
+            where = "generator.model" if route == job.generator.model else "generator"
+            asked = " and ".join(FEATURE_NAMES[f] for f in FEATURES if getattr(needs, f))
             what = "; ".join(f"{n} ({caps[n].model}) has no {' or '.join(w)}" for n, w in lacking.items())
             lines.append(
-                f"routes.{route}: the generator asks this route for "
-                f"{' and '.join(f for f in FEATURES if getattr(needs, f))}, but {what}; route it to a model "
-                f"that has it, or declare the model's capabilities under 'models:' if the table is wrong"
+                f"{where}: route {route!r} is asked for {asked}, but {what}; route it to a model that has "
+                f"it, or set the model's capabilities under 'models:' if the table is wrong"
             )
     return lines
 
