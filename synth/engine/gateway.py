@@ -30,6 +30,7 @@ from typing import Any
 import ray
 
 from synth import errors as E
+from synth.providers.budget import capacity_shares, gateway_part
 from synth.records import ChatMessage, Completion, EmbeddingRequest, Embeddings, Request, ToolCall, Usage, trusted
 from synth.spec import JobSpec
 
@@ -234,15 +235,9 @@ def slot_weight(job: JobSpec, slots: list[Slot], route: str) -> float:
 
 
 def budget_shares(job: JobSpec, groups: list[list[Slot]]) -> list[float]:
-    """Each gateway's part of the job's budget. Workers send a route's requests to its gateways in
-    proportion to their capacity, so that is how each spends: a gateway holding two of three equal
-    keys gets two thirds, not half (with half it would stop the job at three quarters of the
-    budget). Several routes count alike."""
-    routes = sorted({s[0] for g in groups for s in g})
-    if not routes:
-        return [1.0 / max(1, len(groups))] * len(groups)
-    totals = {r: sum(slot_weight(job, g, r) for g in groups) or 1.0 for r in routes}
-    return [sum(slot_weight(job, g, r) / totals[r] for r in routes) / len(routes) for g in groups]
+    """Each gateway's part of the job's budget, by its share of each route's key capacity
+    (:func:`synth.providers.budget.capacity_shares`)."""
+    return capacity_shares([{r: slot_weight(job, g, r) for r in {s[0] for s in g}} for g in groups])
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000)
@@ -264,19 +259,17 @@ class GatewayActor:
 
         self.gc = QuietGc()
         job = JobSpec.model_validate_json(job_json)
-        if job.budget.max_usd is not None:
-            job.budget.max_usd = max(0.0, job.budget.max_usd * budget_share - spent[0])
-        if job.budget.max_tokens is not None:
-            job.budget.max_tokens = max(1, int(job.budget.max_tokens * budget_share) - spent[1])
+        budget = gateway_part(job.budget, budget_share, spent)
         self.routes = sorted({s[0] for s in slots})
         self.failure: tuple[str, str, int] | None = None
         self._shipping: asyncio.Task[None] | None = None
         try:
             # answers journaled on this node before they are used; replayed instead of bought again
             self.answers = build_store(job, self.routes, set(todo or ()), set(retried or ()))
-            self.dispatcher = Dispatcher.from_spec(job, slots=slots, answers=self.answers)
-            if self.dispatcher.budget is not None and budget_share < 1.0:
-                self.dispatcher.budget.shared = True  # a part the driver deals again: wait for more
+            # a part of the budget the driver deals again (share < 1) is worth waiting for
+            self.dispatcher = Dispatcher.from_spec(
+                job, slots=slots, answers=self.answers, budget=budget, shared_budget=budget_share < 1.0
+            )
         except E.SynthError as e:  # reported by ready(), so the driver shows it as one line
             self.failure = error_to_wire(e)
 

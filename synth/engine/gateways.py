@@ -20,6 +20,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from synth.engine.gateway import GatewayActor, Slot, budget_shares, error_from_wire, plan_slots, slot_weight
 from synth.engine.monitor import merge_gateway_stats
 from synth.engine.worker import local_routes
+from synth.providers.budget import deal
 from synth.spec import JobSpec
 
 log = logging.getLogger("synth.engine")
@@ -162,23 +163,13 @@ class Gateways:
         for unit, total in (("usd", b.max_usd), ("tokens", b.max_tokens)):
             if total is None:
                 continue
-
-            def used(r: dict[str, Any], unit: str = unit) -> float:
-                return float(r.get(f"spent_{unit}", 0) + r.get(f"held_{unit}", 0))
-
             # gateways lost before: what they used is gone from the budget for good
             out = [s.get("budget") or {} for s in self.retired] + [
                 self.last_stats[i].get("budget") or {} for i in self.gone
             ]
-            now = [used(r) for r in reports]
-            left = max(0.0, total - sum(used(r) for r in out) - sum(now))
-            recent = [max(0.0, u - self._used.get((unit, i), 0.0)) for i, u in zip(live, now)]
+            before = [self._used.get((unit, i), 0.0) for i in live]
+            caps[unit], now = deal(total, unit, reports, out, capacity, before)  # type: ignore[arg-type]
             self._used.update({(unit, i): u for i, u in zip(live, now)})
-            weights = [
-                0.5 * c / sum(capacity) + 0.5 * (r / sum(recent) if sum(recent) else c / sum(capacity))
-                for c, r in zip(capacity, recent)
-            ]
-            caps[unit] = [u + left * w for u, w in zip(now, weights)]
         self._settle_calls()
         for k, i in enumerate(live):
             usd = caps["usd"][k] if "usd" in caps else None

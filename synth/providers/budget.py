@@ -1,9 +1,13 @@
-"""The job's budget in one process: dollars and tokens spent, plus the worst case of the calls out."""
+"""The job's budget: in one process, dollars and tokens spent plus the worst case of the calls out
+(:class:`Budget`); over a run's gateways, the part each holds and how unspent budget is dealt
+again among them (the engine's driver calls :func:`capacity_shares`, :func:`gateway_part` and
+:func:`deal`). How a call holds and settles it: :mod:`synth.providers.policies.budget`."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from synth.errors import BudgetExceeded
@@ -156,4 +160,54 @@ class Budget:
         self._pump()
 
 
-__all__ = ["Budget"]
+def capacity_shares(weights: Sequence[Mapping[str, float]]) -> list[float]:
+    """Each gateway's part of the job's budget from its capacity per route (``weights[i][route]``,
+    e.g. its keys' requests per minute). Workers send a route's requests to its gateways in
+    proportion to their capacity, so that is how each spends: a gateway holding two of three equal
+    keys gets two thirds, not half (with half it would stop the job at three quarters of the
+    budget). Several routes count alike."""
+    routes = sorted({r for w in weights for r in w})
+    if not routes:
+        return [1.0 / max(1, len(weights))] * len(weights)
+    totals = {r: sum(w.get(r, 0.0) for w in weights) or 1.0 for r in routes}
+    return [sum(w.get(r, 0.0) / totals[r] for r in routes) / len(routes) for w in weights]
+
+
+def gateway_part(spec: BudgetSpec, share: float, spent: tuple[float, int] = (0.0, 0)) -> BudgetSpec:
+    """A gateway's part of the job's budget: ``share`` of it, less what a lost gateway it replaces
+    had spent or held (``spent``: dollars, tokens)."""
+    part = spec.model_copy()
+    if spec.max_usd is not None:
+        part.max_usd = max(0.0, spec.max_usd * share - spent[0])
+    if spec.max_tokens is not None:
+        part.max_tokens = max(1, int(spec.max_tokens * share) - spent[1])
+    return part
+
+
+def used(report: Mapping[str, Any], unit: str) -> float:
+    """Spent plus held of ``unit`` (``usd`` or ``tokens``) in a gateway's budget report."""
+    return float(report.get(f"spent_{unit}", 0) + report.get(f"held_{unit}", 0))
+
+
+def deal(
+    total: float,
+    unit: str,
+    reports: Sequence[Mapping[str, Any]],
+    gone: Sequence[Mapping[str, Any]],
+    capacity: Sequence[float],
+    before: Sequence[float],
+) -> tuple[list[float], list[float]]:
+    """Deal what is left of a budget of ``total`` ``unit`` among live gateways again: half by
+    capacity, half by what each used since the last deal (``before``: what each had used then).
+    ``reports`` are the live gateways' budget reports, ``gone`` those of gateways lost before,
+    whose use is gone from the budget for good. Returns each live gateway's new limit and what
+    each has used now. The limits add up to the budget, so together they never spend more."""
+    now = [used(r, unit) for r in reports]
+    left = max(0.0, total - sum(used(r, unit) for r in gone) - sum(now))
+    recent = [max(0.0, u - b) for u, b in zip(now, before)]
+    cap, rec = sum(capacity), sum(recent)
+    weights = [0.5 * c / cap + 0.5 * (r / rec if rec else c / cap) for c, r in zip(capacity, recent)]
+    return [u + left * w for u, w in zip(now, weights)], now
+
+
+__all__ = ["Budget", "capacity_shares", "deal", "gateway_part", "used"]
