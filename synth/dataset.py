@@ -185,7 +185,7 @@ class Output:
         keys = _partition_keys(rels, base)
         if keys:
             part = pa.schema([(k, t) for k, t in keys.items()])
-            partitioning = pads.partitioning(part, flavor="hive", null_fallback=NULL_PARTITION)
+            partitioning = pads.HivePartitioning(part, null_fallback=NULL_PARTITION)
             schema = pa.schema(list(schema) + [f for f in part if f.name not in schema.names])
         return pads.dataset(
             [self.storage.path(r) for r in rels],

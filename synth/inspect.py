@@ -7,6 +7,7 @@ outputs, local or on object storage; memory stays flat (distinct counts are esti
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from datetime import date, datetime
 from decimal import Decimal
@@ -137,20 +138,37 @@ def _plain(v: Any) -> Any:
     return v
 
 
+# the value a validation message quotes ("at code: 'Lower' does not match ...") and unit ids vary
+# from one dead letter to the next: without them, messages of one cause group together
+_VALUE = re.compile(
+    r"""(at [^:]{1,200}: |^|: )('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|-?\d[\d.e+-]*|None|True|False)(?= (?:is|does) )"""
+)
+_UNIT_ID = re.compile(r"\b[0-9a-f]{12}-\d{10}\b")
+
+
+def reason(message: str | None) -> str:
+    """A dead letter's message without the values that differ between letters of one cause."""
+    text = " ".join((message or "").split())
+    return _UNIT_ID.sub("<id>", _VALUE.sub(r"\1<value>", text))[:240]
+
+
 def failure_reasons(out: Output, top: int = 5) -> list[dict[str, Any]]:
-    """The most frequent (error kind, message) of the committed dead letters, streamed."""
+    """The most frequent causes (error kind and message, values left out) of the committed dead
+    letters, each with one message as it was written; streamed."""
     if not out.dead_files:
         return []
     seen: Counter[tuple[str, str]] = Counter()
+    example: dict[tuple[str, str], str] = {}
     other = 0
     for b in batches(out.dead_letters(), columns=["error_kind", "message"]):
         for kind, msg in zip(b.column(0).to_pylist(), b.column(1).to_pylist()):
-            key = (kind or "", " ".join((msg or "").split())[:200])
+            key = (kind or "", reason(msg))
             if key in seen or len(seen) < REASONS_KEPT:
                 seen[key] += 1
+                example.setdefault(key, " ".join((msg or "").split())[:240])
             else:
                 other += 1
-    reasons = [{"kind": k, "message": m, "count": n} for (k, m), n in seen.most_common(top)]
+    reasons = [{"kind": k, "message": m, "count": n, "example": example[(k, m)]} for (k, m), n in seen.most_common(top)]
     if other:
         reasons.append({"kind": "other", "message": "(further distinct reasons)", "count": other})
     return reasons

@@ -36,6 +36,7 @@ def write_hf(
     """Write the folder to ``target`` (when given) and push to the Hub repo ``push`` (when given;
     the token comes from ``HF_TOKEN`` or ``huggingface-cli login``)."""
     datasets, ArrowWriter = _datasets()
+    datasets.disable_progress_bars()  # the export prints its own one-line result
     features = datasets.Features.from_arrow_schema(schema)
     n = 0
     with tempfile.TemporaryDirectory(prefix="synth-hf-") as work:
