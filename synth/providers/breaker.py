@@ -196,9 +196,11 @@ class BreakerLayer:
     """The policy between retries and the key pool: every call to a provider passes its breaker.
 
     An open breaker refuses the call with :class:`CircuitOpen` (not retried: the routing layer
-    tries the next provider), unless the provider is the last the request can try: then the call
-    waits for the breaker to half-open, and its probe's failure goes to the retry layer as usual
-    (so a provider answering no one still stops the job after ``engine.max_outage_s``)."""
+    tries the next provider), and so does a failure that leaves the breaker open, unless the
+    provider is the last the request can try: then the call waits for the breaker to half-open,
+    and its probe's failure goes to the retry layer as usual (so a route whose every provider
+    answers no one still stops the job after ``engine.max_outage_s``, while a dead provider that
+    has a fallback does not)."""
 
     def __init__(self, inner: Any, breakers: Mapping[str, Breaker], ledger: Any, *, clock: Any) -> None:
         self.inner = inner
@@ -230,7 +232,14 @@ class BreakerLayer:
         try:
             out = await send(request, call)
         except ProviderError as e:
-            b.record(False if counts_against(e) else None)
+            failed = counts_against(e)
+            b.record(False if failed else None)
+            if failed and not call.last and b.state == "open":
+                # the breaker is open now (this failure, or a failed probe): fall back at once, not
+                # after a backoff; and a provider the route has a fallback for is not an outage
+                # that stops the job (the retry layer's engine.max_outage_s)
+                self.ledger.counts["breaker.refused"] += 1
+                raise CircuitOpen(f"{call.target.route}: {e.kind} with its circuit open; not retried") from e
             raise
         except BaseException:  # cancelled, or no call made (another key, the budget): says nothing
             b.release()

@@ -16,6 +16,7 @@ import pyarrow.dataset as pads
 import pytest
 
 from synth.api import load_job
+from synth.errors import JobStopped
 from synth.generators.base import GenContext, Unit
 from synth.generators.registry import create_generator
 from synth.providers.breaker import BreakerLayer
@@ -237,3 +238,28 @@ output: {{uri: "{out}", shard_size: 200}}
     if "provider" in rows.column_names:
         got = Counter(rows.column("provider").to_pylist())
         assert abs(got["a"] / 400 - 0.75) <= 0.05, got
+
+
+async def test_a_dead_provider_with_a_fallback_is_no_outage_but_a_dead_route_is(sims):
+    a, b = sims
+    a.configure(error_rate=1.0)
+    fast = {"breaker": {"open_s": 0.2, "min_calls": 5}, "max_outage_s": 1.0}
+    d = Dispatcher.from_spec(make_job(sims, ["a", "b"], engine=fast))
+    try:
+        t0, answered = time.monotonic(), Counter[str]()
+        while time.monotonic() - t0 < 3.0:  # three outage limits' worth of probes failing on a
+            answered += by_provider(await send(d, 20, start=sum(answered.values())))
+        assert set(answered) == {"b"} and d.stopped is None
+    finally:
+        await d.aclose()
+    # the same provider alone: its requests wait for the half-open probe, and the job stops once
+    # it has answered no one for engine.max_outage_s (resumable), having sent it little
+    a.reset()
+    d = Dispatcher.from_spec(make_job(sims, ["a"], engine=fast))
+    try:
+        with pytest.raises(JobStopped):
+            await send(d, 50)
+        assert "engine.max_outage_s" in (d.stopped or "")
+        assert a.stats()["requests"] < 50 * 7
+    finally:
+        await d.aclose()
