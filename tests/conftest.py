@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +56,61 @@ def ray_local():
         )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_address(tmp_path_factory):
+    """A Ray head of its own (`ray start --head --block`, stopped by its PID) that `synth run
+    --address` subprocesses join: scenarios that are not about the embedded Ray pay for one Ray
+    start-up per session instead of one per run. Its environment holds the key variables, as a
+    cluster's nodes do."""
+    names = ("port", "ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port")
+    ports = {k: free_port() for k in (*names, "runtime-env-agent-port", "metrics-export-port")}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["SYNTH_CACHE_DIR"] = str(tmp_path_factory.mktemp("head-cache"))  # runs fix their own in the job
+    env["PYTHONUNBUFFERED"] = "1"  # its "started" line reaches the log at once
+    cmd = [
+        str(Path(sys.executable).with_name("ray")),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        "--include-dashboard=false",
+        "--num-cpus=2",
+        f"--object-store-memory={512 * 1024**2}",
+        # as an embedded run's Ray: keep idle workers rather than start new ones for each write task
+        "--system-config=" + json.dumps({"idle_worker_killing_time_threshold_ms": 600_000}),
+        *(f"--{k}={v}" for k, v in ports.items()),
+    ]
+    log_path = tmp_path_factory.mktemp("ray-head") / "ray-head.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    address = f"127.0.0.1:{ports['port']}"
+    # `ray start` leaves its address for later bare ray.init() calls: remove ours so nothing else joins it
+    current = Path(tempfile.gettempdir(), "ray", "ray_current_cluster")
+
+    def forget() -> None:
+        if current.exists() and current.read_text().strip() == address:
+            current.unlink()
+
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log_path.read_text():  # what `ray start` says once it is up
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Ray head did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.2)  # polling an observable condition, bounded by the deadline
+        forget()
+        yield address
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # the head and the processes it started, by our PID
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        log.close()
+        forget()
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,16 +20,11 @@ from synth.errors import ConfigError
 from synth.simulator.stats import key_label
 from synth.spec import parse_job
 from tests.conftest import free_port
+from tests.support.runs import GENERATOR, ROOT, env, synth_cmd
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRET = "sk-conventions-secret-7781"
 CONVENTION_VARS = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENROUTER_API_KEY")
-GEN = {
-    "kind": "structured",
-    "prompt": "Item {n}",
-    "vars": {"n": {"kind": "range", "low": 1, "high": 10**6}},
-    "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
-}
+GEN = GENERATOR
 
 
 def write_job(tmp_path: Path, count: int = 30) -> tuple[Path, Path]:
@@ -48,19 +41,13 @@ def write_job(tmp_path: Path, count: int = 30) -> tuple[Path, Path]:
     return f, out
 
 
-def run_cli(job: Path, tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    """``python -m synth run job --quiet`` with only the convention variables given here."""
-    base = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and k not in CONVENTION_VARS}
+def run_cli(job: Path, tmp_path: Path, **given: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """``python -m synth run job --quiet`` (its own embedded Ray: the key variable is in the driver's
+    environment only) with only the convention variables given here."""
+    base = {k: v for k, v in env().items() if k not in CONVENTION_VARS}
     base["SYNTH_CACHE_DIR"] = str(tmp_path / "cache")  # a fresh cache: every answer comes from the server
     t0 = time.monotonic()
-    r = subprocess.run(
-        [sys.executable, "-m", "synth", "run", str(job), "--quiet"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**base, **env},
-        timeout=240,
-    )
+    r = subprocess.run(synth_cmd(job), capture_output=True, text=True, cwd=ROOT, env={**base, **given}, timeout=240)
     return r, time.monotonic() - t0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -17,17 +16,18 @@ import synth
 from synth.dryreport import engine_in_flight, key_rps, throughput
 from synth.dryrun import Meter, dry_run, project
 from synth.spec import ProviderSpec
+from tests.support.runs import ROOT, env
 
-ROOT = Path(__file__).resolve().parents[2]
 PROJECTED = re.compile(r"projected for ([\d,]+) units: ([\d,]+) calls, ([\d,]+) prompt \+ ([\d,]+) completion tokens")
 COST = re.compile(r"^cost: \$([\d,.]+)", re.M)
 
 
-def synth_cli(*args: str, cache: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["SYNTH_CACHE_DIR"] = str(cache)
+def synth_cli(
+    *args: str, cache: Path, address: str | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "synth", *args, *(["--address", address] if address else [])]
     return subprocess.run(
-        [sys.executable, "-m", "synth", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout
+        cmd, capture_output=True, text=True, cwd=ROOT, env=env(SYNTH_CACHE_DIR=str(cache)), timeout=timeout
     )
 
 
@@ -90,7 +90,7 @@ def test_dry_run_writes_nothing_and_prints_the_projection(tmp_path):
     assert "EXCEEDS" in r.stdout and "the sim is free" not in r.stdout  # this job priced its sim
 
 
-def test_projection_is_within_a_quarter_of_a_real_run(simulator, tmp_path):
+def test_projection_is_within_a_quarter_of_a_real_run(simulator, ray_address, tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
     price = {"input_per_mtok": 0.5, "output_per_mtok": 1.5}
     provider = {
@@ -109,7 +109,7 @@ def test_projection_is_within_a_quarter_of_a_real_run(simulator, tmp_path):
     calls, prompt, completion, usd = projected(dry.stdout)
     assert calls >= 300
 
-    real = synth_cli("run", str(path), "--quiet", cache=cache, timeout=600)
+    real = synth_cli("run", str(path), "--quiet", cache=cache, address=ray_address, timeout=600)
     assert real.returncode == 0, real.stderr
     stats = json.loads((out / "stats.json").read_text())
     assert stats["records"] + stats["dead_letters"] == 300
@@ -212,17 +212,17 @@ def test_routes_resolve_as_in_the_real_job_and_unknown_prices_are_named(tmp_path
 
 
 @pytest.mark.parametrize("name", ["conversation", "events", "rag", "structured", "timeseries"])
-def test_every_example_dry_runs(name, tmp_path):
-    r = synth_cli(
-        "run",
-        f"jobs/examples/{name}.yaml",
-        "--dry-run",
-        "--sample",
-        "2",
-        "-o",
-        str(tmp_path / "out"),
-        cache=tmp_path / "cache",
-    )
-    assert r.returncode == 0, r.stderr
+def test_every_example_dry_runs(name, tmp_path, monkeypatch):
+    """In this process, through the command's own code (the command line as a subprocess is proven
+    above): each example's dry run on the sim, nothing written."""
+    from typer.testing import CliRunner
+
+    from synth.cli import app
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("SYNTH_CACHE_DIR", str(tmp_path / "cache"))
+    args = ["run", f"jobs/examples/{name}.yaml", "--dry-run", "--sample", "2", "-o", str(tmp_path / "out")]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
     assert PROJECTED.search(r.stdout) and "0 dead letters" in r.stdout
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()

@@ -5,56 +5,23 @@ count refused, and `--retry-failed` turning the dead letters of a failed run int
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from synth.engine.manifest import Manifest
 from synth.engine.plan import fingerprint, unit_id
 from synth.engine.storage import Storage
 from synth.spec import parse_job
+from tests.support.runs import http_provider, ids_of, job_doc, synth_run, write_job
 
-JOB = {
-    "name": "extend",
-    "count": 100,
-    "seed": 5,
-    "generator": {
-        "kind": "structured",
-        "prompt": "Item {n}",
-        "vars": {"n": {"kind": "range", "low": 1, "high": 1000000}},
-        "schema": {
-            "type": "object",
-            "properties": {"a": {"type": "string"}, "b": {"type": "integer"}},
-            "required": ["a", "b"],
-        },
-    },
-    "output": {"uri": "OUT", "shard_size": 100},
-}
+JOB = job_doc("extend", "OUT", 100)
 
 
-def write_job(tmp_path: Path, doc: dict) -> tuple[Path, Path]:
+def extend_job(tmp_path: Path, doc: dict) -> tuple[Path, Path]:
     out = tmp_path / "out"
-    doc = json.loads(json.dumps(doc).replace('"OUT"', json.dumps(str(out))))
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path, out
-
-
-def synth_run(job: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.run(
-        [sys.executable, "-m", "synth", "run", str(job), "--quiet", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
+    return write_job(tmp_path / "job.yaml", {**doc, "output": {**doc["output"], "uri": str(out)}}), out
 
 
 def files(out: Path) -> dict[str, bytes]:
@@ -67,31 +34,27 @@ def files(out: Path) -> dict[str, bytes]:
     }
 
 
-def ids(out: Path) -> list[str]:
-    return pads.dataset(str(out / "data"), partitioning="hive").to_table(columns=["id"])["id"].to_pylist()
-
-
 def planned(doc: dict, n: int) -> set[str]:
     fp = fingerprint(parse_job({**doc, "count": n}, env={}, check_keys=False))
     return {unit_id(fp, i) for i in range(n)}
 
 
 @pytest.mark.parametrize("first", [300, 250])
-def test_extend_a_finished_dataset_keeps_its_files(tmp_path, first):
-    job, out = write_job(tmp_path, JOB)
-    r = synth_run(job, "-n", str(first))
+def test_extend_a_finished_dataset_keeps_its_files(ray_address, tmp_path, first):
+    job, out = extend_job(tmp_path, JOB)
+    r = synth_run(job, "-n", str(first), address=ray_address)
     assert r.returncode == 0, r.stderr[-2000:]
     before = files(out)
     rows_before = {f: pq.read_table(out / f).to_pylist() for f in before if f.startswith("data/")}
-    assert len(ids(out)) == first
+    assert len(ids_of(out)) == first
 
-    r = synth_run(job, "-n", "400")
+    r = synth_run(job, "-n", "400", address=ray_address)
     assert r.returncode == 0, r.stderr[-2000:]
     # the files of the first run are all still there, byte for byte (so are their rows)
     after = files(out)
     assert {f: after.get(f) for f in before} == before
     assert {f: pq.read_table(out / f).to_pylist() for f in rows_before} == rows_before
-    got = ids(out)
+    got = ids_of(out)
     assert len(got) == len(set(got)) == 400 and set(got) == planned(JOB, 400)
     stats = json.loads((out / "stats.json").read_text())
     assert stats["complete"] and stats["planned_units"] == 400 and stats["units"] == 400
@@ -113,33 +76,20 @@ def test_extend_a_finished_dataset_keeps_its_files(tmp_path, first):
 
     # a smaller count is refused in one line, and nothing changes
     snapshot = files(out), (out / "stats.json").read_bytes(), (out / "_manifest" / "job.json").read_bytes()
-    r = synth_run(job, "-n", "250")
+    r = synth_run(job, "-n", "250", address=ray_address)
     assert r.returncode != 0
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and "400" in err[0] and "250" in err[0] and "--overwrite" in err[0], r.stderr
     assert (files(out), (out / "stats.json").read_bytes(), (out / "_manifest" / "job.json").read_bytes()) == snapshot
 
 
-def test_retry_failed_turns_dead_letters_into_records(tmp_path, simulator):
-    doc = {
-        **JOB,
-        "count": 120,
-        "output": {"uri": "OUT", "shard_size": 40},
-        "providers": [
-            {
-                "name": "default",
-                "model": "compat:sim-model",
-                "base_url": f"{simulator.url}/v1",
-                "max_retries": 0,
-                "keys": [{"env": "HTTP_KEY_A", "alias": "alpha", "rpm": 60000}],
-            }
-        ],
-        "engine": {"max_failure_rate": 1.0},
-    }
-    job, out = write_job(tmp_path, doc)
+def test_retry_failed_turns_dead_letters_into_records(ray_address, tmp_path, simulator):
+    provider = http_provider(simulator.url, limits={"rpm": 60000}, model="compat:sim-model", max_retries=0)
+    doc = job_doc("extend", "OUT", 120, shard=40, providers=[provider], engine={"max_failure_rate": 1.0})
+    job, out = extend_job(tmp_path, doc)
     simulator.configure(error_rate=1.0)
     try:
-        r = synth_run(job)
+        r = synth_run(job, address=ray_address)
     finally:
         simulator.restore()
     assert r.returncode != 0, r.stderr[-2000:]
@@ -147,7 +97,7 @@ def test_retry_failed_turns_dead_letters_into_records(tmp_path, simulator):
     assert stats["dead_letters"] == 120 and stats["records"] == 0
     assert len(list((out / "dead_letters").glob("*.parquet"))) == 3
 
-    r = synth_run(job, "--retry-failed")
+    r = synth_run(job, "--retry-failed", address=ray_address)
     assert r.returncode == 0, r.stderr[-2000:]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["complete"] and (stats["units"], stats["records"], stats["dead_letters"]) == (120, 120, 0)
@@ -159,11 +109,11 @@ def test_retry_failed_turns_dead_letters_into_records(tmp_path, simulator):
     assert [f for e in m.commit_entries() for f in e["files"] if not f.startswith("data/")] == []
     assert not list((out / "dead_letters").rglob("*.parquet"))
     assert not list((out / "_manifest" / "intents").glob("*"))
-    got = ids(out)
+    got = ids_of(out)
     assert len(got) == len(set(got)) == 120 and set(got) == planned(doc, 120)
     from_manifest = [i for f in m.committed_files() for i in pq.read_table(f)["id"].to_pylist()]
     assert sorted(from_manifest) == sorted(got)
     # nothing left to retry: a second retry makes nothing
-    r = synth_run(job, "--retry-failed")
+    r = synth_run(job, "--retry-failed", address=ray_address)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((out / "stats.json").read_text())["shards"]["written_this_run"] == 0

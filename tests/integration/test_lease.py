@@ -7,59 +7,30 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import pyarrow.dataset as pads
 import pytest
 
 from synth.engine.lease import LEASE, TTL_S, Lease, LeaseHeld, LeaseRecord
 from synth.engine.storage import Storage
 from synth.spec import OutputSpec
-
-JOB = """
-name: leased
-count: COUNT
-seed: 3
-generator:
-  kind: structured
-  prompt: "Item {n}"
-  vars: {n: {kind: range, low: 1, high: 1000000}}
-  schema: {type: object, properties: {a: {type: string}, b: {type: integer}}, required: [a, b]}
-output: {uri: "OUT", shard_size: 100}
-"""
+from tests.support.runs import env, error_lines, http_provider, ids_of, job_doc, synth_cmd, synth_run, write_job
 
 
-def write_job(tmp_path: Path, count: int) -> tuple[Path, Path]:
+def leased_job(tmp_path: Path, count: int, **extra) -> tuple[Path, Path]:
     out = tmp_path / "out"
-    job = tmp_path / "job.yaml"
-    job.write_text(JOB.replace("OUT", str(out)).replace("COUNT", str(count)))
-    return job, out
+    return write_job(tmp_path / "job.yaml", job_doc("leased", out, count, seed=3, **extra)), out
 
 
-def cmd(job: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "synth", "run", str(job), "--quiet", *extra]
-
-
-def env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-
-
-def ids(out: Path) -> list[str]:
-    return pads.dataset(str(out / "data"), partitioning="hive").to_table(columns=["id"])["id"].to_pylist()
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
-
-
-def test_two_runs_of_one_job_into_one_output_one_refused(tmp_path):
-    job, out = write_job(tmp_path, 3000)
+def test_two_runs_of_one_job_into_one_output_one_refused(ray_address, tmp_path):
+    job, out = leased_job(tmp_path, 3000)
     procs = [
-        subprocess.Popen(cmd(job), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            synth_cmd(job, address=ray_address), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for _ in range(2)
     ]
     results = [p.communicate(timeout=400) for p in procs]
@@ -71,36 +42,36 @@ def test_two_runs_of_one_job_into_one_output_one_refused(tmp_path):
     winner = next(p for p in procs if p.returncode == 0)
     assert f"is being written by another synth run (host {socket.gethostname()}, pid {winner.pid}, since " in lines[0]
     assert "new output path" in lines[0]
-    got = ids(out)
+    got = ids_of(out)
     assert len(got) == len(set(got)) == 3000
     stats = json.loads((out / "stats.json").read_text())
     assert stats["complete"] and stats["shards"]["written_this_run"] == 30
     assert not (out / "_manifest" / "lease.json").exists()  # released at the end
 
 
-def test_a_stale_lease_is_taken_over(tmp_path):
-    job, out = write_job(tmp_path, 300)
+def test_a_stale_lease_is_taken_over(ray_address, tmp_path):
+    job, out = leased_job(tmp_path, 300)
     old = datetime.now(timezone.utc) - timedelta(seconds=TTL_S + 60)
     stale = LeaseRecord(
         holder="crashed-run", host="another-machine", pid=4242, started_at=old.isoformat(), renewed_at=old.isoformat()
     )
     (out / "_manifest").mkdir(parents=True)
     (out / "_manifest" / "lease.json").write_text(stale.model_dump_json())
-    r = subprocess.run(cmd(job), env=env(), capture_output=True, text=True, timeout=400)
+    r = synth_run(job, address=ray_address)
     assert r.returncode == 0, r.stderr[-2000:]
-    got = ids(out)
+    got = ids_of(out)
     assert len(got) == len(set(got)) == 300
     assert not (out / "_manifest" / "lease.json").exists()
 
 
 def test_a_live_lease_refuses_a_run_quickly_and_it_writes_nothing(tmp_path):
-    job, out = write_job(tmp_path, 300)
+    job, out = leased_job(tmp_path, 300)
     held = Lease(Storage(OutputSpec(uri=str(out)))).acquire().start()  # heartbeating in this process
     try:
         before = (out / "_manifest" / "lease.json").read_bytes()
         for extra in ((), ("--overwrite",)):  # --overwrite does not remove another run's lease either
             t0 = time.monotonic()
-            r = subprocess.run(cmd(job, *extra), env=env(), capture_output=True, text=True, timeout=120)
+            r = synth_run(job, *extra, timeout=120)  # its own embedded Ray, were it to get that far
             took = time.monotonic() - t0
             assert r.returncode == 3, r.stderr[-2000:]
             lines = error_lines(r.stderr)
@@ -177,16 +148,26 @@ def test_s3_expired_lease_is_taken_over_once_and_the_old_holder_finds_out(s3_buc
     assert Lease(s3_storage(endpoint, bucket)).read() is None
 
 
-def test_a_run_whose_lease_passes_to_another_stops_and_leaves_it(tmp_path):
+def test_a_run_whose_lease_passes_to_another_stops_and_leaves_it(simulator, ray_address, tmp_path):
     """A holder that finds another run's id in its lease (it stalled past the TTL and was taken over)
     stops as Ctrl-C stops it, keeps what it committed, and leaves the other run's lease in place."""
-    job, out = write_job(tmp_path, 3000)
-    proc = subprocess.Popen(cmd(job), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    simulator.restore()
+    # 10 answers a second: 300 units would take 30 s, so the run is still buying when its lease passes
+    job, out = leased_job(tmp_path, 300, shard=20, providers=[http_provider(simulator.url, limits={"rpm": 600})])
+    proc = subprocess.Popen(
+        synth_cmd(job, "--no-cache", address=ray_address),
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lease = out / "_manifest" / "lease.json"
+    commits = out / "_manifest" / "commits"
     seen: set[str] = set()
     deadline = time.monotonic() + 240
     try:
-        while time.monotonic() < deadline and len(seen) < 3:  # two heartbeats: the run is well under way
+        # well under way: a shard committed, and a heartbeat renewed the lease since it was taken
+        while time.monotonic() < deadline and not (len(seen) >= 2 and list(commits.glob("*.json"))):
             assert proc.poll() is None, proc.communicate()[1][-2000:]
             try:
                 seen.add(json.loads(lease.read_text())["renewed_at"])
@@ -206,5 +187,5 @@ def test_a_run_whose_lease_passes_to_another_stops_and_leaves_it(tmp_path):
     assert len(lines) == 1 and "passed to another synth run (host another-machine, pid 7)" in lines[0], stderr
     assert json.loads(lease.read_text())["holder"] == "other-run"
     assert not (out / "stats.json").exists()  # stopped before the end
-    got = ids(out) if (out / "data").exists() else []
-    assert len(got) == len(set(got)) < 3000
+    got = ids_of(out)
+    assert 0 < len(got) == len(set(got)) < 300

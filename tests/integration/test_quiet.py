@@ -1,10 +1,11 @@
 """A run shows synth's own output only: Ray's logs and warnings go to ``<output>/_logs/``, and to
-the terminal too with ``-v``. The runs are subprocesses of ``python -m synth run`` with their own
-embedded Ray, their stdout and stderr captured as a terminal would show them."""
+the terminal too with ``-v``. The runs are subprocesses of ``python -m synth run`` (with their own
+embedded Ray, or joining one with ``--address``), their stdout and stderr captured as a terminal
+would show them."""
 
 from __future__ import annotations
 
-import os
+import json
 import re
 import subprocess
 import sys
@@ -15,50 +16,29 @@ import pytest
 
 import synth
 from tests.conftest import ENV
+from tests.support.runs import ROOT, job_doc, synth_run, write_job
 
-ROOT = Path(__file__).resolve().parents[2]
 KEYS = [v for k, v in ENV.items() if "KEY" in k and "AWS" not in k]
 
-# one shard for two workers: Ray Data warns that the pool is larger than its input
-JOB = """
-name: quiet
-count: 50
-seed: 5
-generator:
-  kind: structured
-  prompt: "Item {n}"
-  vars: {n: {kind: range, low: 1, high: 1000000}}
-  schema: {type: object, properties: {a: {type: string}, b: {type: integer}}, required: [a, b]}
-output: {uri: "OUT", shard_size: 50}
-"""
 RAY_CORE = "core_worker.cc"  # the C++ core's line, written straight to fd 2
 RAY_DATA_WARNING = "UserWarning: The minimum number of concurrent actors"
 # Ray's Python log lines ("<date> <time>\tWARNING file.py:12 -- ...") and worker lines ("(raylet) ...")
 RAY_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(INFO|WARNING|ERROR)\b|\((raylet|pid=)", re.M)
 
 
-def synth_run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.run(
-        [sys.executable, "-m", "synth", "run", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=timeout,
-    )
-
-
 def logs(out: Path) -> list[Path]:
     return sorted((out / "_logs").glob("run-*.log"))
 
 
-def test_ray_output_goes_to_the_log_and_with_verbose_to_the_terminal_too(tmp_path):
+def quiet_job(tmp_path: Path, **extra) -> tuple[Path, Path]:
+    # one shard for two workers: Ray Data warns that the pool is larger than its input
     out = tmp_path / "out"
-    job = tmp_path / "job.yaml"
-    job.write_text(JOB.replace("OUT", str(out)))
+    return write_job(tmp_path / "job.yaml", job_doc("quiet", out, 50, shard=50, **extra)), out
 
-    r = synth_run(str(job))
+
+def test_ray_output_goes_to_the_log_and_with_verbose_to_the_terminal_too(ray_address, tmp_path):
+    job, out = quiet_job(tmp_path)
+    r = synth_run(job, quiet=False)  # its own embedded Ray
     assert r.returncode == 0, r.stderr[-2000:]
     terminal = r.stdout + r.stderr
     assert "synth run: quiet" in r.stderr and "1 written" in r.stderr
@@ -72,13 +52,14 @@ def test_ray_output_goes_to_the_log_and_with_verbose_to_the_terminal_too(tmp_pat
     assert not any(k in text for k in KEYS)  # the key variables are in Ray's environment, never in its log
 
     # the log folder is no obstacle to resuming: nothing is left to do, so nothing starts Ray
-    again = synth_run(str(job))
+    again = synth_run(job, quiet=False)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "0 written, 1 already committed" in again.stderr
     assert logs(out) == [first]
 
-    # --overwrite replaces the folder, logs included; -v shows Ray's output on the terminal too
-    loud = synth_run(str(job), "--overwrite", "-v")
+    # --overwrite replaces the folder, logs included; -v shows Ray's output on the terminal too, and
+    # so it does for a run joining a Ray already running
+    loud = synth_run(job, "--overwrite", "-v", quiet=False, address=ray_address)
     assert loud.returncode == 0, loud.stderr[-2000:]
     assert RAY_CORE in loud.stderr and RAY_DATA_WARNING in loud.stderr
     assert "synth run: quiet" in loud.stderr
@@ -89,9 +70,9 @@ def test_ray_output_goes_to_the_log_and_with_verbose_to_the_terminal_too(tmp_pat
 
 
 def test_an_error_line_still_reaches_the_terminal(tmp_path):
-    job = tmp_path / "job.yaml"
-    job.write_text(JOB.replace("OUT", str(tmp_path / "out")).replace("shard_size: 50", "shard_size: 0"))
-    r = synth_run(str(job))
+    job, _ = quiet_job(tmp_path)
+    write_job(job, {**json.loads(job.read_text()), "output": {"uri": str(tmp_path / "out"), "shard_size": 0}})
+    r = synth_run(job, quiet=False)
     assert r.returncode == 2
     assert re.search(r"^error: .*shard_size", r.stderr, re.M), r.stderr
 
@@ -140,18 +121,8 @@ def test_remote_output_gets_the_log_uploaded(s3_bucket, tmp_path, monkeypatch):
     endpoint, bucket = s3_bucket
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the local copy is written
     uri = f"s3://{bucket}/ds"
-    doc = {
-        "name": "quiet",
-        "count": 50,
-        "seed": 5,
-        "generator": {
-            "kind": "structured",
-            "prompt": "Item {n}",
-            "vars": {"n": {"kind": "range", "low": 1, "high": 1000000}},
-            "schema": {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
-        },
-        "output": {"uri": uri, "shard_size": 50, "storage": {"endpoint_url": endpoint}},
-    }
+    doc = job_doc("quiet", uri, 50, shard=50)
+    doc["output"]["storage"] = {"endpoint_url": endpoint}
     res = synth.run(doc)
     assert res.complete
     import s3fs
