@@ -45,7 +45,27 @@ STRUCTURED = {
 }
 
 
+@pytest.fixture
+def cli(capsys):
+    """The command line in this process (the module's runs are too slow to repeat per call):
+    returns (exit code, stdout, stderr) as ``synth ARGS`` would."""
+    from synth.cli import main
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as e:
+            code = int(e.code or 0)
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+    return run
+
+
 def synth_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m synth ARGS`` in its own process."""
     return subprocess.run(
         [sys.executable, "-m", "synth", *args],
         capture_output=True,
@@ -77,9 +97,9 @@ def outputs(ray_local, tmp_path_factory):
     return {"conv": conv, "items": items}
 
 
-def test_inspect_json_matches_the_data(outputs):
+def test_inspect_json_matches_the_data(cli, outputs):
     res, uri = outputs["items"]
-    r = synth_cli("inspect", uri, "--json", "--samples", "2")
+    r = cli("inspect", uri, "--json", "--samples", "2")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     table = synth.open(uri).to_table()
@@ -98,20 +118,20 @@ def test_inspect_json_matches_the_data(outputs):
     assert [s["id"] for s in doc["samples"]] == table["id"].to_pylist()[:2]
 
 
-def test_inspect_text_for_people(outputs):
+def test_inspect_text_for_people(cli, outputs):
     res, uri = outputs["items"]
-    r = synth_cli("inspect", uri)
+    r = cli("inspect", uri)
     assert r.returncode == 0, r.stderr
     assert "complete" in r.stdout and "4 committed of 4 planned" in r.stdout
     assert f"{res.dead_letters}" in r.stdout and "malformed_output" in r.stdout
     assert "sample 1" in r.stdout and "record" in r.stdout
 
 
-def test_export_to_sqlite_and_csv(outputs, tmp_path):
+def test_export_to_sqlite_and_csv(cli, outputs, tmp_path):
     res, uri = outputs["items"]
     import sqlite3
 
-    r = synth_cli("export", uri, "--format", "sql", "--to", str(tmp_path / "items.db"), "--table", "items")
+    r = cli("export", uri, "--format", "sql", "--to", str(tmp_path / "items.db"), "--table", "items")
     assert r.returncode == 0, r.stderr
     con = sqlite3.connect(tmp_path / "items.db")
     assert con.execute("select count(*) from items").fetchone() == (res.records,)
@@ -119,27 +139,27 @@ def test_export_to_sqlite_and_csv(outputs, tmp_path):
     assert [c[1] for c in con.execute("pragma table_info(items)")] == payload and "record" in payload
     rec = json.loads(con.execute("select record from items limit 1").fetchone()[0])
     assert {"title", "rating", "tags"} <= set(rec)
-    r = synth_cli("export", uri, "--format", "csv", "--to", str(tmp_path / "items.csv"), "--with-envelope")
+    r = cli("export", uri, "--format", "csv", "--to", str(tmp_path / "items.csv"), "--with-envelope")
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(open(tmp_path / "items.csv", newline="")))
     assert len(rows) == res.records and {"id", "model", "prompt_tokens", "record"} <= set(rows[0])
     assert all(1 <= json.loads(row["record"])["rating"] <= 5 for row in rows)
 
 
-def test_export_to_a_hugging_face_folder(outputs, tmp_path):
+def test_export_to_a_hugging_face_folder(cli, outputs, tmp_path):
     import datasets
 
     res, uri = outputs["conv"]
-    r = synth_cli("export", uri, "--format", "hf", "--to", str(tmp_path / "hf"))
+    r = cli("export", uri, "--format", "hf", "--to", str(tmp_path / "hf"))
     assert r.returncode == 0, r.stderr
     ds = datasets.load_from_disk(str(tmp_path / "hf"))
     assert ds.num_rows == res.records and "messages" in ds.column_names and "prompt_tokens" not in ds.column_names
     assert ds[0]["messages"][0]["role"] == "system"
 
 
-def test_openai_fine_tuning_file_of_the_conversation_example(outputs, tmp_path):
+def test_openai_fine_tuning_file_of_the_conversation_example(cli, outputs, tmp_path):
     res, uri = outputs["conv"]
-    r = synth_cli("export", uri, "--format", "openai", "--to", str(tmp_path / "train.jsonl"))
+    r = cli("export", uri, "--format", "openai", "--to", str(tmp_path / "train.jsonl"))
     assert r.returncode == 0, r.stderr
     lines = [json.loads(x) for x in open(tmp_path / "train.jsonl")]
     assert len(lines) == res.records
@@ -165,22 +185,22 @@ def test_openai_fine_tuning_file_of_the_conversation_example(outputs, tmp_path):
     assert tool_calls > 0  # the example's tools are used in some dialogs
 
 
-def test_sharegpt_and_messages(outputs, tmp_path):
+def test_sharegpt_and_messages(cli, outputs, tmp_path):
     res, uri = outputs["conv"]
-    assert synth_cli("export", uri, "-f", "sharegpt", "--to", str(tmp_path / "s.jsonl")).returncode == 0
+    assert cli("export", uri, "-f", "sharegpt", "--to", str(tmp_path / "s.jsonl")).returncode == 0
     lines = [json.loads(x) for x in open(tmp_path / "s.jsonl")]
     assert len(lines) == res.records
     for ex in lines:
         assert all(set(t) == {"from", "value"} and isinstance(t["value"], str) for t in ex["conversations"])
         assert {t["from"] for t in ex["conversations"]} <= {"system", "human", "gpt", "function_call", "observation"}
-    assert synth_cli("export", uri, "-f", "messages", "--to", str(tmp_path / "m.jsonl")).returncode == 0
+    assert cli("export", uri, "-f", "messages", "--to", str(tmp_path / "m.jsonl")).returncode == 0
     ids = [json.loads(x)["id"] for x in open(tmp_path / "m.jsonl")]
     assert sorted(ids) == sorted(synth.open(uri).to_table(columns=["id"])["id"].to_pylist())
 
 
-def test_chat_format_of_structured_records_is_refused(outputs, tmp_path):
+def test_chat_format_of_structured_records_is_refused(cli, outputs, tmp_path):
     _, uri = outputs["items"]
-    r = synth_cli("export", uri, "--format", "openai", "--to", str(tmp_path / "x.jsonl"))
+    r = cli("export", uri, "--format", "openai", "--to", str(tmp_path / "x.jsonl"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "needs chat records" in r.stderr and "structured" in r.stderr
     assert not (tmp_path / "x.jsonl").exists()
@@ -202,7 +222,7 @@ def test_inspect_and_export_from_s3(outputs, s3_bucket, tmp_path):
     assert sorted(json.loads(x)["id"] for x in open(out)) == sorted(local_ids) and len(local_ids) == res.records
 
 
-def test_unfinished_output_shows_only_committed_records(outputs, tmp_path):
+def test_unfinished_output_shows_only_committed_records(cli, outputs, tmp_path):
     res, uri = outputs["items"]
     part = tmp_path / "part"
     shutil.copytree(uri, part)
@@ -212,19 +232,19 @@ def test_unfinished_output_shows_only_committed_records(outputs, tmp_path):
     committed = synth.open(str(part)).to_table()
     assert 0 < committed.num_rows < res.records
     assert not any(i.endswith(tuple(f"-{u:010d}" for u in range(30, 40))) for i in committed["id"].to_pylist())
-    r = synth_cli("inspect", str(part), "--json")
+    r = cli("inspect", str(part), "--json")
     doc = json.loads(r.stdout)
     assert doc["status"] == "unfinished" and doc["shards"] == {"planned": 4, "committed": 3}
     assert doc["records"] == committed.num_rows == doc["rows_scanned"]
-    text = synth_cli("inspect", str(part)).stdout
+    text = cli("inspect", str(part)).stdout
     assert "unfinished" in text and "3 committed of 4 planned" in text
-    r = synth_cli("export", str(part), "-f", "jsonl", "--to", str(tmp_path / "p.jsonl"))
+    r = cli("export", str(part), "-f", "jsonl", "--to", str(tmp_path / "p.jsonl"))
     assert r.returncode == 0, r.stderr
     assert sum(1 for _ in open(tmp_path / "p.jsonl")) == committed.num_rows
 
 
 @pytest.mark.parametrize("fmt,target", [("jsonl", "x.jsonl"), ("sql", "x.db"), ("hf", "hf")])
-def test_a_failing_export_leaves_nothing(outputs, tmp_path, fmt, target):
+def test_a_failing_export_leaves_nothing(cli, outputs, tmp_path, fmt, target):
     _, uri = outputs["items"]
     broken = tmp_path / "broken"
     shutil.copytree(uri, broken)
@@ -232,7 +252,7 @@ def test_a_failing_export_leaves_nothing(outputs, tmp_path, fmt, target):
     last.write_bytes(last.read_bytes()[:200])  # damaged after the first shards have been exported
     dest = tmp_path / "dest"
     dest.mkdir()
-    r = synth_cli("export", str(broken), "-f", fmt, "--to", str(dest / target), "--batch-rows", "3")
+    r = cli("export", str(broken), "-f", fmt, "--to", str(dest / target), "--batch-rows", "3")
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error:")
     assert list(dest.iterdir()) == []
 
