@@ -100,3 +100,89 @@ def test_json_schema_describes_every_field():
             if name in ("GeneratorSpec",) or "$ref" in prop or "allOf" in prop:
                 continue
             assert "description" in prop, f"{name}.{field} has no description"
+
+
+# ---------------------------------------------------------------- routes, breakers, capabilities
+
+TWO = [{"name": "a", "model": "sim:a"}, {"name": "b", "model": "sim:b"}]
+
+
+def route_job(route, **extra):
+    return parse_job(
+        {
+            "name": "t",
+            "count": 1,
+            "generator": {**GEN, "model": "r"},
+            "providers": TWO,
+            "routes": {"r": route},
+            **extra,
+        },
+        env={},
+    )
+
+
+def test_route_list_is_fallback_and_mapping_names_a_strategy():
+    listed = route_job(["b", "a"])
+    assert listed.route_spec("r").strategy == "fallback" and listed.route_targets("r") == ["b", "a"]
+    weighted = route_job({"strategy": "weighted", "providers": ["a", "b"], "weights": [3, 1]})
+    assert weighted.route_spec("r").weights == [3.0, 1.0] and weighted.route_targets("r") == ["a", "b"]
+    assert weighted.route_spec("a").providers == ["a"]  # a provider's name is a route over itself
+    # the job's identity keeps the route as written (a list stays a list)
+    from synth.engine.plan import shaping_spec
+
+    assert shaping_spec(listed)["routes"] == {"r": ["b", "a"]}
+    assert json.dumps(shaping_spec(weighted)["routes"])
+
+
+@pytest.mark.parametrize(
+    ("route", "line"),
+    [
+        ({"strategy": "weighted", "providers": ["a", "b"]}, "routes.r.weights: the weighted strategy needs one weight"),
+        ({"strategy": "weighted", "providers": ["a", "b"], "weights": [1]}, "routes.r.weights: 1 weights for 2"),
+        ({"strategy": "weighted", "providers": ["a", "b"], "weights": [0, 0]}, "routes.r.weights: weights must be"),
+        ({"strategy": "cost", "providers": ["a", "b"], "weights": [1, 2]}, "routes.r.weights: only the weighted"),
+        ({"strategy": "quality", "providers": ["a", "b"], "ranking": ["a", "c"]}, "routes.r.ranking: must name each"),
+        ({"strategy": "cost", "providers": ["a"], "ranking": ["a"]}, "routes.r.ranking: only quality and hybrid"),
+        ({"strategy": "hybrid", "providers": ["a"], "hybrid": {"speed": 1}}, "routes.r.hybrid."),
+        ({"strategy": "fastest", "providers": ["a"]}, "routes.r.strategy: Input should be 'fallback'"),
+        ({"strategy": "cost", "providers": ["a", "x"]}, "routes.r.providers[1]: route 'r' names unknown provider 'x'"),
+        ({"strategy": "cost", "providers": []}, "routes.r.providers: "),
+        ({"providers": ["a", "a"]}, "routes.r.providers: a provider is named twice"),
+        ({"providers": ["a"], "weight": [1]}, "routes.r.weight: unknown field"),
+        (["a", "x"], "routes.r[1]: route 'r' names unknown provider 'x'"),
+    ],
+)
+def test_bad_route_is_one_located_line(route, line):
+    with pytest.raises(ConfigError) as e:
+        route_job(route)
+    lines = str(e.value).splitlines()
+    assert len(lines) == 1 and lines[0].startswith(line), lines
+
+
+def test_breaker_settings_job_wide_with_provider_overrides():
+    job = parse_job(
+        {
+            "name": "t",
+            "count": 1,
+            "generator": GEN,
+            "providers": [{"name": "a", "model": "sim:a", "breaker": {"open_s": 1}}, {"name": "b", "model": "sim:b"}],
+            "engine": {"breaker": {"error_rate": 0.8, "open_s": 30}},
+        },
+        env={},
+    )
+    a, b = (job.breaker_for(p) for p in job.providers)
+    assert (a.error_rate, a.open_s) == (0.8, 1.0) and (b.error_rate, b.open_s) == (0.8, 30.0)
+    with pytest.raises(ConfigError, match=r"^engine\.breaker\.error_rate: "):
+        parse_job({"name": "t", "count": 1, "generator": GEN, "engine": {"breaker": {"error_rate": 0}}}, env={})
+
+
+def test_capability_overrides_are_validated():
+    job = route_job(["a"], models={"sim:a": {"structured": False, "context": 4096}})
+    assert job.models["sim:a"].context == 4096
+    with pytest.raises(ConfigError, match=r"^models\.sim:a\.quality: "):
+        route_job(["a"], models={"sim:a": {"quality": 2}})
+    with pytest.raises(ConfigError, match=r"^providers\[0\]\.capabilities\.tool: unknown field"):
+        parse_job(
+            {"name": "t", "count": 1, "generator": GEN, "providers": [{"model": "sim:a", "capabilities": {"tool": 1}}]},
+            env={},
+        )
