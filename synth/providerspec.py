@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from synth.errors import ConfigError
+
+if TYPE_CHECKING:
+    from synth.spec import JobSpec
 
 KNOWN_KINDS = ("openai", "openrouter", "compat", "gemini", "sim")
 STRATEGIES = ("fallback", "weighted", "cost", "latency", "quality", "hybrid")
@@ -205,6 +208,12 @@ class RouteSpec(Strict):
         return self
 
 
+def route_schema(schema: dict[str, Any]) -> None:
+    """The job's JSON Schema with a route's mapping form spelled out (it is kept as written, for
+    the job's identity, and validated as a RouteSpec)."""
+    schema["properties"]["routes"]["additionalProperties"]["anyOf"][1] = RouteSpec.model_json_schema()
+
+
 def route_problems(route: str, value: list[str] | dict[str, Any], names: list[str]) -> list[str]:
     """One located line per problem of ``routes.<route>`` (its own fields, unknown provider names)."""
     from pydantic import ValidationError
@@ -233,7 +242,40 @@ def route_problems(route: str, value: list[str] | dict[str, Any], names: list[st
     ]
 
 
+# the environment variables each kind's own SDK reads for its key, first set wins
+CONVENTION_KEYS = {
+    "openai": ("OPENAI_API_KEY",),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    "openrouter": ("OPENROUTER_API_KEY",),
+}
+
+
+def apply_conventions(spec: JobSpec, env: dict[str, str]) -> JobSpec:
+    """Fill what a provider leaves unsaid from its kind's usual environment variables: a provider
+    with no ``keys`` gets its kind's key variable (by name; the value stays in the environment), an
+    ``openai:`` provider with no ``base_url`` gets ``OPENAI_BASE_URL``. What the job says wins."""
+    for i, p in enumerate(spec.providers):
+        kind = parse_model(p.model).kind
+        update: dict[str, Any] = {}
+        if not p.keys:
+            var = next((v for v in CONVENTION_KEYS.get(kind, ()) if env.get(v)), None)
+            if var:
+                update["keys"] = [KeySpec(env=var)]
+        base_url = env.get("OPENAI_BASE_URL", "").strip()
+        if kind == "openai" and not p.base_url and base_url:
+            if not HTTP_URL.match(base_url):
+                raise ConfigError(
+                    f"OPENAI_BASE_URL: {base_url!r} (used by providers[{i}]) is not an http(s) URL; "
+                    "set it with its scheme, e.g. http://127.0.0.1:8000/v1, or set base_url"
+                )
+            update["base_url"] = base_url
+        if update:
+            spec.providers[i] = p.model_copy(update=update)
+    return spec
+
+
 __all__ = [
+    "CONVENTION_KEYS",
     "KNOWN_KINDS",
     "STRATEGIES",
     "BreakerSpec",
@@ -245,6 +287,8 @@ __all__ = [
     "ProviderSpec",
     "RouteSpec",
     "Strict",
+    "apply_conventions",
     "parse_model",
     "route_problems",
+    "route_schema",
 ]

@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from synth.errors import ConfigError, KeyMissing
 from synth.providerspec import (
-    HTTP_URL,
     KNOWN_KINDS,
     STRATEGIES,
     BreakerSpec,
@@ -30,8 +29,10 @@ from synth.providerspec import (
     ProviderSpec,
     RouteSpec,
     Strict,
+    apply_conventions,
     parse_model,
     route_problems,
+    route_schema,
 )
 
 
@@ -150,6 +151,8 @@ class GeneratorSpec(BaseModel):
 
 class JobSpec(Strict):
     """A synth job: what to generate, with which models, under which limits, and where to."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra=route_schema)
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="job name")
     count: int = Field(..., gt=0, description="planned units (records; series for timeseries)")
@@ -324,38 +327,6 @@ def validation_lines(err: ValidationError, prefix: str = "") -> list[str]:
         if msg not in msgs:
             msgs.append(msg)
     return [f"{loc}: {' or '.join(msgs)}" for loc, msgs in found.items()] + lines
-
-
-# the environment variables each kind's own SDK reads for its key, first set wins
-CONVENTION_KEYS = {
-    "openai": ("OPENAI_API_KEY",),
-    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
-    "openrouter": ("OPENROUTER_API_KEY",),
-}
-
-
-def apply_conventions(spec: JobSpec, env: dict[str, str]) -> JobSpec:
-    """Fill what a provider leaves unsaid from its kind's usual environment variables: a provider
-    with no ``keys`` gets its kind's key variable (by name; the value stays in the environment), an
-    ``openai:`` provider with no ``base_url`` gets ``OPENAI_BASE_URL``. What the job says wins."""
-    for i, p in enumerate(spec.providers):
-        kind = parse_model(p.model).kind
-        update: dict[str, Any] = {}
-        if not p.keys:
-            var = next((v for v in CONVENTION_KEYS.get(kind, ()) if env.get(v)), None)
-            if var:
-                update["keys"] = [KeySpec(env=var)]
-        base_url = env.get("OPENAI_BASE_URL", "").strip()
-        if kind == "openai" and not p.base_url and base_url:
-            if not HTTP_URL.match(base_url):
-                raise ConfigError(
-                    f"OPENAI_BASE_URL: {base_url!r} (used by providers[{i}]) is not an http(s) URL; "
-                    "set it with its scheme, e.g. http://127.0.0.1:8000/v1, or set base_url"
-                )
-            update["base_url"] = base_url
-        if update:
-            spec.providers[i] = p.model_copy(update=update)
-    return spec
 
 
 def parse_job(data: Any, env: dict[str, str] | None = None, *, check_keys: bool = True) -> JobSpec:
