@@ -211,13 +211,13 @@ class BreakerLayer:
     def complete(self, request: Any, call: Any) -> Awaitable[Any]:
         b = self.breakers.get(call.target.route)
         if b is None or not b.spec.enabled:
-            return self.inner.complete(request, call)  # type: ignore[no-any-return]
+            return self.inner.complete(request, call)
         return self._through(b, request, call, self.inner.complete)
 
     def embed(self, request: Any, call: Any) -> Awaitable[Any]:
         b = self.breakers.get(call.target.route)
         if b is None or not b.spec.enabled:
-            return self.inner.embed(request, call)  # type: ignore[no-any-return]
+            return self.inner.embed(request, call)
         return self._through(b, request, call, self.inner.embed)
 
     async def _through(self, b: Breaker, request: Any, call: Any, send: Callable[[Any, Any], Awaitable[T]]) -> T:
