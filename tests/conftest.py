@@ -58,59 +58,69 @@ def ray_local():
     ray.shutdown()
 
 
+def _stop_group(proc: subprocess.Popen) -> None:
+    """End a process started in a session of its own, and what it started, by its PID."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 @pytest.fixture(scope="session")
 def ray_address(tmp_path_factory):
     """A Ray head of its own (`ray start --head --block`, stopped by its PID) that `synth run
     --address` subprocesses join: scenarios that are not about the embedded Ray pay for one Ray
     start-up per session instead of one per run. Its environment holds the key variables, as a
     cluster's nodes do."""
-    names = ("port", "ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port")
-    ports = {k: free_port() for k in (*names, "runtime-env-agent-port", "metrics-export-port")}
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["SYNTH_CACHE_DIR"] = str(tmp_path_factory.mktemp("head-cache"))  # runs fix their own in the job
     env["PYTHONUNBUFFERED"] = "1"  # its "started" line reaches the log at once
-    cmd = [
-        str(Path(sys.executable).with_name("ray")),
-        "start",
-        "--head",
-        "--block",
-        "--node-ip-address=127.0.0.1",
-        "--include-dashboard=false",
-        "--num-cpus=2",
-        f"--object-store-memory={512 * 1024**2}",
-        # as an embedded run's Ray: keep idle workers rather than start new ones for each write task
-        "--system-config=" + json.dumps({"idle_worker_killing_time_threshold_ms": 600_000}),
-        *(f"--{k}={v}" for k, v in ports.items()),
-    ]
-    log_path = tmp_path_factory.mktemp("ray-head") / "ray-head.log"
-    log = open(log_path, "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    address = f"127.0.0.1:{ports['port']}"
     # `ray start` leaves its address for later bare ray.init() calls: remove ours so nothing else joins it
     current = Path(tempfile.gettempdir(), "ray", "ray_current_cluster")
-
-    def forget() -> None:
-        if current.exists() and current.read_text().strip() == address:
-            current.unlink()
-
-    try:
-        deadline = time.monotonic() + 120
+    for attempt in range(2):  # Ray gives up on a node whose start-up is slow (a loaded machine): once more
+        names = ("port", "ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port")
+        ports = {k: free_port() for k in (*names, "runtime-env-agent-port", "metrics-export-port")}
+        cmd = [
+            str(Path(sys.executable).with_name("ray")),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            "--include-dashboard=false",
+            "--num-cpus=2",
+            f"--object-store-memory={512 * 1024**2}",
+            # as an embedded run's Ray: keep idle workers rather than start new ones for each write task
+            "--system-config=" + json.dumps({"idle_worker_killing_time_threshold_ms": 600_000}),
+            *(f"--{k}={v}" for k, v in ports.items()),
+        ]
+        log_path = tmp_path_factory.mktemp("ray-head") / "ray-head.log"
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        address = f"127.0.0.1:{ports['port']}"
+        deadline = time.monotonic() + 240
         while "Ray runtime started" not in log_path.read_text():  # what `ray start` says once it is up
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the Ray head did not start: {log_path.read_text()[-2000:]}")
+                break
             time.sleep(0.2)  # polling an observable condition, bounded by the deadline
-        forget()
+        else:
+            break
+        _stop_group(proc)
+        if attempt:
+            raise RuntimeError(f"the Ray head did not start: {log_path.read_text()[-2000:]}")
+    try:
+        if current.exists() and current.read_text().strip() == address:
+            current.unlink()
         yield address
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # the head and the processes it started, by our PID
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        log.close()
-        forget()
+        _stop_group(proc)
+        if current.exists() and current.read_text().strip() == address:
+            current.unlink()
 
 
 @pytest.fixture(scope="session")
