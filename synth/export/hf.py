@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterable
+from typing import Any
 
 import pyarrow as pa
 
@@ -16,7 +17,7 @@ from synth.errors import ConfigError
 from synth.export.target import Target
 
 
-def _datasets():  # type: ignore[no-untyped-def]
+def _datasets() -> tuple[Any, Any]:
     try:
         import datasets
         from datasets.arrow_writer import ArrowWriter
