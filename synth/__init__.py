@@ -5,7 +5,7 @@ result = synth.run("jobs/examples/structured.yaml", count=1000, output="./out/de
 records = synth.open("./out/demo")      # a pyarrow.dataset.Dataset of the committed records
 """
 
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 __version__ = "0.1.0"
 
@@ -19,11 +19,11 @@ from synth.errors import (  # noqa: E402
 )
 from synth.spec import JobSpec  # noqa: E402
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     import pyarrow.dataset
 
 
-def open(uri: str, storage: dict[str, Any] | None = None) -> "pyarrow.dataset.Dataset":  # noqa: A001
+def open(uri: str, storage: dict[str, _typing.Any] | None = None) -> "pyarrow.dataset.Dataset":  # noqa: A001
     """The committed records of a job's output (a local folder or any fsspec URI, finished or
     still running) as a ``pyarrow.dataset.Dataset``. ``storage``: object-storage settings as in a
     job file's ``output.storage`` (``endpoint_url``, ``region``, ``key_env``, ``secret_env``)."""

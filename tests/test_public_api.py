@@ -22,5 +22,8 @@ def test_public_api_is_small_and_sorted():
         "dryreport",
         "outcome",
         "plugins",
+        "dataset",
+        "inspect",
+        "export",
     }
     assert public == set(synth.__all__) - {"__version__"}
