@@ -106,8 +106,8 @@ def preflight(job: JobSpec, *, timeout: float = 3.0) -> None:
     checks: list[tuple[int, str, str, str]] = []  # (index, where, url, how to fix it) per provider
     for i, p in enumerate(job.providers):
         ref = parse_model(p.model)
-        if ref.kind == "sim":
-            continue
+        if ref.kind == "sim" or (not p.base_url and ref.kind not in ("openai", "openrouter", "compat", "gemini")):
+            continue  # offline, or a plugin kind that reaches its service its own way
         if p.base_url:
             from_env = ref.kind == "openai" and p.base_url == os.environ.get("OPENAI_BASE_URL", "").strip()
             checks.append(

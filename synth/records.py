@@ -1,7 +1,16 @@
-"""Plain data every layer speaks: requests, completions, usage, dead letters. No logic here."""
+"""Plain data every layer speaks: requests, completions, usage; and the record envelope, defined
+here once: the unit of work (deterministic id and seed), the columns the engine puts before every
+payload row, and the dead-letter row of a unit that did not become a record.
+
+The Arrow schemas (:data:`ENVELOPE`, :data:`DEAD_SCHEMA`) are built on first use, so importing this
+module does not import pyarrow.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import random
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal, TypeVar
 
@@ -92,6 +101,7 @@ class Completion(_Data):
     attempts: int = 1
     cost_usd: float = 0.0
     cached: bool = False
+    route: str = Field("", description="the route the request asked for (Request.model)")
     ratelimit: RateLimitInfo | None = Field(None, exclude=True, description="header info, not stored")
 
     def message(self) -> ChatMessage:
@@ -114,20 +124,131 @@ class Embeddings(_Data):
     cost_usd: float = 0.0
 
 
-class DeadLetter(_Data):
-    """A planned unit of work that did not become a record, and why."""
+# ---------------------------------------------------------------- the record envelope
 
-    request_id: str
-    error_kind: str
-    message: str
-    attempts: int = 0
+
+def unit_id(fp: str, index: int) -> str:
+    """A unit's id: the job fingerprint's first 12 characters and the unit's index."""
+    return f"{fp[:12]}-{index:010d}"
+
+
+def unit_index(uid: str) -> int:
+    """The unit index an id was made from (the inverse of :func:`unit_id`)."""
+    return int(uid.rsplit("-", 1)[1])
+
+
+def unit_seed(seed: int, index: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{index}".encode()).digest()[:8], "big")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One planned unit of work."""
+
+    index: int  # 0 .. count-1 across the whole job
+    id: str  # deterministic: job fingerprint + index (unit_id)
+    shard: int
+    seed: int  # derived from the job seed and the index (unit_seed)
+
+    def rng(self, salt: str = "") -> random.Random:
+        """A private, reproducible random stream for this unit."""
+        return random.Random(f"{self.seed}:{salt}")
+
+
+# name -> Arrow type name, in column order: what the engine puts before every payload row
+ENVELOPE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("id", "string"),
+    ("job", "string"),
+    ("shard", "int32"),
+    ("generator", "string"),
+    ("route", "string"),  # the route the unit's last call asked for
+    ("model", "string"),
+    ("provider", "string"),  # the job's provider entry that answered it
+    ("key_alias", "string"),
+    ("prompt_tokens", "int64"),
+    ("completion_tokens", "int64"),
+    ("cost_usd", "float64"),
+    ("latency_ms", "float64"),
+    ("attempts", "int32"),
+    ("finish_reason", "string"),
+    ("created_at", "timestamp"),
+)
+ENVELOPE_COLUMNS = frozenset(name for name, _ in ENVELOPE_FIELDS)
+"""Columns the engine adds to every row; payload columns must not use these names."""
+
+
+def envelope_row(unit: Unit, job: str, generator: str, calls: list[Completion], now: datetime) -> dict[str, Any]:
+    """The envelope of one unit's rows: ids, lineage of its last call, usage and cost of all of them."""
+    last = calls[-1] if calls else None
+    return {
+        "id": unit.id,
+        "job": job,
+        "shard": unit.shard,
+        "generator": generator,
+        "route": (last.route or None) if last else None,
+        "model": last.model if last else None,
+        "provider": last.provider if last else None,
+        "key_alias": last.key_alias if last else None,
+        "prompt_tokens": sum(c.usage.prompt_tokens for c in calls),
+        "completion_tokens": sum(c.usage.completion_tokens for c in calls),
+        "cost_usd": float(sum(c.cost_usd for c in calls)),
+        "latency_ms": float(sum(c.latency_ms for c in calls)),
+        "attempts": sum(c.attempts for c in calls),
+        "finish_reason": last.finish_reason if last else None,
+        "created_at": now,
+    }
+
+
+class DeadLetter(_Data):
+    """A planned unit of work that did not become a record, and why: one row of ``dead_letters/``."""
+
+    request_id: str = Field(description="the unit's id")
     job: str = ""
     shard: int = -1
     generator: str = ""
+    error_kind: str
+    message: str
+    attempts: int = 0
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
 
 
+_ARROW_OF = {str: "string", int: "int32", datetime: "timestamp"}
+DEAD_FIELDS: tuple[tuple[str, str], ...] = tuple(
+    (name, _ARROW_OF[f.annotation])
+    for name, f in DeadLetter.model_fields.items()  # type: ignore[index]
+)
+
+
+def _arrow_schema(fields: tuple[tuple[str, str], ...]) -> Any:
+    import pyarrow as pa
+
+    types = {
+        "string": pa.string(),
+        "int32": pa.int32(),
+        "int64": pa.int64(),
+        "float64": pa.float64(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+    }
+    return pa.schema([(name, types[t]) for name, t in fields])
+
+
+_SCHEMAS: dict[str, Any] = {}
+
+
+def __getattr__(name: str) -> Any:
+    """``ENVELOPE`` and ``DEAD_SCHEMA``, the Arrow schemas, made when first asked for."""
+    fields = {"ENVELOPE": ENVELOPE_FIELDS, "DEAD_SCHEMA": DEAD_FIELDS}.get(name)
+    if fields is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _SCHEMAS:
+        _SCHEMAS[name] = _arrow_schema(fields)
+    return _SCHEMAS[name]
+
+
 __all__ = [
+    "DEAD_FIELDS",
+    "ENVELOPE_COLUMNS",
+    "ENVELOPE_FIELDS",
     "ChatMessage",
     "Completion",
     "DeadLetter",
@@ -137,24 +258,35 @@ __all__ = [
     "Request",
     "Role",
     "ToolCall",
+    "Unit",
     "Usage",
+    "envelope_row",
     "trusted",
+    "unit_id",
+    "unit_index",
+    "unit_seed",
 ]
 
 
-_FIELDS: dict[type[BaseModel], int] = {}
+_FIELDS: dict[type[BaseModel], tuple[int, dict[str, Any]]] = {}
 
 
 def trusted(cls: type[M], fields: dict[str, Any]) -> M:
     """An instance of ``cls`` from values validated where they were made (a request rebuilt from
-    its tuple in a gateway, a completion back in a worker). ``fields`` must give every field; then
-    this costs a third of ``model_construct``, which walks every field's default. Otherwise it is
-    ``model_construct``."""
-    n = _FIELDS.get(cls)
-    if n is None:
-        n = _FIELDS[cls] = len(cls.model_fields)
+    its tuple in a gateway, a completion back in a worker). ``fields`` should give every field
+    without a plain default (and may leave out ones with one); then this costs a third of
+    ``model_construct``, which walks every field's default. Otherwise it is ``model_construct``."""
+    info = _FIELDS.get(cls)
+    if info is None:
+        plain = {k: f.default for k, f in cls.model_fields.items() if f.default_factory is None and not f.is_required()}
+        info = _FIELDS[cls] = (len(cls.model_fields), plain)
+    n, plain = info
     if len(fields) != n:
-        return cls.model_construct(**fields)
+        for k, v in plain.items():
+            if k not in fields:
+                fields[k] = v
+        if len(fields) != n:
+            return cls.model_construct(**fields)
     m = cls.__new__(cls)
     object.__setattr__(m, "__dict__", fields)
     object.__setattr__(m, "__pydantic_fields_set__", set(fields))

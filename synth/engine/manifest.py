@@ -33,9 +33,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from synth.engine.lease import LEASE
-from synth.engine.plan import Shard, fingerprint, pieces, shaping_spec, spec_differences, unit_index
+from synth.engine.plan import Shard, fingerprint, pieces, shaping_spec, spec_differences
 from synth.engine.storage import Storage
 from synth.errors import StorageError
+from synth.records import ENVELOPE_FIELDS, unit_index
 from synth.spec import JobSpec
 
 MANIFEST = "_manifest"
@@ -146,7 +147,7 @@ class Manifest:
             _clear(st)
             existing = None
         new_spec = shaping_spec(job)
-        new = {"fingerprint": fingerprint(job), "spec": new_spec}
+        new = {"fingerprint": fingerprint(job), "spec": new_spec, "envelope": [n for n, _ in ENVELOPE_FIELDS]}
         self._shard_size = job.output.shard_size
         if existing is not None:
             old = json.loads(existing)
@@ -157,6 +158,8 @@ class Manifest:
                     f"{st.uri} holds a different job ({'; '.join(diff[:5])}); "
                     "use a new output path or --overwrite to replace it"
                 )
+            if old.get("envelope") != new["envelope"]:
+                old = self._same_envelope(old, new["envelope"])
             had = int(old_spec.get("count", 0))
             if job.count < had:
                 raise StorageError(
@@ -179,6 +182,22 @@ class Manifest:
             _dumps({**new, "created_at": datetime.now(timezone.utc).isoformat()}),
         )
         return set()
+
+    def _same_envelope(self, old: dict[str, Any], envelope: list[str]) -> dict[str, Any]:
+        """An output whose committed records have other envelope columns (written by an earlier
+        synth: before ``route``, job.json named none) is refused rather than given files of two
+        schemas; one with nothing committed takes this run's columns."""
+        if self.committed():
+            had = old.get("envelope") or [c for c in envelope if c != "route"]
+            gone, added = sorted(set(had) - set(envelope)), sorted(set(envelope) - set(had))
+            what = "; ".join([f"without {', '.join(added)}"] * bool(added) + [f"with {', '.join(gone)}"] * bool(gone))
+            raise StorageError(
+                f"{self.storage.uri} holds records of other envelope columns ({what}) made by another synth "
+                "version; finish it with that version, or use a new output path or --overwrite"
+            )
+        old = {**old, "envelope": envelope}
+        self.storage.write_bytes(f"{MANIFEST}/job.json", _dumps(old))
+        return old
 
     def _size(self) -> int:
         if self._shard_size is None:

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from synth.generators.base import Unit
+from synth.records import Unit, unit_id, unit_seed
 from synth.spec import JobSpec
 
 # Fields of a provider that change what a model answers (not keys, limits or timeouts).
@@ -44,19 +44,6 @@ def fingerprint(job: JobSpec) -> str:
     shaping.pop("count")
     shaping.pop("shard_size")
     return _digest(shaping)[:16]
-
-
-def unit_id(fp: str, index: int) -> str:
-    return f"{fp[:12]}-{index:010d}"
-
-
-def unit_index(uid: str) -> int:
-    """The unit index an id was made from (the inverse of :func:`unit_id`)."""
-    return int(uid.rsplit("-", 1)[1])
-
-
-def unit_seed(seed: int, index: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{index}".encode()).digest()[:8], "big")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -16,44 +16,30 @@ import pyarrow as pa
 from synth.engine.plan import Shard
 from synth.errors import BudgetExceeded, JobStopped, NoKeysLeft, SynthError
 from synth.generators.base import GenContext, Generator, Unit, UnitResult
-from synth.records import Completion
+from synth.records import DEAD_SCHEMA, ENVELOPE, ENVELOPE_COLUMNS, Completion, DeadLetter, Request, envelope_row
 
 # Errors that stop the job rather than become dead letters: the shard is not committed, so a later
 # run (with more budget, or fixed keys) makes those units instead of skipping them.
 ABORTING = (BudgetExceeded, NoKeysLeft, JobStopped)
 
-ENVELOPE = pa.schema(
-    [
-        ("id", pa.string()),
-        ("job", pa.string()),
-        ("shard", pa.int32()),
-        ("generator", pa.string()),
-        ("model", pa.string()),
-        ("provider", pa.string()),
-        ("key_alias", pa.string()),
-        ("prompt_tokens", pa.int64()),
-        ("completion_tokens", pa.int64()),
-        ("cost_usd", pa.float64()),
-        ("latency_ms", pa.float64()),
-        ("attempts", pa.int32()),
-        ("finish_reason", pa.string()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
-ENVELOPE_NAMES = set(ENVELOPE.names)
 
-DEAD_SCHEMA = pa.schema(
-    [
-        ("request_id", pa.string()),
-        ("job", pa.string()),
-        ("shard", pa.int32()),
-        ("generator", pa.string()),
-        ("error_kind", pa.string()),
-        ("message", pa.string()),
-        ("attempts", pa.int32()),
-        ("created_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
+class _Routed:
+    """The generator's LLM for its units: each answer carries the route its request asked for (the
+    records' ``route`` column), unless a layer below has said already."""
+
+    __slots__ = ("llm",)
+
+    def __init__(self, llm: Any) -> None:
+        self.llm = llm
+
+    async def complete(self, request: Request) -> Completion:
+        c: Completion = await self.llm.complete(request)
+        if not c.route:
+            c.route = request.model
+        return c
+
+    def __getattr__(self, name: str) -> Any:  # embed and anything else, as they are
+        return getattr(self.llm, name)
 
 
 @dataclass
@@ -63,26 +49,6 @@ class ShardOutcome:
     dead: pa.Table | None
     stats: dict[str, Any] = field(default_factory=dict)
     aborted: str | None = None  # the reason, when an aborting error stopped the shard
-
-
-def _envelope(unit: Unit, job: str, kind: str, calls: list[Completion], now: datetime) -> dict[str, Any]:
-    last = calls[-1] if calls else None
-    return {
-        "id": unit.id,
-        "job": job,
-        "shard": unit.shard,
-        "generator": kind,
-        "model": last.model if last else None,
-        "provider": last.provider if last else None,
-        "key_alias": last.key_alias if last else None,
-        "prompt_tokens": sum(c.usage.prompt_tokens for c in calls),
-        "completion_tokens": sum(c.usage.completion_tokens for c in calls),
-        "cost_usd": float(sum(c.cost_usd for c in calls)),
-        "latency_ms": float(sum(c.latency_ms for c in calls)),
-        "attempts": sum(c.attempts for c in calls),
-        "finish_reason": last.finish_reason if last else None,
-        "created_at": now,
-    }
 
 
 def _rows_table(rows: list[dict[str, Any]], schema: pa.Schema | None) -> pa.Table:
@@ -115,7 +81,7 @@ def _payload(units: list[tuple[Unit, UnitResult]], schema: pa.Schema | None) -> 
     if pending or not tables:
         tables.append(_rows_table(pending, schema))
     table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-    clash = ENVELOPE_NAMES & set(table.column_names)
+    clash = ENVELOPE_COLUMNS & set(table.column_names)
     return (table.drop_columns(sorted(clash)) if clash else table), counts
 
 
@@ -130,7 +96,7 @@ def records_table(
         return None
     now = datetime.now(timezone.utc)
     payload, counts = _payload(units, schema)
-    envs = [_envelope(unit, job, kind, res.calls, now) for unit, res in units]
+    envs = [envelope_row(unit, job, kind, res.calls, now) for unit, res in units]
     cols: list[pa.Array] = [pa.array([e[f.name] for e in envs], type=f.type) for f in ENVELOPE]
     if any(c != 1 for c in counts):
         index = pa.array(np.repeat(np.arange(len(counts), dtype=np.int64), counts))
@@ -156,6 +122,7 @@ async def run_shard(
     abort: list[str] = []
     units = list(shard.units(fp, ctx.seed))
     pending = iter(units)
+    ctx = replace(ctx, llm=_Routed(ctx.llm))
 
     async def lane() -> None:
         # ``concurrency`` lanes take units in order: no task or semaphore per unit
@@ -188,16 +155,16 @@ async def run_shard(
             kind = res.kind if isinstance(res, SynthError) else "internal"
             msg = str(res) if isinstance(res, SynthError) else f"{type(res).__name__}: {res}"
             dead.append(
-                {
-                    "request_id": unit.id,
-                    "job": ctx.job,
-                    "shard": shard.index,
-                    "generator": generator.kind,
-                    "error_kind": kind,
-                    "message": msg[:2000],
-                    "attempts": getattr(res, "attempts", 0) or 0,
-                    "created_at": now,
-                }
+                DeadLetter(
+                    request_id=unit.id,
+                    job=ctx.job,
+                    shard=shard.index,
+                    generator=generator.kind,
+                    error_kind=kind,
+                    message=msg[:2000],
+                    attempts=getattr(res, "attempts", 0) or 0,
+                    created_at=now,
+                ).model_dump()
             )
             continue
         ok.append((unit, res))

@@ -8,13 +8,12 @@ engine then writes a dead letter with the reason. Generators know nothing of Ray
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from synth.records import Completion, EmbeddingRequest, Embeddings, Request
+from synth.records import Completion, EmbeddingRequest, Embeddings, Request, Unit
 
 
 @runtime_checkable
@@ -24,20 +23,6 @@ class LLM(Protocol):
     async def complete(self, request: Request) -> Completion: ...
 
     async def embed(self, request: EmbeddingRequest) -> Embeddings: ...
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One planned unit of work."""
-
-    index: int  # 0 .. count-1 across the whole job
-    id: str  # deterministic: job fingerprint + index
-    shard: int
-    seed: int  # derived from the job seed and the index
-
-    def rng(self, salt: str = "") -> random.Random:
-        """A private, reproducible random stream for this unit."""
-        return random.Random(f"{self.seed}:{salt}")
 
 
 @dataclass
@@ -95,3 +80,6 @@ class Generator(Protocol):
         ...
 
     async def generate(self, unit: Unit, ctx: GenContext) -> UnitResult: ...
+
+
+__all__ = ["LLM", "GenContext", "Generator", "Unit", "UnitResult"]

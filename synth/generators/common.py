@@ -12,26 +12,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from synth.errors import ConfigError
-
-ENVELOPE_COLUMNS = frozenset(
-    {
-        "id",
-        "job",
-        "shard",
-        "generator",
-        "model",
-        "provider",
-        "key_alias",
-        "prompt_tokens",
-        "completion_tokens",
-        "cost_usd",
-        "latency_ms",
-        "attempts",
-        "finish_reason",
-        "created_at",
-    }
-)
-"""Columns the engine adds to every row; payload columns must not use these names."""
+from synth.records import ENVELOPE_COLUMNS  # re-exported: generators check their column names
 
 
 def numpy_rng(seed: int, *salt: object) -> np.random.Generator:

@@ -26,27 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from synth.errors import ConfigError, MalformedOutput, SynthError
 from synth.generators.base import GenContext, Unit, UnitResult
 from synth.generators.templates import PromptTemplate, VarSampler, VarSpec, read_text, resolve_uri, sub_seed, vars_json
-from synth.records import ChatMessage, Request, trusted
+from synth.records import ENVELOPE_COLUMNS, ChatMessage, Request, trusted
 
-# columns the engine adds to every record; a payload column of the same name would be lost
-ENVELOPE_COLUMNS = frozenset(
-    {
-        "id",
-        "job",
-        "shard",
-        "generator",
-        "model",
-        "provider",
-        "key_alias",
-        "prompt_tokens",
-        "completion_tokens",
-        "cost_usd",
-        "latency_ms",
-        "attempts",
-        "finish_reason",
-        "created_at",
-    }
-)
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 

@@ -57,7 +57,8 @@ def test_sim_job_writes_exactly_n_records_readable_everywhere(tmp_path):
     ids = table["id"].to_pylist()
     assert len(ids) == 300 == len(set(ids))
     assert table.schema.field("record").type.get_field_index("tags") >= 0  # typed struct, not a JSON string
-    assert set(table["provider"].to_pylist()) == {"sim"}
+    # the job's provider entry that answered (no providers: the sim one named default), and the route asked for
+    assert set(table["provider"].to_pylist()) == {"default"} and set(table["route"].to_pylist()) == {"default"}
     assert min(table["completion_tokens"].to_pylist()) > 0
     # pandas and DuckDB read the same folder
     import duckdb

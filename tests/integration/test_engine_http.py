@@ -77,7 +77,7 @@ def test_openai_compatible_through_gateways(simulator, keys, tmp_path):
     assert res.complete and res.records == 160
     t = pads.dataset(f"{uri}/data").to_table()
     assert set(t["key_alias"].to_pylist()) == {"alpha", "bravo"}
-    assert set(t["provider"].to_pylist()) == {"compat"}
+    assert set(t["provider"].to_pylist()) == {"default"} and set(t["route"].to_pylist()) == {"default"}
     assert res.cost_usd > 0
     assert res.stats["requests"]["successes"] >= 160
     assert scan_for_keys(uri) == []
@@ -90,7 +90,8 @@ def test_gemini_route_through_gateways(simulator, keys, tmp_path):
     res = synth.run(doc)
     assert res.complete and res.records == 60
     t = pads.dataset(f"{uri}/data").to_table()
-    assert set(t["provider"].to_pylist()) == {"gemini"} and set(t["key_alias"].to_pylist()) == {"GEM_KEY"}
+    assert set(t["provider"].to_pylist()) == {"gem"} and set(t["key_alias"].to_pylist()) == {"GEM_KEY"}
+    assert set(t["route"].to_pylist()) == {"gem"}
     assert min(t["prompt_tokens"].to_pylist()) > 0
     assert scan_for_keys(uri) == []
 

@@ -46,7 +46,7 @@ def test_structured_example_through_the_openai_sdk(simulator, tmp_path, monkeypa
     res = synth.run(doc)
     assert res.complete and res.records + res.dead_letters == 40 and res.records > 30
     t = pads.dataset(str(tmp_path / "o" / "data")).to_table()
-    assert set(t["key_alias"].to_pylist()) == {"alpha"} and set(t["provider"].to_pylist()) == {"compat"}
+    assert set(t["key_alias"].to_pylist()) == {"alpha"} and set(t["provider"].to_pylist()) == {"default"}
 
 
 def test_budget_stops_spending(simulator, tmp_path):

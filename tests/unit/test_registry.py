@@ -99,7 +99,8 @@ async def test_a_plugin_registered_by_entry_point_is_found_and_runs(
     out = await run_shard(gen, ctx, Shard(0, 0, 3), fingerprint(job))
     rows = out.records.to_pylist()
     assert [r["said"] for r in rows] == ["hi hi"] * 3 and all(r["reply"] for r in rows)
-    assert all(r["generator"] == "echo" and r["provider"] == "sim" for r in rows)
+    # provider: the job's provider entry that answered; route: what the request asked for
+    assert all(r["generator"] == "echo" and r["provider"] == "default" and r["route"] == "default" for r in rows)
     with pytest.raises(ConfigError, match=r"^generator.times: Input should be greater than or equal to 1$"):
         create_generator(job_of({"kind": "echo", "word": "hi", "times": 0}).generator, job)
     sys.modules.pop("synth_echo_plugin", None)
