@@ -139,15 +139,16 @@ def worker_pool(workers: int, max_workers: int | None) -> ray.data.ActorPoolStra
 
 
 def _unwrap(e: BaseException) -> BaseException:
-    """Ray wraps errors raised in workers; show ours as they were."""
-    seen = 0
+    """Ray wraps errors raised in workers, as a class deriving from both RayTaskError and ours whose
+    message carries the remote traceback; show ours as it was raised."""
     cur: BaseException | None = e
-    while cur is not None and seen < 10:
-        if isinstance(cur, SynthError):
+    for _ in range(10):
+        if cur is None:
+            break
+        if isinstance(cur, SynthError) and not isinstance(cur, ray.exceptions.RayTaskError):
             return cur
         cause = getattr(cur, "cause", None) or cur.__cause__
         cur = cause if isinstance(cause, BaseException) else None
-        seen += 1
     return e
 
 
