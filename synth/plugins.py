@@ -36,6 +36,20 @@ Key pools, rate limits, retries, re-asks, budget, pricing (``price:`` in the job
 wrap every provider alike. Import SDKs inside the factory, not at module level, so a job that does
 not use the kind never loads them.
 
+Other groups
+------------
+
+The rest name classes. Their job-file fields other than ``kind`` are validated by the class's
+``Options`` (a pydantic model) when it has one, one line per problem; else passed as a dict.
+
+* generators (``synth.generators.registry``): ``kind``, ``Options``, ``setup``, ``generate``,
+  ``partition_by``, ``arrow_schema`` (:class:`synth.generators.base.Generator`);
+* instruction sources: ``cls(options, job)`` with ``check(count)``, ``async setup(ctx)`` and
+  ``async instruction(unit, ctx) -> Instruction`` (:mod:`synth.generators.instructions`);
+* prompt modifiers: ``cls(options, job, where)`` with ``async setup(ctx)``, ``async modify(shaped,
+  query, unit, ctx)``, ``async on_turn(...)`` and ``async aclose()`` (:mod:`synth.generators.modifiers`);
+* retrievers: see :mod:`synth.retrieval.registry`.
+
 This module is in the base layer (the job file validates provider kinds with it): it needs only
 the standard library and :mod:`synth.errors`.
 """
@@ -86,6 +100,9 @@ class Registry:
     def names(self) -> dict[str, str]:
         """Registered names and the object each names (``module:attr``), without importing them."""
         return {name: ep.value for name, ep in sorted(self.entries().items())}
+
+    def registered(self, name: str) -> bool:
+        return name in self.entries() or name in self.entries(fresh=True)
 
     def is_known(self, name: str) -> bool:
         """A registered name, or something shaped like an import path (not imported here)."""
@@ -180,7 +197,7 @@ def _provider_factory(obj: Any, origin: str) -> Callable[[Any], Any]:
             f"{origin} is not callable; a provider plugin names a factory taking the provider spec, "
             "or a class (see synth.plugins)"
         )
-    return make  # type: ignore[no-any-return]
+    return make
 
 
 PROVIDERS = Registry("synth.providers", field="", what="provider prefix", check=_provider_factory)
@@ -195,15 +212,16 @@ def split_model(text: str) -> tuple[str, str]:
     """``(kind, model)`` of ``kind:model`` with a registered kind, or of
     ``package.module:Class:model`` (the kind is then ``package.module:Class``); one-line errors."""
     head, sep, rest = text.partition(":")
-    if sep and "." in head:  # an import path: the kind is 'package.module:Class'
-        attr, sep, rest = rest.partition(":")
-        head = f"{head.strip()}:{attr.strip()}"
+    kind = head.strip().lower()
+    if sep and not PROVIDERS.registered(kind):  # maybe an import path: the kind is 'package.module:Class'
+        attr, sep2, model = rest.partition(":")
+        if sep2 and is_import_path(f"{head.strip()}:{attr.strip()}"):
+            kind, rest = f"{head.strip()}:{attr.strip()}", model
     if not sep or not rest.strip():
         raise ConfigError(
             f"model {text!r} is not of the form 'kind:model'; use e.g. 'openai:gpt-4o-mini', "
             f"'gemini:gemini-2.5-flash' or 'sim:default'"
         )
-    kind = head.strip() if ":" in head else head.strip().lower()
     if not PROVIDERS.is_known(kind):
         raise PROVIDERS.unknown(kind, context=f" in {text!r}", form="'package.module:Class:model'")
     return kind, rest.strip()

@@ -212,10 +212,9 @@ class DeadLetter(_Data):
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
 
 
-_ARROW_OF = {str: "string", int: "int32", datetime: "timestamp"}
+_ARROW_OF: dict[Any, str] = {str: "string", int: "int32", datetime: "timestamp"}
 DEAD_FIELDS: tuple[tuple[str, str], ...] = tuple(
-    (name, _ARROW_OF[f.annotation])
-    for name, f in DeadLetter.model_fields.items()  # type: ignore[index]
+    (n, _ARROW_OF[f.annotation]) for n, f in DeadLetter.model_fields.items()
 )
 
 

@@ -147,7 +147,8 @@ class Manifest:
             _clear(st)
             existing = None
         new_spec = shaping_spec(job)
-        new = {"fingerprint": fingerprint(job), "spec": new_spec, "envelope": [n for n, _ in ENVELOPE_FIELDS]}
+        envelope = [n for n, _ in ENVELOPE_FIELDS]
+        new = {"fingerprint": fingerprint(job), "spec": new_spec, "envelope": envelope}
         self._shard_size = job.output.shard_size
         if existing is not None:
             old = json.loads(existing)
@@ -158,8 +159,8 @@ class Manifest:
                     f"{st.uri} holds a different job ({'; '.join(diff[:5])}); "
                     "use a new output path or --overwrite to replace it"
                 )
-            if old.get("envelope") != new["envelope"]:
-                old = self._same_envelope(old, new["envelope"])
+            if old.get("envelope") != envelope:
+                old = self._same_envelope(old, envelope)
             had = int(old_spec.get("count", 0))
             if job.count < had:
                 raise StorageError(

@@ -403,7 +403,7 @@ def build_instruction_source(spec: Any, job: Any) -> InstructionSource:
     cls = INSTRUCTIONS.load(spec.kind)
     if isinstance(spec, PluginInstructions):
         spec = options_of(cls, dict(spec.model_extra or {}), "generator.instructions")
-    return cls(spec, job)  # type: ignore[no-any-return]
+    return cls(spec, job)
 
 
 __all__ = [

@@ -255,7 +255,7 @@ class RagModifier:
                 raise KeyMissing(f"{self.where}.api_key_env: environment variable {s.api_key_env} is not set")
         path = resolve_uri(s.path, self.job) if s.path else None
         self.retriever = await QdrantRetriever.open(
-            s.collection,
+            s.collection or "",
             embedder=LLMEmbedder(ctx.llm, model=self.route),
             path=path,
             url=s.url,
@@ -333,7 +333,7 @@ def build_modifier(spec: Any, job: Any, where: str) -> PromptModifier:
     cls = MODIFIERS.load(spec.kind, field=f"{where}.kind")
     if isinstance(spec, PluginModifierSpec):
         spec = options_of(cls, dict(spec.model_extra or {}), where)
-    return cls(spec, job, where)  # type: ignore[no-any-return]
+    return cls(spec, job, where)
 
 
 __all__ = [

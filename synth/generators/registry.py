@@ -31,7 +31,8 @@ def _check_class(obj: Any, origin: str) -> type:
         raise ConfigError(
             f"{origin} {what}; a generator class needs kind, Options, setup, generate, partition_by and arrow_schema"
         )
-    if not (isinstance(obj.Options, type) and issubclass(obj.Options, BaseModel)):
+    options = getattr(obj, "Options", None)
+    if not (isinstance(options, type) and issubclass(options, BaseModel)):
         raise ConfigError(f"{origin}.Options must be a pydantic model class")
     return obj
 
@@ -44,21 +45,21 @@ def available_generators() -> dict[str, str]:
     return GENERATORS.names()
 
 
-def get_generator(kind: str) -> type:
+def get_generator(kind: str) -> Any:
     """The generator class for ``kind``: a registered name, or 'pkg.module:Class'."""
-    return GENERATORS.load(kind)  # type: ignore[no-any-return]
+    return GENERATORS.load(kind)
 
 
 def create_generator(spec: Any, job: Any) -> Generator:
     """Build the generator a job names, validating its options (one line per problem)."""
     cls = get_generator(spec.kind)
     try:
-        options = cls.Options.model_validate(spec.options)  # type: ignore[attr-defined]
+        options = cls.Options.model_validate(spec.options)
     except ValidationError as e:
         from synth.spec import validation_lines
 
         raise ConfigError("\n".join(validation_lines(e, prefix="generator"))) from None
-    return cls(options, job=job)  # type: ignore[no-any-return]
+    return cls(options, job=job)
 
 
 __all__ = ["ENTRY_POINT_GROUP", "GENERATORS", "available_generators", "create_generator", "get_generator"]
