@@ -240,9 +240,10 @@ def open(uri: str, storage: StorageSpec | dict[str, Any] | None = None) -> pads.
 
 
 def batches(ds: pads.Dataset, columns: list[str] | None = None, batch_rows: int = 4096) -> Iterator[pa.RecordBatch]:
-    """The dataset in record batches of at most ``batch_rows`` rows, in file order, reading ahead
-    a little: memory stays flat whatever the dataset's size."""
-    scanner = ds.scanner(columns=columns, batch_size=batch_rows, batch_readahead=2, fragment_readahead=1)
-    for b in scanner.to_batches():
-        if b.num_rows:
-            yield b
+    """The dataset in record batches of at most ``batch_rows`` rows, in file order, one file at a
+    time: memory stays flat whatever the dataset's size. (A dataset-wide scanner reads files ahead
+    of a slow consumer and buffers them: measured at half of a 1M-row dataset.)"""
+    for frag in ds.get_fragments():
+        for b in frag.to_batches(schema=ds.schema, columns=columns, batch_size=batch_rows, batch_readahead=1):
+            if b.num_rows:
+                yield b

@@ -255,3 +255,13 @@ def test_openai_validation_names_what_is_wrong():
     assert [t["from"] for t in share["conversations"]] == ["system", "human", "function_call", "observation", "gpt"]
     assert json.loads(share["conversations"][2]["value"]) == {"name": "f", "arguments": {"a": 1}}
     assert json.loads(share["tools"]) == [{"name": "f"}]
+
+
+def test_inspect_says_running_while_a_run_holds_the_lease(unfinished):
+    from synth.engine.lease import hold
+
+    st = Storage(OutputSpec(uri=str(unfinished)))
+    with hold(st):
+        doc = inspect(str(unfinished), samples=0)
+        assert doc["status"] == "running" and doc["running"] and doc["records"] == 18
+    assert inspect(str(unfinished), samples=0)["status"] == "unfinished"
