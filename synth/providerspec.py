@@ -16,7 +16,7 @@ from synth.errors import ConfigError
 if TYPE_CHECKING:
     from synth.spec import JobSpec
 
-KNOWN_KINDS = ("openai", "openrouter", "compat", "gemini", "sim")
+KNOWN_KINDS = ("openai", "openrouter", "compat", "gemini", "sim")  # the built-in kinds; plugins add more
 STRATEGIES = ("fallback", "weighted", "cost", "latency", "quality", "hybrid")
 
 
