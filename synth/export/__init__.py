@@ -93,6 +93,8 @@ def export(
             n, skipped, first = write_chat(
                 format, chat_rows, f, spec=out.spec, extra=extra if format == "messages" else []
             )
+            if skipped and not n:  # raised inside the block: the empty file is not published
+                raise ConfigError(f"no record of {out.uri} is a valid {format} example (first: {first})")
         return ExportResult(format, to or "", n, skipped, first)
 
     cols = _columns(schema, with_envelope)

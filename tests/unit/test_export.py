@@ -265,3 +265,29 @@ def test_inspect_says_running_while_a_run_holds_the_lease(unfinished):
         doc = inspect(str(unfinished), samples=0)
         assert doc["status"] == "running" and doc["running"] and doc["records"] == 18
     assert inspect(str(unfinished), samples=0)["status"] == "unfinished"
+
+
+def chat(ids: list[str], answered: list[bool]) -> pa.Table:
+    def msgs(ok: bool) -> list[dict]:
+        m = [{"role": "system", "content": "s"}, {"role": "user", "content": "hello"}]
+        return m + ([{"role": "assistant", "content": "hi"}] if ok else [])
+
+    return pa.table({"id": ids, "messages": [msgs(ok) for ok in answered]})
+
+
+def test_openai_export_skips_invalid_lines_and_refuses_when_none_is_valid(tmp_path):
+    mixed = tmp_path / "mixed"
+    write_output(mixed, [(0, 0, {"": chat(["a", "b", "c"], [True, False, True])})], count=3, generator="conversation")
+    res = export(str(mixed), "openai", str(tmp_path / "m.jsonl"))
+    assert (res.records, res.skipped) == (2, 1) and "b: no assistant message" in res.first_skip
+    lines = [json.loads(x) for x in open(tmp_path / "m.jsonl")]
+    assert [m["role"] for m in lines[0]["messages"]] == ["system", "user", "assistant"]
+    bad = tmp_path / "bad"
+    write_output(bad, [(0, 0, {"": chat(["x"], [False])})], count=1, generator="conversation")
+    with pytest.raises(ConfigError, match="no record .* is a valid openai example"):
+        export(str(bad), "openai", str(tmp_path / "b.jsonl"))
+    assert not (tmp_path / "b.jsonl").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "bad",
+        "m.jsonl",
+        "mixed",
+    ]
