@@ -2,7 +2,8 @@
 
 A provider turns one :class:`~synth.records.Request` into one :class:`~synth.records.Completion`
 with a given key, or raises a :class:`~synth.errors.ProviderError`. Everything else (key choice,
-rate limits, retries, re-asks, pricing, routing, caching) wraps it in ``dispatch.py``.
+rate limits, retries, re-asks, pricing, routing, caching) wraps it as layers of policies
+(:mod:`synth.providers.stack`), the provider at the bottom.
 """
 
 from __future__ import annotations
