@@ -42,7 +42,10 @@ class _Distinct:
         values = uniq.to_numpy(zero_copy_only=False)
         if values.dtype.kind in "mM":
             values = values.view("int64")
-        h = hash_array(values, categorize=False).astype(np.uint64)
+        try:
+            h = hash_array(values, categorize=False).astype(np.uint64)
+        except TypeError:  # objects pandas does not hash (decimals): by their text
+            h = hash_array(np.array([str(v) for v in values], dtype=object), categorize=False).astype(np.uint64)
         self.mins = np.unique(np.concatenate([self.mins, h]))[: self.k]
 
     def value(self) -> tuple[int, bool]:
