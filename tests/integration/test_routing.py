@@ -4,6 +4,7 @@ HTTP, through the real provider stack (in-process Dispatcher), and one whole `sy
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -198,14 +199,9 @@ async def test_conversation_roles_take_their_own_routes(sims):
     assert served(a) == sum(c.provider == "a" for c in calls)
 
 
-def test_synth_run_through_a_weighted_route(sims, tmp_path: Path):
-    a, b = sims
-    out = tmp_path / "out"
-    job = tmp_path / "weighted.yaml"
-    job.write_text(
-        f"""
-name: weighted
-count: 400
+RUN_JOB = """
+name: {name}
+count: {count}
 seed: 3
 generator:
   kind: structured
@@ -214,14 +210,20 @@ generator:
   vars: {{n: {{kind: range, low: 1, high: 1000000}}}}
   schema: {{type: object, properties: {{a: {{type: string}}}}, required: [a]}}
 providers:
-  - {{name: a, model: "compat:gpt-4o-mini", base_url: "{a.openai_url}", keys: [{{env: HTTP_KEY_A}}]}}
-  - {{name: b, model: "compat:gpt-4o-mini", base_url: "{b.openai_url}", keys: [{{env: HTTP_KEY_B}}]}}
+  - {{name: a, model: "compat:gpt-4o-mini", base_url: "{a}", keys: [{{env: HTTP_KEY_A}}]}}
+  - {{name: b, model: "compat:gpt-4o-mini", base_url: "{b}", keys: [{{env: HTTP_KEY_B}}]}}
 routes:
-  bulk: {{strategy: weighted, providers: [a, b], weights: [3, 1]}}
+  bulk: {route}
 engine: {{workers: 1}}
 output: {{uri: "{out}", shard_size: 200}}
 """
-    )
+
+
+def synth_run(sims, tmp_path: Path, name: str, route: str, count: int) -> tuple[Path, dict[str, Any]]:
+    a, b = sims
+    out = tmp_path / name
+    job = tmp_path / f"{name}.yaml"
+    job.write_text(RUN_JOB.format(name=name, count=count, a=a.openai_url, b=b.openai_url, route=route, out=out))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     r = subprocess.run(
         [sys.executable, "-m", "synth", "run", str(job), "--quiet", "--no-cache"],
@@ -231,13 +233,28 @@ output: {{uri: "{out}", shard_size: 200}}
         timeout=600,
     )
     assert r.returncode == 0, r.stderr[-2000:]
+    return out, json.loads((out / "stats.json").read_text())
+
+
+def test_synth_run_through_a_weighted_route(sims, tmp_path: Path):
+    a, b = sims
+    out, stats = synth_run(sims, tmp_path, "weighted", "{strategy: weighted, providers: [a, b], weights: [3, 1]}", 400)
     rows = pads.dataset(out / "data" if (out / "data").exists() else out, format="parquet").to_table()
-    assert rows.num_rows == 400
+    assert rows.num_rows == 400 and stats["records"] == 400
     n_a, n_b = served(a), served(b)
     assert n_a + n_b >= 400 and abs(n_a / (n_a + n_b) - 0.75) <= 0.05, (n_a, n_b)
     if "provider" in rows.column_names:
         got = Counter(rows.column("provider").to_pylist())
         assert abs(got["a"] / 400 - 0.75) <= 0.05, got
+
+
+def test_synth_run_behind_a_provider_answering_only_500s(sims, tmp_path: Path):
+    a, b = sims
+    a.configure(error_rate=1.0)
+    _, stats = synth_run(sims, tmp_path, "dead-first", "[a, b]", 300)
+    assert stats["records"] == 300 and stats["dead_letters"] == 0  # exit 0 too (synth_run)
+    assert served(b) >= 300 and served(a) == 0
+    assert a.stats()["requests"] < 300 * 2  # without a breaker: about 300 x 7 (every request's retries)
 
 
 async def test_a_dead_provider_with_a_fallback_is_no_outage_but_a_dead_route_is(sims):
