@@ -6,7 +6,8 @@ closed
     ``window_s`` seconds; once the window holds ``min_calls`` calls of which at least ``error_rate``
     failed, the breaker opens.
 open
-    Nothing is sent (:meth:`Breaker.allow` is False) for ``open_s`` seconds.
+    Nothing is sent (:meth:`Breaker.allow` is False) for ``open_s`` seconds, except to a provider
+    that is the last a request can try (see :class:`BreakerLayer`).
 half-open
     Up to ``probes`` calls go through. If they all succeed it closes (with an empty window); a
     failure opens it again for another ``open_s``.
@@ -24,7 +25,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol, TypeVar
 
-from synth.errors import JobStopped, ProviderError, RateLimited, Transient
+from synth.errors import ProviderError, RateLimited, Transient
 from synth.spec import BreakerSpec, JobSpec
 
 T = TypeVar("T")
@@ -133,6 +134,13 @@ class Breaker:
             return max(0.0, self.opened_at + self.spec.open_s - self.clock.now())
         return self.spec.open_s / 10  # half-open with its probes out: soon, one way or the other
 
+    def close(self) -> None:
+        """The provider answered a call made while open (it was the last one a request could try)."""
+        if self.state != "closed":
+            self.state = "closed"
+            self._buckets.clear()
+            self._calls = self._failures = 0
+
     def release(self) -> None:
         """A probe handed out by :meth:`allow` that was not used (or ended saying nothing of health)."""
         if self.state == "half_open" and self._probes_out > 0:
@@ -156,9 +164,7 @@ class Breaker:
                 return
             self._probes_ok += 1
             if self._probes_ok >= self.spec.probes:
-                self.state = "closed"
-                self._buckets.clear()
-                self._calls = self._failures = 0
+                self.close()
             return
         self._slide(now)
         self._count(now, not ok)
@@ -183,7 +189,7 @@ def job_breakers(job: JobSpec, clock: _Now | None = None) -> dict[str, Breaker]:
 
 def arrange(order: Sequence[T], breakers: Mapping[str, Breaker], name: Callable[[T], str]) -> list[T]:
     """``order`` with the providers whose breaker is open moved last, the one that half-opens
-    soonest at the very end (the one a request waits for when every breaker is open)."""
+    soonest at the very end (the one a request is sent to when every breaker is open)."""
     # the common case, every breaker closed, costs an attribute read per provider
     shut = [x for x in order if (b := breakers.get(name(x))) is not None and b.state != "closed" and not b.available()]
     if not shut:
@@ -196,17 +202,16 @@ class BreakerLayer:
     """The policy between retries and the key pool: every call to a provider passes its breaker.
 
     An open breaker refuses the call with :class:`CircuitOpen` (not retried: the routing layer
-    tries the next provider), and so does a failure that leaves the breaker open, unless the
-    provider is the last the request can try: then the call waits for the breaker to half-open,
-    and its probe's failure goes to the retry layer as usual (so a route whose every provider
-    answers no one still stops the job after ``engine.max_outage_s``, while a dead provider that
-    has a fallback does not)."""
+    tries the next provider), and so does a failure that leaves the breaker open, so a dead
+    provider that has a fallback costs a request no backoff and is no outage that stops the job.
+    The last provider a request can try is called whatever its breaker says: with nowhere else to
+    go, the retry layer's outage policy decides (``engine.max_outage_s``), as without a breaker;
+    an answer it gives closes its breaker."""
 
-    def __init__(self, inner: Any, breakers: Mapping[str, Breaker], ledger: Any, *, clock: Any) -> None:
+    def __init__(self, inner: Any, breakers: Mapping[str, Breaker], ledger: Any) -> None:
         self.inner = inner
         self.breakers = breakers
         self.ledger = ledger
-        self.clock = clock
 
     def complete(self, request: Any, call: Any) -> Awaitable[Any]:
         b = self.breakers.get(call.target.route)
@@ -221,14 +226,13 @@ class BreakerLayer:
         return self._through(b, request, call, self.inner.embed)
 
     async def _through(self, b: Breaker, request: Any, call: Any, send: Callable[[Any, Any], Awaitable[T]]) -> T:
-        while not b.allow():
+        if not b.allow():
             if not call.last:
                 self.ledger.counts["breaker.refused"] += 1
                 raise CircuitOpen(f"{call.target.route}: circuit open (the provider keeps failing); not sent")
-            if self.ledger.stopped is not None:
-                raise JobStopped(self.ledger.stopped)
-            self.ledger.counts["breaker.waits"] += 1
-            await self.clock.sleep(max(0.01, b.ready_in()))
+            out = await send(request, call)  # nowhere else to go: the outage policy rules
+            b.close()
+            return out
         try:
             out = await send(request, call)
         except ProviderError as e:

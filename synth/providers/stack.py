@@ -73,7 +73,7 @@ def build_stack(
         lambda inner: ValidationLayer(inner, ledger),  # structured output checked, re-asked
         lambda inner: AnswerLayer(inner, ledger, answers),  # journal and cache: replay, or record
         lambda inner: RetryLayer(inner, ledger, clock=clock, rng=rng, max_outage_s=job.engine.max_outage_s),
-        lambda inner: BreakerLayer(inner, breakers, ledger, clock=clock),  # an open breaker sends nothing
+        lambda inner: BreakerLayer(inner, breakers, ledger),  # an open breaker sends nothing (but to a last resort)
         lambda inner: BudgetLayer(inner, budget),  # the worst case held while a call is out
         lambda inner: PricingLayer(inner, ledger, cost),  # what each call cost
         lambda inner: KeyLayer(inner, ledger, clock=clock, rng=rng),  # keys, rate limits, deadlines, bad keys

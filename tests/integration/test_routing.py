@@ -269,14 +269,12 @@ async def test_a_dead_provider_with_a_fallback_is_no_outage_but_a_dead_route_is(
         assert set(answered) == {"b"} and d.stopped is None
     finally:
         await d.aclose()
-    # the same provider alone: its requests wait for the half-open probe, and the job stops once
-    # it has answered no one for engine.max_outage_s (resumable), having sent it little
-    a.reset()
+    # the same provider alone: with nowhere else to go its requests are retried as without a
+    # breaker, and the job stops once it has answered no one for engine.max_outage_s (resumable)
     d = Dispatcher.from_spec(make_job(sims, ["a"], engine=fast))
     try:
         with pytest.raises(JobStopped):
             await send(d, 50)
         assert "engine.max_outage_s" in (d.stopped or "")
-        assert a.stats()["requests"] < 50 * 7
     finally:
         await d.aclose()

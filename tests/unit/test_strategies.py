@@ -222,3 +222,11 @@ def test_arrange_moves_open_providers_last_soonest_at_the_end():
     bs["b"].record(False)
     bs["c"].record(False)
     assert arrange(["a", "b", "c"], bs, str) == ["a", "c", "b"]  # all open: b half-opens first, so last
+
+
+def test_an_answer_while_open_closes_the_breaker():
+    b = Breaker(BreakerSpec(min_calls=1, open_s=60), Clock())
+    b.record(False)
+    assert b.state == "open" and not b.allow()
+    b.close()  # a last-resort call was answered
+    assert b.state == "closed" and b.allow() and b.error_rate == 0.0
