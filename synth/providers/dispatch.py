@@ -104,7 +104,7 @@ class Dispatcher:
 
     @property
     def answers(self) -> AnswerStore | None:
-        return self._answers.store  # type: ignore[attr-defined, no-any-return]
+        return self._answers.store  # type: ignore[attr-defined]
 
     @answers.setter
     def answers(self, store: AnswerStore | None) -> None:

@@ -69,7 +69,9 @@ def build_targets(
 ) -> dict[str, Target]:
     """Every provider of the job with the keys one process owns (see ``Dispatcher.from_spec``)."""
     if provider_factory is None:
-        from synth.providers.factory import create_provider as provider_factory
+        from synth.providers.factory import create_provider
+
+        provider_factory = create_provider
     owned: dict[str, list[tuple[int, float]]] = {}
     routes = {p.route: p for p in job.providers}
     for route, index, share in slots or ():

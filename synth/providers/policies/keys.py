@@ -142,7 +142,7 @@ class KeyLayer:
         if isinstance(err, RateLimited):
             self.ledger.counts["rate_limited"] += 1
             lim.cool_down(retry_delay(err, call.tries, t.policy, self.rng))
-            lim.throttled(err.limits)
+            lim.throttled(err.limits)  # type: ignore[arg-type]  # a RateLimitInfo or None
         raise err
 
     def __repr__(self) -> str:

@@ -34,7 +34,7 @@ class ValidationLayer:
     async def _validated(self, req: Request, call: Call) -> Completion:
         t = call.target
         schemas = self.schemas
-        validator = schemas.validator(req.json_schema)
+        validator = schemas.validator(req.json_schema)  # type: ignore[arg-type]  # set: see complete()
         reasks = 0
         while True:
             try:
