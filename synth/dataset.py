@@ -27,19 +27,11 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from pyarrow.fs import FileSystem, FSSpecHandler, LocalFileSystem, PyFileSystem
 
-import synth.records as _records
 from synth.engine.lease import LEASE, Lease, holder_gone
 from synth.engine.manifest import DEAD, MANIFEST, Manifest
 from synth.engine.storage import Storage
 from synth.errors import StorageError
 from synth.spec import OutputSpec, StorageSpec
-
-# columns the engine adds to every record (payload columns never use these names): records.py
-# defines them; the names listed here are those of outputs written before a column was added
-ENVELOPE_COLUMNS: frozenset[str] = frozenset(getattr(_records, "ENVELOPE_COLUMNS", ())) | {
-    "id", "job", "shard", "generator", "model", "provider", "key_alias", "route", "prompt_tokens",
-    "completion_tokens", "cost_usd", "latency_ms", "attempts", "finish_reason", "created_at",
-}  # fmt: skip
 
 _FORMATS = {"parquet": "parquet", "jsonl": "json", "json": "json", "csv": "csv"}
 _INT = re.compile(r"^-?\d{1,18}$")

@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from synth.dataset import ENVELOPE_COLUMNS, Output, batches
+from synth.dataset import Output, batches
+from synth.records import ENVELOPE_COLUMNS
 
 EXACT_DISTINCT = 4096  # the k of the k-minimum-values sketch: exact up to this many distinct values
 REASONS_KEPT = 10_000  # distinct failure reasons counted; later new ones count as "other"

@@ -23,8 +23,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from synth.dataset import ENVELOPE_COLUMNS, Output, batches
+from synth.dataset import Output, batches
 from synth.errors import ConfigError
+from synth.records import ENVELOPE_COLUMNS
 
 FORMATS = ("jsonl", "csv", "sql", "hf", "openai", "sharegpt", "messages")
 CHAT_FORMATS = ("openai", "sharegpt", "messages")
