@@ -76,13 +76,14 @@ class Storage:
         first: float | None = None
         delay = 0.5
         while True:
+            tried = self.clock()
             try:
                 return op()
             except _ANSWERS:
                 raise
             except Exception as e:  # noqa: BLE001 - botocore/aiohttp/OS errors vary: an outage until proven otherwise
                 now = self.clock()
-                first = now if first is None else first
+                first = tried if first is None else first  # the outage began before the client gave up
                 if now - first >= self.max_outage_s:
                     raise StorageError(
                         f"cannot {what} {self.url(rel)}: {type(e).__name__}: {_first_line(e)} (failing for "

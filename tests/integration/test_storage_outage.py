@@ -123,6 +123,7 @@ def _ids(endpoint: str, bucket: str) -> list[str]:
 
 
 @pytest.mark.ray
+@pytest.mark.timeout(900)  # three runs against S3; minutes on a loaded machine
 def test_a_run_rides_out_a_short_outage_and_a_long_one_stops_it_resumably(tmp_path, simulator, proxied):
     proxy, bucket, endpoint = proxied
     n = 600
