@@ -94,7 +94,9 @@ def capabilities_for(provider: ProviderSpec, job: JobSpec | None = None) -> Capa
     for over in (_override(provider.model, job.models) if job is not None else None, provider.capabilities):
         if over is not None:
             fields.update({k: getattr(over, k) for k in over.model_fields_set})
-    price = price_for(provider.model, job.prices if job is not None else None, provider_price=provider.price)
+    price = price_for(
+        provider.model, job.prices if job is not None else None, provider_price=provider.price, warn=False
+    )
     return Capabilities(
         provider.model,
         context=int(fields["context"]) if fields["context"] is not None else None,  # type: ignore[call-overload]

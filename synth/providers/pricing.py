@@ -93,11 +93,16 @@ def _override(model: str, overrides: Mapping[str, PriceSpec] | None) -> PriceSpe
 
 
 def price_for(
-    model: str, overrides: Mapping[str, PriceSpec] | None = None, *, provider_price: PriceSpec | None = None
+    model: str,
+    overrides: Mapping[str, PriceSpec] | None = None,
+    *,
+    provider_price: PriceSpec | None = None,
+    warn: bool = True,
 ) -> PriceSpec | None:
     """The price of ``kind:model``: the provider's ``price``, then the job's ``prices`` (by full
     model string, then by bare name), then the table. ``sim:*`` is free. Unknown -> None (and a
-    one-time warning); :func:`cost` treats None as free."""
+    one-time warning, unless ``warn`` is false: a look at the table, not a call about to be priced);
+    :func:`cost` treats None as free."""
     if provider_price is not None:
         return provider_price
     kind, name = _bare(model)
@@ -107,7 +112,7 @@ def price_for(
     if found is not None:
         return found
     found = table_price(name)
-    if found is None and model not in _warned:
+    if found is None and warn and model not in _warned:
         _warned.add(model)
         log.warning(
             "no price known for %s: its calls are counted as free; add it under 'prices:' in the job file", model
