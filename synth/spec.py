@@ -205,16 +205,22 @@ class JobSpec(Strict):
 
     def serves(self, route: str) -> bool:
         """Whether a route (or a raw 'kind:model' a provider has) reaches at least one provider."""
-        names = {p.route for p in self.providers}
-        return any(t in names for t in self.route_targets(route)) or any(p.model == route for p in self.providers)
+        return bool(self.route_targets(route))
 
     def route_targets(self, route: str) -> list[str]:
-        """Provider names of a route, in the order given (a strategy may pick another first)."""
+        """Names of the providers ``route`` reaches, in the order given (a strategy may pick another
+        first); empty when none does. The one resolver of routes: a name under ``routes:``, a
+        provider's name, ``default`` (the first provider when none is named so), or a raw
+        ``kind:model`` one of the providers has."""
+        names = [p.route for p in self.providers]
         if route in self.routes:
-            return self.route_spec(route).providers
-        if route == "default" and "default" not in {p.route for p in self.providers}:
-            return [self.providers[0].route]
-        return [route]
+            listed = list(self.route_spec(route).providers)
+        elif route == "default" and "default" not in names and names:
+            listed = [names[0]]
+        else:
+            listed = [route]
+        found = [n for n in listed if n in names]
+        return found or [p.route for p in self.providers if p.model == route]
 
     def route_spec(self, route: str) -> RouteSpec:
         """The route's strategy and providers; a name that is no route is a fallback over itself."""
@@ -224,7 +230,7 @@ class JobSpec(Strict):
             if isinstance(value, dict):
                 hit = RouteSpec.model_validate(value)
             else:
-                hit = RouteSpec(providers=value if value is not None else self.route_targets(route))
+                hit = RouteSpec(providers=value if value is not None else (self.route_targets(route) or [route]))
             self._route_specs[route] = hit
         return hit
 

@@ -18,7 +18,6 @@ from ray.exceptions import ActorUnschedulableError, RayActorError
 
 from synth import errors as E
 from synth.engine.gateway import completion_from_wire, error_from_wire, request_to_wire
-from synth.providers.policies.routing import route_providers
 from synth.records import Completion, EmbeddingRequest, Embeddings, Request
 from synth.spec import JobSpec
 
@@ -140,7 +139,7 @@ class GatewayClient:
         route = self._routes.get(model)
         if route is None:
             # the route's first provider: its gateways try the others when it fails
-            targets = route_providers(self.job, model) if self.job is not None else []
+            targets = self.job.route_targets(model) if self.job is not None else []
             route = self._routes[model] = targets[0] if targets else model
         return route
 

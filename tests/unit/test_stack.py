@@ -21,7 +21,7 @@ from synth.providers.policies.client import ClientLayer
 from synth.providers.policies.keys import KeyLayer
 from synth.providers.policies.pricing import PricingLayer
 from synth.providers.policies.retry import RetryLayer
-from synth.providers.policies.routing import Fallback, RoutingLayer, route_providers
+from synth.providers.policies.routing import Fallback, RoutingLayer
 from synth.providers.policies.validation import ValidationLayer
 from synth.providers.pricing import cost
 from synth.providers.sim import SimProvider
@@ -273,11 +273,11 @@ async def test_routing_layer_falls_back_and_tells_its_strategy() -> None:
 
 def test_a_route_is_resolved_in_one_place() -> None:
     spec = job(routes={"both": ["b", "a"]})
-    assert route_providers(spec, "both") == ["b", "a"]
-    assert route_providers(spec, "a") == ["a"]
-    assert route_providers(spec, "default") == ["a"]  # no provider named so: the first
-    assert route_providers(spec, "sim:b") == ["b"]  # a raw kind:model one provider has
-    assert route_providers(spec, "nope") == []
+    assert spec.route_targets("both") == ["b", "a"]
+    assert spec.route_targets("a") == ["a"]
+    assert spec.route_targets("default") == ["a"]  # no provider named so: the first
+    assert spec.route_targets("sim:b") == ["b"]  # a raw kind:model one provider has
+    assert spec.route_targets("nope") == []
 
 
 def test_budget_parts_and_deals() -> None:

@@ -1,5 +1,5 @@
-"""Routing: which providers a request's route reaches (:func:`route_providers`, the one place a
-route is resolved: the engine's workers call it too), in which order they are tried (a
+"""Routing: which providers a request's route reaches (``JobSpec.route_targets``, the one place a
+route is resolved: the engine's workers and the dry run call it too), in which order they are tried (a
 :class:`Strategy`), and what a failure of the last one means for the job (the failure window).
 
 A route names providers; when one fails the next is tried (fallback), and the request's attempts,
@@ -40,21 +40,6 @@ from synth.records import Completion, EmbeddingRequest, Embeddings, Request
 from synth.spec import JobSpec
 
 log = logging.getLogger("synth.providers")
-
-
-def route_providers(job: JobSpec, route: str) -> list[str]:
-    """Names of the providers ``route`` reaches, in the job's order; empty when none does. A route
-    is a name under ``routes:``, a provider's name, ``default`` (the first provider when none is
-    named so), or a raw ``kind:model`` one of the providers has."""
-    names = [p.route for p in job.providers]
-    if route in job.routes:
-        listed = list(job.route_spec(route).providers)
-    elif route == "default" and "default" not in names and names:
-        listed = [names[0]]
-    else:
-        listed = [route]
-    found = [n for n in listed if n in names]
-    return found or [p.route for p in job.providers if p.model == route]
 
 
 class Strategy(Protocol):
@@ -156,7 +141,7 @@ class RoutingLayer:
         hit = self._routes.get(route)
         if hit is not None:
             return hit
-        found = [self.targets[n] for n in route_providers(self.job, route) if n in self.targets]
+        found = [self.targets[n] for n in self.job.route_targets(route) if n in self.targets]
         if not found:
             raise BadRequest(
                 f"request names model {route!r}, which is neither a route nor a provider of the "
@@ -260,4 +245,4 @@ class RoutingLayer:
         return f"RoutingLayer({self.inner!r})"
 
 
-__all__ = ["Fallback", "Routed", "RoutingLayer", "Strategy", "route_providers", "strategy_for"]
+__all__ = ["Fallback", "Routed", "RoutingLayer", "Strategy", "strategy_for"]
