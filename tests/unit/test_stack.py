@@ -287,3 +287,21 @@ def test_budget_parts_and_deals() -> None:
     assert capacity_shares([{}, {}]) == [0.5, 0.5]
     caps, now = deal(10.0, "usd", [{"spent_usd": 2.0}, {"spent_usd": 1.0, "held_usd": 1.0}], [], [0.5, 0.5], [0, 0])
     assert now == [2.0, 2.0] and sum(caps) == pytest.approx(10.0) and caps == pytest.approx([5.0, 5.0])
+
+
+async def test_a_gateway_routes_only_to_providers_whose_keys_it_holds() -> None:
+    # keys are dealt to gateways: this one holds a's key only, so a weighted route over a and b
+    # sends everything to a rather than failing on b (served by the gateway holding b's key)
+    spec = job(
+        providers=[
+            {"name": "a", "model": "sim:a", "keys": [{"env": "KEY_A"}]},
+            {"name": "b", "model": "sim:b", "keys": [{"env": "KEY_B"}]},
+        ],
+        routes={"both": {"strategy": "weighted", "providers": ["a", "b"], "weights": [1, 3]}},
+    )
+    d = Dispatcher.from_spec(spec, slots=[("a", 0, 1.0)], env={"KEY_A": "ka-123456789", "KEY_B": "kb-123456789"})
+    got = [await d.complete(req(i, model="both")) for i in range(40)]
+    assert {c.provider for c in got} == {"a"}
+    full = Dispatcher.from_spec(spec, env={"KEY_A": "ka-123456789", "KEY_B": "kb-123456789"})
+    both = [await full.complete(req(i, model="both")) for i in range(40)]
+    assert {c.provider for c in both} == {"a", "b"}  # holding both keys, it splits as weighted

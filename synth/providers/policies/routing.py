@@ -142,6 +142,9 @@ class RoutingLayer:
         if hit is not None:
             return hit
         found = [self.targets[n] for n in self.job.route_targets(route) if n in self.targets]
+        # a gateway holds only the keys dealt to it: a provider none of whose keys it holds is not
+        # one of its choices (the gateways holding them serve it)
+        found = [t for t in found if t.pool.slots] or found
         if not found:
             raise BadRequest(
                 f"request names model {route!r}, which is neither a route nor a provider of the "
