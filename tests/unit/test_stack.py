@@ -302,6 +302,8 @@ async def test_a_gateway_routes_only_to_providers_whose_keys_it_holds() -> None:
     d = Dispatcher.from_spec(spec, slots=[("a", 0, 1.0)], env={"KEY_A": "ka-123456789", "KEY_B": "kb-123456789"})
     got = [await d.complete(req(i, model="both")) for i in range(40)]
     assert {c.provider for c in got} == {"a"}
+    stats = d.stats()
+    assert not stats.get("fallbacks") and not stats.get("errors"), stats  # no call turned to a provider it cannot reach
     full = Dispatcher.from_spec(spec, env={"KEY_A": "ka-123456789", "KEY_B": "kb-123456789"})
     both = [await full.complete(req(i, model="both")) for i in range(40)]
     assert {c.provider for c in both} == {"a", "b"}  # holding both keys, it splits as weighted
