@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     try:  # recent typer vendors click; its usage errors are that copy's classes
         from typer._click import exceptions as cx
     except ImportError:  # pragma: no cover - typer on the click package
-        from click import exceptions as cx
+        from click import exceptions as cx  # type: ignore[no-redef]
 
     _mount_optional()
     try:

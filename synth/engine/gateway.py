@@ -240,7 +240,7 @@ def budget_shares(job: JobSpec, groups: list[list[Slot]]) -> list[float]:
     return capacity_shares([{r: slot_weight(job, g, r) for r in {s[0] for s in g}} for g in groups])
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000)
+@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000)  # type: ignore[call-overload]
 class GatewayActor:
     def __init__(
         self,
@@ -276,9 +276,9 @@ class GatewayActor:
     def ready(self) -> list[str] | tuple[str, str, int]:
         return self.failure or self.routes
 
-    async def complete_stream(self, requests: list[tuple[Any, ...]], flush_ms: float = 25.0):  # type: ignore[no-untyped-def]
+    async def complete_stream(self, requests: list[tuple[Any, ...]], flush_ms: float = 25.0):
         """Yield groups of (position, ok, completion or error tuple) as requests finish."""
-        done: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+        done: asyncio.Queue[tuple[int, bool, Any]] = asyncio.Queue()
 
         async def one(i: int, r: tuple[Any, ...]) -> None:
             try:
@@ -313,20 +313,23 @@ class GatewayActor:
     async def _ship_every(self, period: float) -> None:
         """The journal reaches the job's store every few seconds (a lost node loses at most that)."""
         loop = asyncio.get_running_loop()
+        answers = self.answers
+        assert answers is not None  # started only with a store
         while True:
             await asyncio.sleep(period)
             try:
-                await loop.run_in_executor(None, self.answers.ship)
+                await loop.run_in_executor(None, answers.ship)
             except Exception as e:  # noqa: BLE001 - kept locally and shipped at the next try or the stop
                 log.warning("shipping the answer journal failed: %s: %s", type(e).__name__, str(e)[:200])
 
     async def flush(self) -> dict[str, Any]:
         """At every stop: close the journal's open segments, ship them and feed the cache."""
-        if getattr(self, "answers", None) is not None:
+        answers = getattr(self, "answers", None)
+        if answers is not None:
             if self._shipping is not None:
                 self._shipping.cancel()
                 self._shipping = None
-            await asyncio.get_running_loop().run_in_executor(None, lambda: self.answers.ship(final=True))
+            await asyncio.get_running_loop().run_in_executor(None, lambda: answers.ship(final=True))
         return self.dispatcher.stats() if hasattr(self, "dispatcher") else {}
 
     async def set_budget(self, max_usd: float | None, max_tokens: int | None) -> None:

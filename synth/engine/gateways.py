@@ -56,7 +56,7 @@ class Gateways:
 
     def _create(self, i: int, node: str | None, spent: tuple[float, int] = (0.0, 0)) -> Any:
         where = NodeAffinitySchedulingStrategy(node, soft=False) if node else "SPREAD"
-        return GatewayActor.options(scheduling_strategy=where).remote(
+        return GatewayActor.options(scheduling_strategy=where).remote(  # type: ignore[attr-defined]
             self.job_json, self.slots[i], self.shares[i], spent, self.todo, self.retried
         )
 

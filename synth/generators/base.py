@@ -8,6 +8,7 @@ engine then writes a dead letter with the reason. Generators know nothing of Ray
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -20,9 +21,9 @@ from synth.records import Completion, EmbeddingRequest, Embeddings, Request, Uni
 class LLM(Protocol):
     """What generators call. Raises ProviderError once retries and re-asks are spent."""
 
-    async def complete(self, request: Request) -> Completion: ...
+    def complete(self, request: Request) -> Awaitable[Completion]: ...
 
-    async def embed(self, request: EmbeddingRequest) -> Embeddings: ...
+    def embed(self, request: EmbeddingRequest) -> Awaitable[Embeddings]: ...
 
 
 @dataclass

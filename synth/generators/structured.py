@@ -259,7 +259,7 @@ class StructuredGenerator:
         self.template.check(set(o.vars))
         self.vars = VarSampler(o.vars, job=job)
         self.json_schema, self.model_cls = load_schema(o.schema_, job=job)
-        self.record_type: pa.StructType = json_schema_to_arrow(self.json_schema)  # type: ignore[assignment]
+        self.record_type: pa.StructType = json_schema_to_arrow(self.json_schema)
         extra = [("vars", pa.string())] + ([("prompt", pa.string())] if o.keep_prompt else [])
         if o.layout == "columns":
             names = {f.name for f in self.record_type}

@@ -262,7 +262,7 @@ class GeminiProvider:
         config = self._config(request, system, http)
         t0 = time.perf_counter()
         try:
-            resp = await client.aio.models.generate_content(model=self.model, contents=history, config=config)  # type: ignore[arg-type]
+            resp = await client.aio.models.generate_content(model=self.model, contents=history, config=config)
         except (
             genai_errors.APIError,
             genai_errors.UnknownApiResponseError,

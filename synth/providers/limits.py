@@ -213,15 +213,15 @@ class KeyLimiter:
             self.learning = False
         now = self.clock.now()
         if self.configured["rpm"] is None and info.limit_requests and self.rpm is None:
-            self.rpm = _bucket(info.limit_requests * self.share, self.burst_s, now, 1.0)
-            self.rpm.level = (
-                0.0 if info.remaining_requests is None else min(self.rpm.capacity, info.remaining_requests * self.share)
+            self.rpm = rpm = _bucket(info.limit_requests * self.share, self.burst_s, now, 1.0)
+            assert rpm is not None  # a limit was given
+            rpm.level = (
+                0.0 if info.remaining_requests is None else min(rpm.capacity, info.remaining_requests * self.share)
             )
         if self.configured["tpm"] is None and info.limit_tokens and self.tpm is None:
-            self.tpm = _bucket(info.limit_tokens * self.share, self.burst_s, now, 1.0)
-            self.tpm.level = (
-                0.0 if info.remaining_tokens is None else min(self.tpm.capacity, info.remaining_tokens * self.share)
-            )
+            self.tpm = tpm = _bucket(info.limit_tokens * self.share, self.burst_s, now, 1.0)
+            assert tpm is not None  # a limit was given
+            tpm.level = 0.0 if info.remaining_tokens is None else min(tpm.capacity, info.remaining_tokens * self.share)
         # a claimed limit is an upper bound: follow the server's when it is lower
         if info.limit_requests and self.rpm is not None:
             self._follow(self.rpm, min(self.configured["rpm"] or INF, info.limit_requests) * self.share, now)
@@ -298,8 +298,8 @@ class KeyLimiter:
     def snapshot(self) -> dict[str, float | int | bool | None]:
         now = self.clock.now()
         return {
-            "rpm": self.rpm and round(self.rpm.rate * 60, 3),
-            "tpm": self.tpm and round(self.tpm.rate * 60, 3),
+            "rpm": None if self.rpm is None else round(self.rpm.rate * 60, 3),
+            "tpm": None if self.tpm is None else round(self.tpm.rate * 60, 3),
             "in_flight": self.in_flight,
             "cooling_s": round(max(0.0, self.cooldown_until - now), 3),
             "disabled": self.disabled,

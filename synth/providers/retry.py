@@ -151,7 +151,7 @@ class SchemaCheck:
             try:
                 value = comp.parsed = json_value(comp.text or "")
             except ValueError as e:
-                return f"not valid JSON ({e.msg} at position {e.pos})"
+                return f"not valid JSON ({getattr(e, 'msg', e)} at position {getattr(e, 'pos', '?')})"
         if validator.fast is not None:
             try:
                 validator.fast(value)

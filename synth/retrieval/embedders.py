@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Awaitable
 from typing import Protocol, runtime_checkable
 
 from synth.errors import ProviderError
@@ -18,7 +19,7 @@ class Embedder(Protocol):
 
 
 class _EmbedLLM(Protocol):
-    async def embed(self, request: EmbeddingRequest) -> Embeddings: ...
+    def embed(self, request: EmbeddingRequest) -> Awaitable[Embeddings]: ...
 
 
 class LLMEmbedder:
