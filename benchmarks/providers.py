@@ -31,9 +31,9 @@ import urllib.request
 from typing import Any
 
 from synth.providers.base import ApiKey
+from synth.providers.clients.wire import WireProvider
 from synth.providers.dispatch import Dispatcher
 from synth.providers.limits import prompt_tokens
-from synth.providers.wire import WireProvider
 from synth.records import ChatMessage, Completion, Request
 from synth.spec import JobSpec
 

@@ -99,8 +99,8 @@ def preflight(job: JobSpec, *, timeout: float = 3.0) -> None:
     import os
 
     from synth.providers.base import parse_model
+    from synth.providers.clients.wire import openai_base_url
     from synth.providers.factory import check_reachable
-    from synth.providers.wire import openai_base_url
 
     lines: list[tuple[int, str]] = []
     checks: list[tuple[int, str, str, str]] = []  # (index, where, url, how to fix it) per provider
@@ -121,7 +121,7 @@ def preflight(job: JobSpec, *, timeout: float = 3.0) -> None:
             continue
         try:
             if ref.kind == "gemini":
-                from synth.providers.gemini import DEFAULT_BASE_URL as url
+                from synth.providers.clients.gemini import DEFAULT_BASE_URL as url
             else:
                 url = openai_base_url(ref.kind, ref.model, None)
         except ConfigError as e:  # compat: has no default

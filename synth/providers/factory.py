@@ -44,14 +44,14 @@ def create_provider(spec: ProviderSpec) -> Provider:
 
 def sim_provider(spec: ProviderSpec) -> Provider:
     """``sim:<model>``: the offline simulator (no keys, no network)."""
-    from synth.providers.sim import SimProvider
+    from synth.providers.clients.sim import SimProvider
 
     return SimProvider(split_model(spec.model)[1], params=spec.params)
 
 
 def gemini_provider(spec: ProviderSpec) -> Provider:
     """``gemini:<model>``: google-genai (``client`` means nothing here)."""
-    from synth.providers.gemini import GeminiProvider
+    from synth.providers.clients.gemini import GeminiProvider
 
     return GeminiProvider(split_model(spec.model)[1], base_url=spec.base_url, params=spec.params)
 
@@ -61,10 +61,10 @@ def openai_provider(spec: ProviderSpec) -> Provider:
     client unless ``client: sdk``."""
     kind, model = split_model(spec.model)
     if spec.client == "sdk":
-        from synth.providers.openai import OpenAIProvider
+        from synth.providers.clients.openai import OpenAIProvider
 
         return OpenAIProvider(kind, model, base_url=spec.base_url, params=spec.params)
-    from synth.providers.wire import WireProvider
+    from synth.providers.clients.wire import WireProvider
 
     return WireProvider(kind, model, base_url=spec.base_url, params=spec.params)
 

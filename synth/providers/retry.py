@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 
 from synth.errors import BadRequest, RateLimited, Transient
-from synth.providers.wire import json_value
+from synth.providers.clients.wire import json_value
 from synth.records import ChatMessage, Completion, Request
 
 REASK = (

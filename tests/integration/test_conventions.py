@@ -128,8 +128,8 @@ def test_preflight_checks_default_endpoints_and_skips_sim(simulator):
             )
         )
     assert time.monotonic() - t0 < 5
-    from synth.providers.gemini import DEFAULT_BASE_URL
-    from synth.providers.wire import DEFAULT_BASE_URLS
+    from synth.providers.clients.gemini import DEFAULT_BASE_URL
+    from synth.providers.clients.wire import DEFAULT_BASE_URLS
 
     lines = str(err.value).splitlines()
     assert [line.split(":", 1)[0] for line in lines] == [

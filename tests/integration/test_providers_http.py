@@ -20,12 +20,12 @@ from pydantic import BaseModel
 from synth import fakegen
 from synth.errors import AuthError, ConfigError, MalformedOutput, ProviderError, RateLimited, Transient
 from synth.providers.base import ApiKey, Provider
+from synth.providers.clients.gemini import GeminiProvider
+from synth.providers.clients.headers import parse_duration, parse_ratelimit, parse_retry_after
+from synth.providers.clients.openai import OpenAIProvider
+from synth.providers.clients.sim import SimProvider
+from synth.providers.clients.wire import WireProvider
 from synth.providers.factory import check_reachable, create_provider
-from synth.providers.gemini import GeminiProvider
-from synth.providers.headers import parse_duration, parse_ratelimit, parse_retry_after
-from synth.providers.openai import OpenAIProvider
-from synth.providers.sim import SimProvider
-from synth.providers.wire import WireProvider
 from synth.records import ChatMessage, EmbeddingRequest, Request
 from synth.spec import ProviderSpec
 from tests.support.simulator import SimulatorProcess

@@ -16,8 +16,8 @@ from aiohttp import web
 
 from synth.errors import AuthError, BadRequest, MalformedOutput, ProviderError, RateLimited, Transient
 from synth.providers.base import ApiKey, Provider
-from synth.providers.openai import OpenAIProvider
-from synth.providers.wire import WireProvider
+from synth.providers.clients.openai import OpenAIProvider
+from synth.providers.clients.wire import WireProvider
 from synth.records import ChatMessage, EmbeddingRequest, Request, ToolCall
 from tests.support.simulator import SimulatorProcess
 

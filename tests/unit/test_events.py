@@ -20,7 +20,7 @@ from synth.generators.eventmodel import EventCatalog, Rate, RateProfile, catalog
 from synth.generators.events import EventsGenerator, EventsOptions, check_options, plan_catalog
 from synth.generators.eventsim import arrivals
 from synth.generators.samplers import numpy_rng
-from synth.providers.sim import SimProvider
+from synth.providers.clients.sim import SimProvider
 from synth.records import Completion
 from synth.spec import load_spec, parse_job
 

@@ -16,7 +16,7 @@ from synth.engine.gateway import (
     request_from_wire,
     request_to_wire,
 )
-from synth.providers.wire import json_value
+from synth.providers.clients.wire import json_value
 from synth.records import ChatMessage, Completion, RateLimitInfo, Request, ToolCall, Usage, trusted
 
 

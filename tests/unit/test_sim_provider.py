@@ -11,8 +11,8 @@ from pydantic import BaseModel
 from synth import fakegen
 from synth.errors import BadRequest, MalformedOutput
 from synth.providers.base import ApiKey, Provider
+from synth.providers.clients.sim import SimProvider
 from synth.providers.factory import create_provider
-from synth.providers.sim import SimProvider
 from synth.records import ChatMessage, EmbeddingRequest, Request, ToolCall
 from synth.spec import ProviderSpec
 

@@ -12,6 +12,7 @@ import pytest
 from synth.errors import BadRequest, BudgetExceeded, MalformedOutput, Transient
 from synth.providers.answers import AnswerStore
 from synth.providers.budget import Budget, capacity_shares, deal, gateway_part
+from synth.providers.clients.sim import SimProvider
 from synth.providers.clock import FakeClock
 from synth.providers.dispatch import Dispatcher
 from synth.providers.policies.answers import AnswerLayer
@@ -24,7 +25,6 @@ from synth.providers.policies.retry import RetryLayer
 from synth.providers.policies.routing import Fallback, RoutingLayer
 from synth.providers.policies.validation import ValidationLayer
 from synth.providers.pricing import cost
-from synth.providers.sim import SimProvider
 from synth.providers.stack import build_stack, compose
 from synth.providers.target import Target, build_targets
 from synth.records import ChatMessage, Completion, EmbeddingRequest, Embeddings, Request

@@ -15,7 +15,7 @@ from synth.generators.base import GenContext, Unit
 from synth.generators.timeseries import TimeseriesGenerator, TimeseriesOptions, check_options
 from synth.generators.tsmodel import ANOMALY_KINDS, ar1_filter, correlation_factor, synthesize
 from synth.generators.tsparams import FieldSpec, SeriesParams, from_plan, planning_model
-from synth.providers.sim import SimProvider
+from synth.providers.clients.sim import SimProvider
 from synth.records import Completion
 from synth.spec import load_spec, parse_job
 

@@ -1,6 +1,6 @@
 """OpenAI, OpenRouter and any OpenAI-compatible server through the official ``openai`` SDK.
 
-The SDK is the reference implementation of the wire format; :class:`~synth.providers.wire.WireProvider`
+The SDK is the reference implementation of the wire format; :class:`~synth.providers.clients.wire.WireProvider`
 does the same job with a tenth of the CPU and is the default (``client: auto``). Choose this one
 with ``client: sdk``. One ``AsyncOpenAI`` client per key, with the SDK's own retries off: the
 dispatcher retries and must see every 429.
@@ -20,7 +20,7 @@ from openai.resources.chat.completions import AsyncCompletions
 
 from synth.errors import ProviderError, Transient
 from synth.providers.base import ApiKey
-from synth.providers.headers import (
+from synth.providers.clients.headers import (
     connection_error,
     error_detail,
     is_refused,
@@ -28,7 +28,7 @@ from synth.providers.headers import (
     status_error,
     timeout_error,
 )
-from synth.providers.wire import OPENAI_KINDS, chat_body, decode_output, embed_body, not_json, openai_base_url
+from synth.providers.clients.wire import OPENAI_KINDS, chat_body, decode_output, embed_body, not_json, openai_base_url
 from synth.records import Completion, EmbeddingRequest, Embeddings, Request, ToolCall, Usage
 
 # create() keyword arguments; anything else from the provider's params goes in extra_body

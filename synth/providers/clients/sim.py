@@ -20,7 +20,7 @@ from typing import Any
 from synth import fakegen
 from synth.errors import BadRequest, MalformedOutput
 from synth.providers.base import ApiKey
-from synth.providers.wire import message_json
+from synth.providers.clients.wire import message_json
 from synth.records import Completion, EmbeddingRequest, Embeddings, Request, ToolCall, Usage
 
 _DUMPS = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode

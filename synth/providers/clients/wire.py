@@ -26,7 +26,7 @@ from pyreqwest.http import Url
 
 from synth.errors import AuthError, ConfigError, MalformedOutput, Transient
 from synth.providers.base import ApiKey
-from synth.providers.headers import (
+from synth.providers.clients.headers import (
     connection_error,
     error_detail,
     parse_ratelimit,

@@ -23,7 +23,7 @@ from google.genai import types
 
 from synth.errors import AuthError, BadRequest, ConfigError, ProviderError, Transient
 from synth.providers.base import ApiKey
-from synth.providers.headers import (
+from synth.providers.clients.headers import (
     connection_error,
     error_detail,
     is_refused,
@@ -33,7 +33,7 @@ from synth.providers.headers import (
     status_error,
     timeout_error,
 )
-from synth.providers.wire import decode_output
+from synth.providers.clients.wire import decode_output
 from synth.records import ChatMessage, Completion, EmbeddingRequest, Embeddings, Request, ToolCall, Usage
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
