@@ -27,13 +27,14 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from pyarrow.fs import FileSystem, FSSpecHandler, LocalFileSystem, PyFileSystem
 
+from synth.engine import formats
 from synth.engine.lease import LEASE, Lease, holder_gone
 from synth.engine.manifest import DEAD, MANIFEST, Manifest
 from synth.engine.storage import Storage
 from synth.errors import StorageError
 from synth.spec import OutputSpec, StorageSpec
 
-_FORMATS = {"parquet": "parquet", "jsonl": "json", "json": "json", "csv": "csv"}
+_FORMATS = {"parquet": "parquet", "jsonl": "json", "json": "ipc", "csv": "ipc"}  # json, csv: see _decoded
 _INT = re.compile(r"^-?\d{1,18}$")
 NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 READERS = 16  # file footers read side by side from an object store
@@ -145,8 +146,29 @@ class Output:
     def filesystem(self) -> FileSystem:
         return LocalFileSystem() if self.storage.local else PyFileSystem(FSSpecHandler(self.storage.fs))
 
+    @cached_property
+    def written_schema(self) -> pa.Schema | None:
+        """For csv and json outputs: the Arrow schema the data files were written with, as the
+        commit entries record it (None when they do not)."""
+        texts = {e[formats.SCHEMA_KEY] for e in self.heads.values() if e.get(formats.SCHEMA_KEY)}
+        if not texts:
+            return None
+        try:
+            return formats.unify([formats.schema_of_text(t) for t in sorted(texts)])
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise StorageError(
+                f"{self.uri}: the committed files' columns do not agree ({_first_line(e)}); "
+                "export the shards separately or rerun into a new output"
+            ) from None
+
+    def _decoded(self, fmt: str) -> FileSystem:
+        """The output's files with each csv or json data file read as Arrow, one at a time."""
+        return PyFileSystem(formats.Decoding(self.storage.fs, fmt, self.written_schema))
+
     def _schema_of(self, rel: str, fmt: str) -> pa.Schema:
         path = self.storage.path(rel)
+        if fmt in formats.TYPED:
+            return formats.decode(self.storage.read_bytes(rel) or b"", fmt).schema
         if fmt == "parquet":
             return pq.read_schema(path, filesystem=self.filesystem)
         return pads.dataset(path, format=_FORMATS[fmt], filesystem=self.filesystem).schema
@@ -156,6 +178,8 @@ class Output:
         an integer widened in another); types are promoted to hold them all."""
         if not rels:
             return pa.schema([])
+        if fmt in formats.TYPED and self.written_schema is not None:
+            return formats.read_schema(fmt, self.written_schema)
         if self.storage.local or len(rels) < 8:
             schemas = [self._schema_of(r, fmt) for r in rels]
         else:
@@ -184,7 +208,7 @@ class Output:
             [self.storage.path(r) for r in rels],
             schema=schema,
             format=_FORMATS[fmt],
-            filesystem=self.filesystem,
+            filesystem=self._decoded(fmt) if fmt in formats.TYPED else self.filesystem,
             partitioning=partitioning,
             partition_base_dir=self.storage.path(base.rstrip("/")),
         )
@@ -201,7 +225,7 @@ class Output:
 def _piece_order(rel: str) -> tuple[str, str]:
     """Files sort by shard, then generation, then partition folder."""
     name = posixpath.basename(rel)
-    return (name.replace(".parquet", "").replace(".jsonl", ""), rel)
+    return (posixpath.splitext(name)[0], rel)
 
 
 def _partition_keys(rels: list[str], base: str) -> dict[str, pa.DataType]:

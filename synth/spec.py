@@ -53,7 +53,12 @@ class StorageSpec(Strict):
 
 class OutputSpec(Strict):
     uri: str = Field("./out/${job}", description="fsspec URI of the dataset folder; ${job} is the job name")
-    format: Literal["parquet", "jsonl"] = Field("parquet", description="file format of the data")
+    format: Literal["parquet", "jsonl", "json", "csv"] = Field(
+        "parquet",
+        description="file format of the data files: parquet; jsonl (one JSON object per line); json (one JSON "
+        "array of records per file); csv (RFC 4180 with a header row, nested fields as JSON text, "
+        "times ISO 8601). Fixed for the life of an output: resuming with another format is refused",
+    )
     partition_by: list[str] | None = Field(None, description="hive partition columns (default: the generator's)")
     shard_size: int = Field(1000, gt=0, description="planned units per shard, the unit of commit and resume")
     compression: str = Field("zstd", description="parquet compression codec")

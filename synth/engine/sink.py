@@ -1,6 +1,7 @@
 """The Ray Data datasink: each input row is one finished piece of a shard (its records and dead
-letters as Arrow IPC bytes). A piece is published as hive-partitioned Parquet (or JSONL) files, then
-committed in the manifest; until the commit entry exists, resume treats the piece as not done."""
+letters as Arrow IPC bytes). A piece is published as hive-partitioned files in the output's format
+(Parquet, JSONL, JSON or CSV: see :mod:`synth.engine.formats`), then committed in the manifest; until
+the commit entry exists, resume treats the piece as not done."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from urllib.parse import quote
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
+from synth.engine.formats import SCHEMA_KEY, TYPED, encode, schema_of_text, schema_text, unify
 from synth.engine.manifest import DEAD, Manifest, merge_entry, piece_name
 from synth.engine.storage import Storage
 from synth.errors import StorageError
@@ -92,16 +93,6 @@ def split_partitions(table: pa.Table, cols: list[str]) -> list[tuple[str, pa.Tab
     ]
 
 
-def encode(table: pa.Table, fmt: str, compression: str) -> bytes:
-    buf = io.BytesIO()
-    if fmt == "jsonl":
-        for row in table.to_pylist():
-            buf.write(json.dumps(row, default=str, ensure_ascii=False).encode() + b"\n")
-    else:
-        pq.write_table(table, buf, compression=compression)
-    return buf.getvalue()
-
-
 class ShardSink(Datasink):
     """Publishes and commits shards; returns a summary per shard to the driver."""
 
@@ -135,14 +126,23 @@ class ShardSink(Datasink):
             raise StorageError(
                 f"{storage.uri}: shard {shard} has no commit entry of generation {gen - 1} to add to; run the job again"
             )
-        ext = "jsonl" if self.out.format == "jsonl" else "parquet"
+        fmt = self.out.format
         parts: list[tuple[str, pa.Table, str]] = []  # (file, rows, format)
         name = piece_name(shard, gen)
+        typed: dict[str, Any] = {}
         if records is not None and records.num_rows:
             cols = [c for c in self.partition_by if c in records.column_names]
+            if fmt in TYPED:  # text keeps no types: the entry records them (with the shard's earlier pieces')
+                schemas = [records.drop_columns(cols).schema]
+                if base and base.get(SCHEMA_KEY):
+                    schemas.insert(0, schema_of_text(base[SCHEMA_KEY]))
+                try:
+                    typed[SCHEMA_KEY] = schema_text(unify(schemas))
+                except (pa.ArrowInvalid, pa.ArrowTypeError):  # types that cannot merge: this piece's
+                    typed[SCHEMA_KEY] = schema_text(schemas[-1])
             for folder, part in split_partitions(records, cols):
-                rel = f"data/{folder}/{name}.{ext}" if folder else f"data/{name}.{ext}"
-                parts.append((rel, part, self.out.format))
+                rel = f"data/{folder}/{name}.{fmt}" if folder else f"data/{name}.{fmt}"
+                parts.append((rel, part, fmt))
         if dead is not None and dead.num_rows:
             parts.append((f"{DEAD}{name}.parquet", dead, "parquet"))
         files = [rel for rel, _, _ in parts]
@@ -164,7 +164,9 @@ class ShardSink(Datasink):
         else:
             sizes = [put(p) for p in parts]
         dead_bytes = sum(n for (rel, _, _), n in zip(parts, sizes) if rel.startswith(DEAD))
-        entry = merge_entry(base, piece, {"files": files, "bytes": sum(sizes), "dead_bytes": dead_bytes, **stats})
+        entry = merge_entry(
+            base, piece, {"files": files, "bytes": sum(sizes), "dead_bytes": dead_bytes, **stats, **typed}
+        )
         manifest.commit(shard, entry, gen=gen, remove=superseded)
         return {"shard": shard, **stats}
 
