@@ -198,6 +198,7 @@ def read_output(uri: str, storage: dict[str, Any] | None = None, fs: Any = None)
         if f.is_file():
             stats = json.loads(f.read_text())
     else:
+        fs.invalidate_cache()
         with contextlib.suppress(FileNotFoundError):
             stats = json.loads(fs.cat_file(f"{uri.removeprefix('s3://')}/stats.json"))
     ids: list[str] = []
@@ -264,9 +265,11 @@ def scan_dir(root: Path, secrets: list[str]) -> list[str]:
 
 def scan_s3(fs: Any, prefix: str, secrets: list[str]) -> list[str]:
     found = []
+    fs.invalidate_cache()  # s3fs caches listings: the run has written since
     for path in fs.find(prefix):
-        data = fs.cat_file(path)
-        found += [f"s3://{path}" for s in secrets if s.encode() in data]
+        with contextlib.suppress(FileNotFoundError):  # replaced meanwhile (a commit rewritten)
+            data = fs.cat_file(path)
+            found += [f"s3://{path}" for s in secrets if s.encode() in data]
     return found
 
 
@@ -350,11 +353,8 @@ def versions() -> dict[str, str]:
 def cells(r: dict[str, Any]) -> list[Any]:
     reasons = ", ".join(f"{k} {v}" for k, v in r["dead_reasons"].items())
     dead = f"{r['dead_letters']}" + (f" ({reasons})" if reasons else "")
-    exits = (
-        "/".join(str(x) for x in r["exits"])
-        if len(r["exits"]) <= 3
-        else f"{r['exits'][-1]} (after {len(r['exits']) - 1} runs)"
-    )
+    n = len(r["exits"])
+    exits = "/".join(map(str, r["exits"])) if n <= 3 else f"{r['exits'][-1]} (after {n - 1} runs)"
     return [
         r["scenario"],
         r["planned"],
@@ -370,19 +370,8 @@ def cells(r: dict[str, Any]) -> list[Any]:
     ]
 
 
-HEADERS = [
-    "scenario",
-    "planned",
-    "recorded",
-    "dead letters",
-    "exit (truthful)",
-    "wall s",
-    "answers paid",
-    "paid twice",
-    "429s",
-    "left over",
-    "keys found",
-]
+HEADERS = "scenario|planned|recorded|dead letters|exit (truthful)|wall s|answers paid|paid twice|429s".split("|")
+HEADERS += ["left over", "keys found"]
 
 
 def problems(r: dict[str, Any]) -> list[str]:
@@ -405,18 +394,10 @@ def problems(r: dict[str, Any]) -> list[str]:
 
 def detail(r: dict[str, Any]) -> str:
     bits = [f"exits {r['exits']}", f"retries {r['retries']}", f"re-asks {r['reasks']}", f"abandoned {r['abandoned']}"]
+    shown = "rate_per_s rate_of_true kills kill_moments_s revoked_at_commits went_down_mid_run outage_mid_run"
     for k in (
-        "rate_per_s",
-        "rate_of_true",
-        "kills",
-        "kill_moments_s",
-        "revoked_at_commits",
-        "went_down_mid_run",
-        "outage_mid_run",
-        "stopped_exit_truthful",
-        "journal_hits",
-        "keys_disabled",
-    ):
+        shown + " stopped_exit_truthful first_exit_truthful paid_before_resume journal_hits keys_disabled"
+    ).split():
         if r.get(k) not in (None, [], ""):
             bits.append(f"{k} {r[k]}")
     if r["error_line"]:
@@ -437,14 +418,14 @@ def markdown(rows: list[dict[str, Any]], head: dict[str, Any]) -> str:
         "Versions: " + ", ".join(f"{k} {v}" for k, v in head["versions"].items()),
         "",
         *(
-            [f"{len(head['ray_restarts'])} run(s) started again because their embedded Ray did not start in time."]
-            if head.get("ray_restarts")
-            else []
+            [f"{len(head['ray_restarts'])} run(s) started again: their embedded Ray did not start in time.", ""]
+            * bool(head.get("ray_restarts"))
         ),
         "| " + " | ".join(HEADERS) + " |",
         "|" + "---|" * len(HEADERS),
         *("| " + " | ".join(str(c) for c in cells(r)) + " |" for r in rows),
         "",
+        *(f"Not measured (the benchmark itself failed): {e}  " for e in head.get("harness_errors", [])),
         "Answers paid are the simulator's 200s; paid twice is that minus what the units needed (one",
         "answer per unit that got one, plus re-asks). Left over: processes of the run alive 10 s after",
         "it exited. Keys found: files of the output and of the run's Ray session folder, and the",

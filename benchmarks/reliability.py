@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import secrets
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,11 +98,21 @@ class Ctx:
         return self.sim
 
 
-def job(name: str, url: str, count: int, *, shard: int = 50, rpm: float = 60000, keys: int = 1, **extra: Any) -> Path:
+def job(
+    name: str,
+    url: str,
+    count: int,
+    *,
+    shard: int = 50,
+    rpm: float = 60000,
+    keys: int = 1,
+    title: str = "",
+    **extra: Any,
+) -> Path:
     """A structured job of ``count`` units into WORK/name/out against the simulator at ``url``."""
     alias = ["alpha", "bravo"]
     doc: dict[str, Any] = {
-        "name": f"rel-{name}",
+        "name": title or f"rel-{name}",
         "count": count,
         "seed": 5,
         "generator": GENERATOR,
@@ -292,6 +304,7 @@ def s3_outage(ctx: Ctx) -> list[dict[str, Any]]:
     import s3fs
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request otherwise
     os.environ.update(S3_ENV)  # this process reads the output back through s3fs too
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -311,9 +324,8 @@ def s3_outage(ctx: Ctx) -> list[dict[str, Any]]:
             return 0
 
     def s3_job(name: str, count: int, **output: Any) -> Path:
-        return job(
-            name, sim.url, count, rpm=3600, output={"uri": uri, "storage": {"endpoint_url": proxy.url}, **output}
-        )
+        storage = {"uri": uri, "storage": {"endpoint_url": proxy.url}, **output}
+        return job(name, sim.url, count, rpm=3600, output=storage, title="rel-s3")  # one job, extended
 
     def seen() -> dict[str, Any]:
         return {"held": read_output(uri, {"endpoint_url": endpoint}, fs), "scan": scan_s3(fs, f"{bucket}/ds", SECRETS)}
@@ -358,18 +370,10 @@ def s3_outage(ctx: Ctx) -> list[dict[str, Any]]:
 
 
 SCENARIOS: dict[str, Callable[[Ctx], Any]] = {
-    "clean": clean,
-    "errors_5xx": errors_5xx,
-    "malformed": malformed,
-    "hangs": hangs,
-    "storm_429": storm_429,
-    "revoked": revoked,
-    "revoked_only_key": revoked_only_key,
-    "provider_down": provider_down,
-    "all_fail": all_fail,
-    "sigkill": sigkill,
-    "s3_outage": s3_outage,
+    f.__name__: f
+    for f in (clean, errors_5xx, malformed, hangs, storm_429, revoked, revoked_only_key, provider_down, all_fail)
 }
+SCENARIOS |= {"sigkill": sigkill, "s3_outage": s3_outage}
 WHAT = {
     "clean": "no faults (baseline)",
     "errors_5xx": "10 % of calls answered 500/503",
@@ -407,35 +411,42 @@ def main() -> None:
     print("# versions: " + ", ".join(f"{k} {v}" for k, v in head["versions"].items()), flush=True)
     ctx = Ctx(args.quick, args.seed)
     rows: list[dict[str, Any]] = []
-    t0 = time.monotonic()
+    t0, names = time.monotonic(), args.only or list(SCENARIOS)
     try:
-        for name in args.only or list(SCENARIOS):
+        for i, name in enumerate(names):
             print(f"- {name}", flush=True)
-            got = SCENARIOS[name](ctx)
-            for r in got if isinstance(got, list) else [got]:
-                rows.append({"what": WHAT[r["scenario"]], **r})
+            try:
+                got = SCENARIOS[name](ctx)
+            except Exception as e:  # noqa: BLE001 - one broken scenario must not lose the others' figures
+                traceback.print_exc()
+                head.setdefault("harness_errors", []).append(f"{name}: {type(e).__name__}: {e}")
+                got = []
+            rows += [{"what": WHAT[r["scenario"]], **r} for r in (got if isinstance(got, list) else [got])]
+            # written after each scenario, so a run cut short still leaves its figures
+            report(rows, head, args, t0, done=i + 1 == len(names))
     finally:
         if ctx.sim is not None:
             ctx.sim.stop()
-    head["load_after"] = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    head["ended"] = time.strftime("%H:%M", time.gmtime())
-    head["wall_s"] = round(time.monotonic() - t0, 1)
-    head["ray_restarts"] = RAY_RESTARTS
     print()
     print(table([cells(r) for r in rows], HEADERS))
     for r in rows:
         for p in problems(r):
             print(f"PROBLEM {r['scenario']}: {p}")
     print(f"\n{head['wall_s']:.0f} s in all")
+
+
+def report(rows: list[dict[str, Any]], head: dict[str, Any], args: argparse.Namespace, t0: float, done: bool) -> None:
+    head["load_after"] = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    head["ended"] = time.strftime("%H:%M", time.gmtime()) + ("" if done else " (still running)")
+    head["wall_s"] = round(time.monotonic() - t0, 1)
+    head["ray_restarts"] = RAY_RESTARTS
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "reliability.json").write_text(json.dumps({"header": head, "quick": args.quick, "rows": rows}, indent=1))
     if not args.quick and not args.only:
-        notes = ""
-        if RESULTS.is_file() and "\n## Notes" in RESULTS.read_text():
-            notes = "\n## Notes" + RESULTS.read_text().split("\n## Notes", 1)[1]
+        text = RESULTS.read_text() if RESULTS.is_file() else ""
+        notes = "\n## Notes" + text.split("\n## Notes", 1)[1] if "\n## Notes" in text else ""
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(markdown(rows, head) + notes)
-        print(f"wrote {RESULTS.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
