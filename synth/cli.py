@@ -160,6 +160,23 @@ def submit(
     typer.echo(guarded(go))
 
 
+@app.command("init")
+def init_cmd(
+    kind: str = typer.Argument("structured", help="structured, conversation, timeseries, events or rag"),
+    path: Path | None = typer.Argument(None, help="job file to write (default: KIND.yaml here)"),
+    force: bool = typer.Option(False, "--force", help="replace an existing file"),
+) -> None:
+    """Write a commented starter job that runs as is on the offline sim provider; its comments say
+    how to switch to a real model (keys by environment variable name, limits, routes).
+
+    Example: synth init conversation chat.yaml && synth run chat.yaml"""
+    from synth.starter import KINDS, init, next_steps
+
+    if path is None and kind not in KINDS and kind.lower().endswith((".yaml", ".yml")):
+        kind, path = "structured", Path(kind)  # `synth init job.yaml`: the default kind
+    typer.echo(next_steps(*guarded(lambda: init(kind, path, force=force))))
+
+
 @spec_app.command("schema")
 def spec_schema() -> None:
     """Print the job file's JSON Schema (for editors)."""

@@ -37,6 +37,8 @@ TOP_LEVEL = {
     "dryreport.py": "app",
     "dataset.py": "app",
     "inspect.py": "app",
+    "starter.py": "app",
+    "refdocs.py": "top",  # documents the command line, so it reads synth.cli as only the top may
     "cli.py": "top",
     "__init__.py": "top",
     "__main__.py": "top",
