@@ -166,3 +166,22 @@ def test_resuming_with_another_format_is_refused_in_one_line(tmp_path):
     with pytest.raises(StorageError) as e:
         Manifest(Storage(job(tmp_path, "json").output)).open(job(tmp_path, "json"))
     assert 'format: "csv" -> "json"' in str(e.value) and "\n" not in str(e.value)
+
+
+def test_csv_output_on_object_storage_reads_back_through_synth_open(s3_bucket):
+    endpoint, bucket = s3_bucket
+    uri = f"s3://{bucket}/out"
+    doc = {
+        "name": "t",
+        "count": 3,
+        "seed": 1,
+        "generator": {"kind": "structured", "prompt": "p"},
+        "output": {"uri": uri, "shard_size": 10, "format": "csv", "storage": {"endpoint_url": endpoint}},
+    }
+    j = parse_job(doc, env={})
+    st = Storage(j.output)
+    Manifest(st).open(j)
+    ShardSink(j.output, []).publish(st, 0, table(), None, {"records": 3}, Shard(0, 0, 3).piece())
+    got = Output(uri, {"endpoint_url": endpoint}).dataset().to_table()
+    assert got.schema == read_schema("csv", SCHEMA)
+    assert got.column("id").to_pylist() == ["a1", "a2", "007"] and got.column("created_at")[0].as_py() == T0
