@@ -26,11 +26,16 @@ def user_cache_dir() -> str:
 
 
 def resolve_cache(job: JobSpec) -> JobSpec:
-    """The job with its cache folder fixed where the driver runs, so every gateway of the run uses
-    the same one whatever its own environment says."""
+    """The job with its local folders fixed where the driver runs: the cache (default: the user's)
+    and a relative output folder, so every gateway and worker of the run, on any node and in any
+    working folder (a cluster's workers do not run in the caller's), uses the same ones."""
+    job = job.model_copy(deep=True)
     if not job.cache.path:
-        job = job.model_copy(deep=True)
         job.cache.path = user_cache_dir()
+    elif "://" not in job.cache.path:
+        job.cache.path = os.path.abspath(os.path.expanduser(job.cache.path))
+    if "://" not in job.output.uri:
+        job.output.uri = os.path.abspath(os.path.expanduser(job.output.uri))
     return job
 
 
