@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import synth
-from synth.dataset import ENVELOPE_COLUMNS
+from synth.records import ENVELOPE_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = {"system", "user", "assistant", "tool"}
