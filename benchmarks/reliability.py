@@ -9,8 +9,8 @@ needed: one per unit that got an answer plus re-asks), 429s sent, processes of t
 10 s after it exited, and key values found in the output folder, Ray's session folder (RAY_TMPDIR)
 and the command's output.
 
-    python benchmarks/reliability.py              # the whole matrix, about 10 minutes on 2 idle cores
-    python benchmarks/reliability.py --quick      # smaller N, 3 kills
+    python benchmarks/reliability.py              # the whole matrix: 23 runs, about 14 minutes on 2 cores
+    python benchmarks/reliability.py --quick      # N=300, 3 kills: 17 runs, about 10 minutes
     python benchmarks/reliability.py --only sigkill --only storm_429
 
 Writes benchmarks/out/reliability.json; a full run (no --quick, no --only) also writes
