@@ -292,9 +292,11 @@ def row(
     held: dict[str, Any] | None = None,
     scan: list[str] | None = None,
     extra: dict[str, Any] | None = None,
+    bought_before: int = 0,
 ) -> dict[str, Any]:
     """One scenario's figures; a local ``out`` is read back and scanned here, an S3 one by the caller
-    (``held``, ``scan``)."""
+    (``held``, ``scan``). ``bought_before``: answers of these records paid before the simulator's
+    counters were last reset."""
     if out is not None:
         held, scan = read_output(str(out)), scan_dir(out, SECRETS)
     assert held is not None and scan is not None
@@ -302,7 +304,7 @@ def row(
     last, paid, r429 = runs[-1], sim_stats["ok"], sim_stats["rate_limited"]
     s = summary(held, planned)
     true, why = truthful(last.proc.returncode, s, last.stderr)
-    needed = s["records"] + sum(s["dead_by_kind"].get(k, 0) for k in ANSWERED_DEAD) + s["reasks"]
+    needed = s["records"] + sum(s["dead_by_kind"].get(k, 0) for k in ANSWERED_DEAD) + s["reasks"] - bought_before
     leftovers = [p for r in runs for p in r.leftovers()]
     keys_found = scan + scan_dir(ray_tmp, SECRETS)
     keys_found += [f for i, r in enumerate(runs) for f in scan_text(r.output, SECRETS, f"run {i} output")]
