@@ -219,14 +219,14 @@ output: {{uri: "{out}", shard_size: 200}}
 """
 
 
-def synth_run(sims, tmp_path: Path, name: str, route: str, count: int) -> tuple[Path, dict[str, Any]]:
+def synth_run(sims, tmp_path: Path, name: str, route: str, count: int, address: str) -> tuple[Path, dict[str, Any]]:
     a, b = sims
     out = tmp_path / name
     job = tmp_path / f"{name}.yaml"
     job.write_text(RUN_JOB.format(name=name, count=count, a=a.openai_url, b=b.openai_url, route=route, out=out))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     r = subprocess.run(
-        [sys.executable, "-m", "synth", "run", str(job), "--quiet", "--no-cache"],
+        [sys.executable, "-m", "synth", "run", str(job), "--quiet", "--no-cache", "--address", address],
         env=env,
         capture_output=True,
         text=True,
@@ -236,9 +236,10 @@ def synth_run(sims, tmp_path: Path, name: str, route: str, count: int) -> tuple[
     return out, json.loads((out / "stats.json").read_text())
 
 
-def test_synth_run_through_a_weighted_route(sims, tmp_path: Path):
+def test_synth_run_through_a_weighted_route(sims, tmp_path: Path, ray_address):
     a, b = sims
-    out, stats = synth_run(sims, tmp_path, "weighted", "{strategy: weighted, providers: [a, b], weights: [3, 1]}", 400)
+    route = "{strategy: weighted, providers: [a, b], weights: [3, 1]}"
+    out, stats = synth_run(sims, tmp_path, "weighted", route, 400, ray_address)
     rows = pads.dataset(out / "data" if (out / "data").exists() else out, format="parquet").to_table()
     assert rows.num_rows == 400 and stats["records"] == 400
     n_a, n_b = served(a), served(b)
@@ -248,10 +249,10 @@ def test_synth_run_through_a_weighted_route(sims, tmp_path: Path):
         assert abs(got["a"] / 400 - 0.75) <= 0.05, got
 
 
-def test_synth_run_behind_a_provider_answering_only_500s(sims, tmp_path: Path):
+def test_synth_run_behind_a_provider_answering_only_500s(sims, tmp_path: Path, ray_address):
     a, b = sims
     a.configure(error_rate=1.0)
-    _, stats = synth_run(sims, tmp_path, "dead-first", "[a, b]", 300)
+    _, stats = synth_run(sims, tmp_path, "dead-first", "[a, b]", 300, ray_address)
     assert stats["records"] == 300 and stats["dead_letters"] == 0  # exit 0 too (synth_run)
     assert served(b) >= 300 and served(a) == 0
     assert a.stats()["requests"] < 300 * 2  # without a breaker: about 300 x 7 (every request's retries)
