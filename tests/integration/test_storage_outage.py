@@ -71,6 +71,22 @@ def test_a_write_during_an_outage_lands_when_the_store_is_back(proxied):
     assert st.read_bytes("first.json") == b"1"
 
 
+def test_a_store_that_stops_answering_for_a_while_is_waited_for(proxied):
+    proxy, bucket, endpoint = proxied
+    st, waits = storage(proxy, f"s3://{bucket}/ds", max_outage_s=60)
+    st.write_bytes("before.json", b"0")
+    proxy.pause()  # as a server stopped with SIGSTOP: connections taken, nothing answered
+    back = threading.Timer(8.0, proxy.resume)
+    back.start()
+    try:
+        st.write_bytes("paused/while.json", b"written across a pause")
+        assert st.read_bytes("before.json") == b"0"
+    finally:
+        back.join()
+    direct = s3fs.S3FileSystem(endpoint_url=endpoint)
+    assert direct.cat_file(f"{bucket}/ds/paused/while.json") == b"written across a pause"
+
+
 def test_an_outage_longer_than_the_policy_is_one_line_naming_the_object(proxied):
     proxy, bucket, endpoint = proxied
     st, waits = storage(proxy, f"s3://{bucket}/ds", max_outage_s=12)  # the S3 client alone tries for ~5 s

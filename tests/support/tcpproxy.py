@@ -1,5 +1,6 @@
 """A TCP proxy on 127.0.0.1 that can be taken down and brought back on the same port: an outage of
-the server behind it (connections refused, open ones cut) without losing the server's state."""
+the server behind it (connections refused, open ones cut) without losing the server's state. Or
+paused: connections are taken and bytes held, as by a server stopped with SIGSTOP."""
 
 from __future__ import annotations
 
@@ -14,7 +15,16 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.accepted = 0
+
+    def pause(self) -> None:
+        """Hold every byte in both directions (new connections are still taken) until resume()."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
 
     @property
     def url(self) -> str:
@@ -71,6 +81,7 @@ class TcpProxy:
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass
