@@ -25,5 +25,7 @@ def test_public_api_is_small_and_sorted():
         "dataset",
         "inspect",
         "export",
+        "refdocs",
+        "starter",
     }
     assert public == set(synth.__all__) - {"__version__"}

@@ -61,16 +61,17 @@ def ray_processes_of(proc: subprocess.Popen) -> dict[psutil.Process, str]:
 
 
 @pytest.mark.timeout(600)
-def test_sigkill_ten_times_pays_once(simulator, ray_address, tmp_path):
+def test_sigkill_five_times_pays_once(simulator, ray_address, tmp_path):
+    # the suite's version; benchmarks/reliability.py kills a run ten times and records the figures
     simulator.restore()
-    n = 1500
+    n = 800
     out = tmp_path / "out"
     # 100 answers a second: a kill 0.1 to 1.2 s into buying leaves most of the job for later kills
     job = money_job(tmp_path, simulator.url, out, count=n, rpm=6000, shard=100)
     rng = random.Random(7)
     kills = 0
     left_behind: dict[psutil.Process, str] = {}
-    for k in range(10):
+    for k in range(5):
         embedded = k == 0  # the first run starts its own Ray; the others join the session's
         before = simulator.stats()["ok"]
         proc = subprocess.Popen(
@@ -94,7 +95,7 @@ def test_sigkill_ten_times_pays_once(simulator, ray_address, tmp_path):
         if embedded:
             assert any("raylet" in name or "gcs" in name for name in ray_procs.values()), ray_procs
             left_behind = ray_procs
-    assert kills >= 8, f"only {kills} runs were still running when their kill came"
+    assert kills >= 4, f"only {kills} runs were still running when their kill came"
 
     r = synth_run(job, "--no-cache", address=ray_address)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -43,7 +43,7 @@ def test_no_key_reaches_any_byte_after_a_faulted_run(tmp_path):
     cache = tmp_path / "cache"
     doc = {
         "name": "secrets",
-        "count": 120,
+        "count": 60,
         "seed": 3,
         "generator": {
             "kind": "conversation",
