@@ -56,6 +56,7 @@ from faults import (  # noqa: E402
     wait_until,
 )
 
+from tests.support.runs import GENERATOR  # noqa: E402 - the suite's structured record
 from tests.support.simulator import SimulatorProcess  # noqa: E402
 from tests.support.tcpproxy import TcpProxy  # noqa: E402
 
@@ -65,16 +66,6 @@ S3_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_D
 # key values made for this invocation: long and unique, so a scan that finds one found a leak
 KEYS = {"REL_KEY_A": f"sk-rel-{secrets.token_hex(16)}", "REL_KEY_B": f"sk-rel-{secrets.token_hex(16)}"}
 SECRETS[:] = KEYS.values()
-GENERATOR = {
-    "kind": "structured",
-    "prompt": "Item {n}",
-    "vars": {"n": {"kind": "range", "low": 1, "high": 1_000_000}},
-    "schema": {
-        "type": "object",
-        "properties": {"a": {"type": "string"}, "b": {"type": "integer"}},
-        "required": ["a", "b"],
-    },
-}
 RUN_TIMEOUT_S = 900.0
 
 
