@@ -28,6 +28,7 @@ from synth.providers.clock import REAL_CLOCK, Clock
 from synth.providers.counters import dispatcher_stats
 from synth.providers.health import Health
 from synth.providers.limits import DEFAULT_BURST_S
+from synth.providers.metrics import NO_METER, Meter
 from synth.providers.policies.answers import AnswerLayer
 from synth.providers.policies.base import DEFAULT_MAX_TOKENS, Call
 from synth.providers.pricing import cost as price_cost
@@ -53,6 +54,7 @@ class Dispatcher:
         shared_budget: bool = False,
         cost: Callable[[Usage, PriceSpec | None], float] = price_cost,
         rng: random.Random | None = None,
+        meter: Meter = NO_METER,
     ) -> None:
         self.job = job
         self.targets = dict(targets)
@@ -62,7 +64,14 @@ class Dispatcher:
             Budget(budget, clock=clock, shared=shared_budget) if (budget.max_usd or budget.max_tokens) else None
         )
         self.stack = build_stack(
-            job, self.targets, clock=clock, budget=self.budget, answers=answers, cost=cost, rng=rng or random.Random()
+            job,
+            self.targets,
+            clock=clock,
+            budget=self.budget,
+            answers=answers,
+            cost=cost,
+            rng=rng or random.Random(),
+            meter=meter,
         )
         self._answers = self.stack.layer(AnswerLayer)
         self._ledger = self.stack.ledger
@@ -82,12 +91,14 @@ class Dispatcher:
         burst_s: float = DEFAULT_BURST_S,
         rng: random.Random | None = None,
         answers: AnswerStore | None = None,
+        meter: Meter = NO_METER,
     ) -> Dispatcher:
         """Build the dispatcher of one process. ``slots`` lists the keys it owns as
         ``(provider route, key index, share)``; index 0 of a keyless provider is its keyless slot.
         Without ``slots`` it owns every key at a ``1 / gateways`` share. A keyless provider that
         ``slots`` does not mention is owned at full share. ``budget`` overrides the job's (a
-        gateway's part of it; ``shared_budget``: a part the driver deals again, worth waiting for)."""
+        gateway's part of it; ``shared_budget``: a part the driver deals again, worth waiting for).
+        ``meter`` receives the stack's metrics (:mod:`synth.providers.metrics`)."""
         clock = clock or REAL_CLOCK
         targets = build_targets(
             job,
@@ -98,7 +109,16 @@ class Dispatcher:
             max_usd=(budget or job.budget).max_usd,
             burst_s=burst_s,
         )
-        return cls(job, targets, clock=clock, answers=answers, budget=budget, shared_budget=shared_budget, rng=rng)
+        return cls(
+            job,
+            targets,
+            clock=clock,
+            answers=answers,
+            budget=budget,
+            shared_budget=shared_budget,
+            rng=rng,
+            meter=meter,
+        )
 
     # ------------------------------------------------------------------ what the stack shares
 

@@ -21,6 +21,7 @@ from synth.providers.answers import AnswerStore
 from synth.providers.breaker import BreakerLayer, job_breakers
 from synth.providers.budget import Budget
 from synth.providers.clock import Clock
+from synth.providers.metrics import NO_METER, Meter
 from synth.providers.policies.answers import AnswerLayer
 from synth.providers.policies.base import Layer, Ledger
 from synth.providers.policies.budget import BudgetLayer
@@ -61,9 +62,11 @@ def build_stack(
     answers: AnswerStore | None,
     cost: Callable[[Usage, PriceSpec | None], float],
     rng: random.Random,
+    meter: Meter = NO_METER,
 ) -> Stack:
-    """The policies over the clients of ``targets``, in the order a request meets them."""
-    ledger = Ledger()
+    """The policies over the clients of ``targets``, in the order a request meets them; the
+    counting points of the layers also report to ``meter`` (:mod:`synth.providers.metrics`)."""
+    ledger = Ledger(meter)
     breakers = job_breakers(job, clock)  # per provider: shared by routing (order) and the breaker layer (calls)
     return compose(
         ledger,

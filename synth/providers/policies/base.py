@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from synth.providers.metrics import NO_METER, Meter
 from synth.records import Completion, EmbeddingRequest, Embeddings, Request, Usage
 
 if TYPE_CHECKING:
@@ -95,10 +96,12 @@ class Again(Exception):
 
 
 class Ledger:
-    """What the layers share across requests: counters, tokens and dollars of this process, and
-    why the job stopped (every request then raises JobStopped)."""
+    """What the layers share across requests: counters, tokens and dollars of this process, why
+    the job stopped (every request then raises JobStopped), and the metrics the counting points
+    also report to (:mod:`synth.providers.metrics`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, meter: Meter = NO_METER) -> None:
+        self.meter = meter
         self.counts: Counter[str] = Counter()
         self.usage = [0, 0]  # prompt, completion tokens
         self.cost_usd = 0.0

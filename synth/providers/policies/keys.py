@@ -28,6 +28,7 @@ from synth.errors import AuthError, MalformedOutput, ProviderError, RateLimited,
 from synth.providers.clock import Clock
 from synth.providers.health import loop_time
 from synth.providers.keys import redact_causes
+from synth.providers.metrics import alias_label
 from synth.providers.policies.base import BILLED, LOST, Again, Call, Layer, Ledger
 from synth.providers.retry import retry_delay
 from synth.records import Completion, EmbeddingRequest, Embeddings, Request
@@ -107,12 +108,15 @@ class KeyLayer:
         except Exception as e:  # a provider bug: keep the batch alive, report it once per request
             lim.settle(tokens, tokens)
             call.billed = LOST
+            self.ledger.meter.failed(t.route, t.spec.model, alias_label(slot), ProviderError.kind)
             log.error("provider %s raised %s", t.route, type(e).__name__)
             log.debug("provider %s failure", t.route, exc_info=True)
             detail = str(e)[:200] if slot.key is None else str(e)[:200].replace(slot.key.secret, "***")
             raise ProviderError(f"{t.spec.model}: unexpected {type(e).__name__}: {detail}") from None
         else:
-            health.answered(self.clock.now() - sent)
+            took = self.clock.now() - sent
+            health.answered(took)
+            self.ledger.meter.answered(t.route, t.spec.model, alias_label(slot), took)
             usage = result.usage
             used = usage.total_tokens or (usage.prompt_tokens + usage.completion_tokens) or tokens
             call.used = used
@@ -124,6 +128,7 @@ class KeyLayer:
             return result
         # ---- failure: account, learn
         slot.errors[err.kind] = slot.errors.get(err.kind, 0) + 1
+        self.ledger.meter.failed(t.route, t.spec.model, alias_label(slot), err.kind)
         # an unusable answer was still billed; a call we gave up on may have been
         billed = isinstance(err, MalformedOutput) or getattr(err, "billed", False)
         if isinstance(err, RateLimited):

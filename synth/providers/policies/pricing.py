@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from synth.providers.metrics import alias_label
 from synth.providers.policies.base import BILLED, NOT_BILLED, Call, Layer, Ledger
 from synth.records import Completion, EmbeddingRequest, Embeddings, Request, Usage
 from synth.spec import PriceSpec
@@ -34,8 +35,10 @@ class PricingLayer:
             result = await send(request, call)
         except BaseException:
             if call.billed != NOT_BILLED:
-                est = call.target.est_usd(call.prompt, call.max_out)
+                t = call.target
+                est = t.est_usd(call.prompt, call.max_out)
                 self.ledger.cost_usd += est
+                self.ledger.meter.spent(t.route, t.spec.model, alias_label(call.slot), 0, 0, est)
                 if call.billed == BILLED:
                     call.cost_usd += est
             raise
@@ -45,6 +48,10 @@ class PricingLayer:
         ledger.cost_usd += usd
         ledger.usage[0] += usage.prompt_tokens
         ledger.usage[1] += usage.completion_tokens
+        t = call.target
+        ledger.meter.spent(
+            t.route, t.spec.model, alias_label(call.slot), usage.prompt_tokens, usage.completion_tokens, usd
+        )
         call.usage = usage if call.usage is None else call.usage + usage
         call.cost_usd += usd
         return result

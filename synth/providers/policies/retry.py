@@ -19,6 +19,7 @@ from typing import Any
 from synth.errors import JobStopped, ProviderError, RateLimited, Transient
 from synth.providers.clock import Clock
 from synth.providers.limits import prompt_tokens
+from synth.providers.metrics import alias_label
 from synth.providers.policies.base import DEFAULT_MAX_TOKENS, Again, Call, Layer, Ledger
 from synth.providers.retry import retry_delay, should_retry
 from synth.providers.target import Target
@@ -80,6 +81,7 @@ class RetryLayer:
             self._check_outage(t, err, now, call.tokens)
             call.tries += 1
             ledger.counts["retries"] += 1
+            ledger.meter.retried(t.route, t.spec.model, alias_label(call.slot), err.kind)
             if delay > 0:
                 if log.isEnabledFor(logging.DEBUG):
                     alias = call.slot.alias if call.slot is not None else None

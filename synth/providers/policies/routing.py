@@ -32,6 +32,7 @@ from synth.providers.breaker import Breaker, arrange
 from synth.providers.capabilities import job_capabilities
 from synth.providers.clock import Clock
 from synth.providers.counters import FailureWindow
+from synth.providers.metrics import NO_KEY
 from synth.providers.policies.base import Call, Layer, Ledger
 from synth.providers.strategies import Strategy as RouteStrategy
 from synth.providers.strategies import make_strategy
@@ -207,6 +208,7 @@ class RoutingLayer:
             if call.cost_usd != comp.cost_usd:
                 comp.cost_usd = call.cost_usd
             comp.latency_ms = (now - started) * 1000.0
+            ledger.meter.served(target.route, target.spec.model, comp.key_alias or NO_KEY, now - started)
             ledger.counts["successes"] += 1
             target.counts["successes"] += 1
             self._outcome(True)
