@@ -15,12 +15,14 @@ from typing import Any
 import typer
 
 from synth.errors import SynthError
+from synth.jobscli import jobs_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distributed synthetic-data generation on Ray.")
 spec_app = typer.Typer(no_args_is_help=True, help="Inspect and check job files.")
 app.add_typer(spec_app, name="spec")
 cache_app = typer.Typer(no_args_is_help=True, help="The response cache and a job's answer journal.")
 app.add_typer(cache_app, name="cache")
+app.add_typer(jobs_app, name="jobs")
 
 
 def _mount_optional() -> None:

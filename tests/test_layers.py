@@ -38,6 +38,7 @@ TOP_LEVEL = {
     "dataset.py": "app",
     "inspect.py": "app",
     "starter.py": "app",
+    "jobscli.py": "app",  # synth jobs: the Ray Jobs API commands
     "refdocs.py": "top",  # documents the command line, so it reads synth.cli as only the top may
     "cli.py": "top",
     "__init__.py": "top",

@@ -27,5 +27,6 @@ def test_public_api_is_small_and_sorted():
         "export",
         "refdocs",
         "starter",
+        "jobscli",
     }
     assert public == set(synth.__all__) - {"__version__"}
