@@ -30,6 +30,7 @@ from typing import Any
 import ray
 
 from synth import errors as E
+from synth.engine.metrics import RayMeter
 from synth.providers.budget import capacity_shares, gateway_part
 from synth.records import ChatMessage, Completion, EmbeddingRequest, Embeddings, Request, ToolCall, Usage, trusted
 from synth.spec import JobSpec
@@ -263,12 +264,19 @@ class GatewayActor:
         self.routes = sorted({s[0] for s in slots})
         self.failure: tuple[str, str, int] | None = None
         self._shipping: asyncio.Task[None] | None = None
+        self.meter = RayMeter(job.name)  # this process's calls, tokens, dollars, 429s, latencies
+        self._metering: asyncio.Task[None] | None = None
         try:
             # answers journaled on this node before they are used; replayed instead of bought again
             self.answers = build_store(job, self.routes, set(todo or ()), set(retried or ()))
             # a part of the budget the driver deals again (share < 1) is worth waiting for
             self.dispatcher = Dispatcher.from_spec(
-                job, slots=slots, answers=self.answers, budget=budget, shared_budget=budget_share < 1.0
+                job,
+                slots=slots,
+                answers=self.answers,
+                budget=budget,
+                shared_budget=budget_share < 1.0,
+                meter=self.meter,
             )
         except E.SynthError as e:  # reported by ready(), so the driver shows it as one line
             self.failure = error_to_wire(e)
@@ -289,6 +297,8 @@ class GatewayActor:
         start = asyncio.get_running_loop().create_task
         if self._shipping is None and self.answers is not None:
             self._shipping = start(self._ship_every(SHIP_S))
+        if self._metering is None:
+            self._metering = start(self.meter.run())
         tasks = [start(one(i, r)) for i, r in enumerate(requests)]
         remaining = len(tasks)
         while remaining:
@@ -330,6 +340,7 @@ class GatewayActor:
                 self._shipping.cancel()
                 self._shipping = None
             await asyncio.get_running_loop().run_in_executor(None, lambda: answers.ship(final=True))
+        self.meter.flush()
         return self.dispatcher.stats() if hasattr(self, "dispatcher") else {}
 
     async def set_budget(self, max_usd: float | None, max_tokens: int | None) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 
 from synth.engine.client import GatewayClient
 from synth.engine.gateway import QuietGc
+from synth.engine.metrics import RayMeter
 from synth.engine.plan import Shard, fingerprint
 from synth.engine.shardrun import run_shard
 from synth.engine.sink import to_ipc
@@ -46,7 +47,10 @@ class ShardWorker:
         self.fp = fingerprint(self.job)
         self.generator = create_generator(self.job.generator, self.job)
         sim = local_routes(self.job)
-        local = Dispatcher.from_spec(self.job, slots=[(r, 0, 1.0) for r in sorted(sim)]) if sim else None
+        self.meter = RayMeter(self.job.name)  # the in-process sim's calls, and the dead letters made here
+        local = (
+            Dispatcher.from_spec(self.job, slots=[(r, 0, 1.0) for r in sorted(sim)], meter=self.meter) if sim else None
+        )
         eng = self.job.engine
         self.llm = GatewayClient(
             gateways,
@@ -66,6 +70,7 @@ class ShardWorker:
         self.gc = QuietGc()  # workers hold thousands of units in flight too
         self._live: dict[str, float] = {}  # units finished since the last report to the monitor
         self._reporter: asyncio.Task[None] | None = None
+        self._metering: asyncio.Task[None] | None = None
         self._local_sent = (0, 0, 0.0)
 
     def _unit_done(self, ok: bool) -> None:
@@ -104,6 +109,8 @@ class ShardWorker:
             self._slots = asyncio.Semaphore(self.job.engine.shards_per_worker)
         if self._reporter is None and self.monitor is not None:
             self._reporter = asyncio.ensure_future(self._report_every())
+        if self._metering is None:
+            self._metering = asyncio.ensure_future(self.meter.run())
         async with self._slots:  # Ray Data hands a worker several batches at once; memory is bounded here
             return await self._make(batch)
 
@@ -138,7 +145,10 @@ class ShardWorker:
             out["dead"].append(to_ipc(res.dead))
             out["stats"].append(json.dumps(res.stats))
             out["aborted"].append(res.aborted)
+            for kind, n in res.stats.get("dead_by_kind", {}).items():
+                self.meter.dead(kind, n)
             if self.monitor is not None:
                 self.monitor.report.remote({**res.stats, "shards": 1, "aborted": 1 if res.aborted else 0})
             self.gc.tick()
+        self.meter.flush()  # at the end of each batch too: a worker may be ended before its next tick
         return out
