@@ -20,6 +20,7 @@ from synth.errors import (  # noqa: E402
 from synth.spec import JobSpec  # noqa: E402
 
 if _typing.TYPE_CHECKING:
+    import pyarrow
     import pyarrow.dataset
 
 
@@ -32,6 +33,24 @@ def open(uri: str, storage: dict[str, _typing.Any] | None = None) -> "pyarrow.da
     return open_output(uri, storage)
 
 
+def generate(kind: str, **options: _typing.Any) -> "pyarrow.Table":
+    """Make records of ``kind`` without a job file and return them as a ``pyarrow.Table``
+    (``.to_pylist()`` for a list of dicts): ``synth.generate("structured", count=100,
+    schema={"city": {"type": "string"}})``. Options as ``synth generate``: count, schema, prompt,
+    model, fallback, route, budget, format, output, name, seed; see :func:`synth.quick.generate`."""
+    from synth.quick import generate as quick_generate
+
+    return quick_generate(kind, **options)
+
+
+def stream(job: _typing.Any, **options: _typing.Any) -> "_typing.Iterator[pyarrow.Table]":
+    """Run (or resume) a job and yield its records as ``pyarrow.Table`` s as shards commit, each
+    record once; leaving the loop early stops the run. See :func:`synth.streaming.stream`."""
+    from synth.streaming import stream as follow
+
+    return follow(job, **options)
+
+
 __all__ = [
     "BudgetExceeded",
     "ConfigError",
@@ -40,7 +59,9 @@ __all__ = [
     "StorageError",
     "SynthError",
     "__version__",
+    "generate",
     "load_job",
     "open",
     "run",
+    "stream",
 ]

@@ -179,6 +179,11 @@ def init_cmd(
     typer.echo(next_steps(*guarded(lambda: init(kind, path, force=force))))
 
 
+from synth.generatecli import generate_cmd  # noqa: E402 - its own module keeps this one small
+
+app.command("generate")(generate_cmd)
+
+
 @spec_app.command("schema")
 def spec_schema() -> None:
     """Print the job file's JSON Schema (for editors)."""

@@ -28,5 +28,8 @@ def test_public_api_is_small_and_sorted():
         "refdocs",
         "starter",
         "jobscli",
+        "quick",
+        "streaming",
+        "generatecli",
     }
     assert public == set(synth.__all__) - {"__version__"}
