@@ -181,7 +181,7 @@ def _cli_command() -> Any:
 
     from synth import cli
 
-    cli._mount_optional()
+    cli._mount_optional([])
     return typer.main.get_command(cli.app)
 
 

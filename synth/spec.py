@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from synth.enginespec import EngineSpec
 from synth.errors import ConfigError, KeyMissing
 from synth.providerspec import (
     KNOWN_KINDS,
@@ -98,47 +99,6 @@ class CacheSpec(Strict):
     )
     ttl_s: float | None = Field(None, gt=0, description="answers older than this many seconds are not reused")
     max_entries: int = Field(100_000, gt=0, description="LRU size of each gateway's in-memory cache of parsed answers")
-
-
-class EngineSpec(Strict):
-    workers: int | None = Field(None, ge=1, description="generator worker actors (default: one per CPU)")
-    max_workers: int | None = Field(
-        None,
-        ge=1,
-        description="most generator workers: the pool grows toward this when nodes join the cluster "
-        "mid-run (default: no growth past the starting workers)",
-    )
-    batch_size: int = Field(256, ge=1, description="most requests in one call from a worker to a gateway")
-    batch_wait_ms: float = Field(20.0, ge=0, description="how long a worker gathers requests into one batch")
-    concurrency: int = Field(512, ge=1, description="units in flight per shard")
-    shards_per_worker: int = Field(
-        2, ge=1, description="shards a worker makes at once (a worker's memory is about this many shards)"
-    )
-    gateways_per_node: int = Field(
-        1, ge=1, description="gateway processes per node; keys are dealt to them, each key to one"
-    )
-    max_failure_rate: float = Field(
-        0.5,
-        gt=0,
-        le=1,
-        description="the job stops early, everything committed, when more than this share of "
-        "the last failure_window model requests failed",
-    )
-    failure_window: int = Field(
-        200,
-        ge=1,
-        description="requests in the sliding window of max_failure_rate (and the fewest made before it applies)",
-    )
-    max_outage_s: float = Field(
-        300.0,
-        gt=0,
-        description="how long a provider may go without answering a single request (429s, 5xx, "
-        "timeouts, lost connections, all retried with backoff meanwhile) before the job "
-        "stops, everything committed, to be run again when it is back",
-    )
-    breaker: BreakerSpec = Field(
-        default_factory=BreakerSpec, description="every provider's circuit breaker (a provider's 'breaker' overrides)"
-    )
 
 
 class GeneratorSpec(BaseModel):

@@ -37,6 +37,7 @@ TOP_LEVEL = {
     "records.py": "base",
     "spec.py": "base",
     "providerspec.py": "base",
+    "enginespec.py": "base",
     "plugins.py": "base",
     "tokens.py": "base",
     "fakeembed.py": "base",

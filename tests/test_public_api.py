@@ -8,6 +8,7 @@ def test_public_api_is_small_and_sorted():
         "errors",
         "spec",
         "providerspec",
+        "enginespec",
         "records",
         "providers",
         "generators",

@@ -4,6 +4,7 @@ progress line, until the write completes. The driver (:mod:`synth.engine.run`) p
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import warnings
 from typing import Any
@@ -11,14 +12,50 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from synth.engine import reaper
 from synth.engine.gateways import Gateways
-from synth.engine.monitor import MonitorActor, Progress
+from synth.engine.monitor import MonitorActor
+from synth.engine.progress import Progress
 from synth.engine.sink import ShardSink
 from synth.engine.worker import ShardWorker
 from synth.errors import SynthError
 from synth.spec import JobSpec
 
 log = logging.getLogger("synth.engine")
+
+
+_REAPER: list[Any] = []  # the watcher of an embedded Ray started by this process
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool:
+    """Join a cluster (``address`` or RAY_ADDRESS) or start an embedded local Ray. True if started here."""
+    if ray.is_initialized():
+        return False
+    addr = address or os.environ.get("RAY_ADDRESS")
+    common: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
+    if addr:
+        ray.init(address=addr, **common)
+    else:
+        # write tasks come every few seconds; by default Ray ends an idle worker after 1 s, and a
+        # fresh one spends a second or two of CPU importing pyarrow before each write
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            object_store_memory=512 * 1024**2,
+            _system_config={"idle_worker_killing_time_threshold_ms": 600_000},
+            **common,
+        )
+        # if this process is killed, its embedded Ray goes with it rather than lingering
+        _REAPER.append(reaper.start())
+    return True
+
+
+def shutdown_ray() -> None:
+    """The end of a Ray this process started (embedded or joined)."""
+    ray.shutdown()
+    while _REAPER:
+        reaper.stop(_REAPER.pop())
 
 
 def _quiet_ray_data() -> None:
@@ -164,4 +201,4 @@ class _CollectingSink(ShardSink):
         self.results = [r for rs in write_result.write_returns for r in rs]
 
 
-__all__ = ["execute", "worker_pool"]
+__all__ = ["execute", "init_ray", "shutdown_ray", "worker_pool"]

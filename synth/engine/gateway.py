@@ -22,14 +22,13 @@ with what is left of the lost one's budget share; workers switch to it when they
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import time
 from typing import Any
 
 import ray
 
 from synth import errors as E
+from synth.engine.gctune import QuietGc
 from synth.engine.metrics import RayMeter
 from synth.providers.budget import capacity_shares, gateway_part
 from synth.records import ChatMessage, Completion, EmbeddingRequest, Embeddings, Request, ToolCall, Usage, trusted
@@ -182,26 +181,6 @@ def completion_from_wire(t: tuple[Any, ...]) -> Completion:
             "ratelimit": None,
         },
     )
-
-
-class QuietGc:
-    """Thousands of requests in flight make many short-lived objects: with default thresholds a
-    third of a gateway's CPU went to the collector. Objects alive now (modules, the job) are moved
-    out of its sight and young collections run less often; the full collection, which the higher
-    thresholds would all but stop (and with it the reclaiming of cyclic garbage, so memory would
-    grow with the run), runs at most every ``every_s`` seconds from :meth:`tick`."""
-
-    def __init__(self, every_s: float = 10.0) -> None:
-        gc.freeze()
-        gc.set_threshold(20_000, 50, 1_000)
-        self.every_s = every_s
-        self._last = time.monotonic()
-
-    def tick(self) -> None:
-        now = time.monotonic()
-        if now - self._last >= self.every_s:
-            self._last = now
-            gc.collect()
 
 
 def plan_slots(job: JobSpec, keyed: list[str], gateways: int | None = None) -> list[list[Slot]]:

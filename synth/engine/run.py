@@ -1,33 +1,31 @@
-"""The driver: plan, claim the output, start gateways and workers, stream shards through Ray Data
-into the datasink, show progress, and write the stats file. It holds no data."""
+"""The driver: plan, claim the output, run the shards (in this process, or on Ray: gateways and
+workers streaming through Ray Data into the datasink), show progress, and write the stats file.
+Ray is imported only when the run uses it."""
 
 from __future__ import annotations
 
 import logging
 import os
 import platform
+import sys
 import time
 from contextlib import ExitStack
 from datetime import datetime, timezone
 from typing import Any
 
-import ray
 from pydantic import BaseModel, Field
 
 import synth
-from synth.engine import reaper, report
+from synth.engine import report
 from synth.engine.answerstore import resolve_cache, spool_dir
-from synth.engine.execute import execute
 from synth.engine.lease import hold
 from synth.engine.manifest import Manifest
 from synth.engine.plan import fingerprint, shard_count
-from synth.engine.quiet import ray_logs
 from synth.engine.storage import Storage
 from synth.errors import BudgetExceeded, NoKeysLeft, SynthError
 from synth.spec import JobSpec
 
 log = logging.getLogger("synth.engine")
-_REAPER: list[Any] = []  # the watcher of an embedded Ray started by this process
 ROUNDS = 3  # passes over the uncommitted shards when infrastructure fails under a run
 
 
@@ -53,43 +51,26 @@ class RunResult(BaseModel):
     stats: dict[str, Any] = Field(default_factory=dict)
 
 
-def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool:
-    """Join a cluster (``address`` or RAY_ADDRESS) or start an embedded local Ray. True if started here."""
-    if ray.is_initialized():
-        return False
-    addr = address or os.environ.get("RAY_ADDRESS")
-    common: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
-    if addr:
-        ray.init(address=addr, **common)
-    else:
-        # write tasks come every few seconds; by default Ray ends an idle worker after 1 s, and a
-        # fresh one spends a second or two of CPU importing pyarrow before each write
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            object_store_memory=512 * 1024**2,
-            _system_config={"idle_worker_killing_time_threshold_ms": 600_000},
-            **common,
-        )
-        # if this process is killed, its embedded Ray goes with it rather than lingering
-        _REAPER.append(reaper.start())
-    return True
-
-
-def shutdown_ray() -> None:
-    """The end of a Ray this process started (embedded or joined)."""
-    ray.shutdown()
-    while _REAPER:
-        reaper.stop(_REAPER.pop())
+def choose_executor(job: JobSpec, address: str | None, units: int) -> str:
+    """'local' or 'ray' (see ``engine.executor``): a cluster named, or a Ray already running in this
+    process, means Ray; else a job of at most ``engine.local_max_units`` runs in this process."""
+    mode = job.engine.executor
+    if mode != "auto":
+        return mode
+    ray = sys.modules.get("ray")
+    if address or os.environ.get("RAY_ADDRESS") or (ray is not None and ray.is_initialized()):
+        return "ray"
+    return "local" if units <= job.engine.local_max_units else "ray"
 
 
 def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
     import pyarrow
 
     return {
         "synth": synth.__version__,
-        "ray": ray.__version__,
+        "ray": version("ray"),
         "pyarrow": pyarrow.__version__,
         "python": platform.python_version(),
     }
@@ -224,11 +205,19 @@ def _run_held(
             from synth.providers.answers import ship_leftovers
 
             ship_leftovers(spool_dir(storage, job), storage)
-        ray_output = ExitStack()  # from here to the end of Ray, its output goes to <output>/_logs/
-        ray_output.enter_context(ray_logs(storage, verbose))
+        executor = choose_executor(job, address, sum(s.size for s in todo))
+        ray_output = ExitStack()
         started_here = False
         try:
-            started_here = init_ray(address)
+            if executor == "ray":
+                from synth.engine.execute import execute, init_ray
+                from synth.engine.quiet import ray_logs
+
+                # from here to the end of Ray, its output goes to <output>/_logs/
+                ray_output.enter_context(ray_logs(storage, verbose))
+                started_here = init_ray(address)
+            else:
+                from synth.engine.local import execute_local as execute
             for attempt in range(ROUNDS):
                 rounds += 1
                 try:
@@ -252,6 +241,8 @@ def _run_held(
                         break
         finally:
             if started_here:
+                from synth.engine.execute import shutdown_ray
+
                 shutdown_ray()
             ray_output.close()
         aborts = [r["aborted"] for r in sink_results if r.get("aborted")]
@@ -324,4 +315,4 @@ def _outcomes(job: JobSpec, manifest: Manifest, seen: dict[str, Any]) -> dict[st
     }
 
 
-__all__ = ["BudgetExceeded", "NoKeysLeft", "RunResult", "init_ray", "run_job"]
+__all__ = ["BudgetExceeded", "NoKeysLeft", "RunResult", "choose_executor", "run_job"]

@@ -189,3 +189,25 @@ async def run_shard(
         "generator_stats": dict(extra),
     }
     return ShardOutcome(shard.index, records, dead_table(dead), stats)
+
+
+async def make_shard(
+    generator: Generator,
+    base: GenContext,
+    shard: Shard,
+    fp: str,
+    *,
+    concurrency: int,
+    on_unit: Callable[[bool], None] | None = None,
+) -> ShardOutcome:
+    """:func:`run_shard` with the shard's own claims: a key is claimed once within a shard, so the
+    same shard makes the same records on any worker and in any executor."""
+    seen: set[str] = set()
+
+    async def claim(key: str) -> bool:
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
+
+    return await run_shard(generator, replace(base, claims=claim), shard, fp, concurrency=concurrency, on_unit=on_unit)

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 
 from synth.engine.client import GatewayClient
-from synth.engine.gateway import QuietGc
+from synth.engine.gctune import QuietGc
 from synth.engine.metrics import RayMeter
 from synth.engine.plan import Shard, fingerprint
-from synth.engine.shardrun import run_shard
-from synth.engine.sink import to_ipc
+from synth.engine.publish import to_ipc
+from synth.engine.shardrun import make_shard
 from synth.generators.base import GenContext
 from synth.spec import JobSpec
 
@@ -118,26 +118,13 @@ class ShardWorker:
         out: dict[str, list[Any]] = {"shard": [], "piece": [], "records": [], "dead": [], "stats": [], "aborted": []}
         for i in range(len(batch["shard"])):
             shard = Shard.from_item(**{key: batch[key][i] for key in ("shard", "start", "stop", "part", "only")})
-            seen: set[str] = set()
-
-            async def claim(key: str, _seen: set[str] = seen) -> bool:
-                # dedup within the shard: the same shard makes the same records on any worker
-                if key in _seen:
-                    return False
-                _seen.add(key)
-                return True
-
-            ctx = GenContext(
-                job=self.ctx.job,
-                seed=self.ctx.seed,
-                llm=self.llm,
-                retriever=self.ctx.retriever,
-                claims=claim,
-                worker=self.ctx.worker,
-                extras=self.ctx.extras,
-            )
-            res = await run_shard(
-                self.generator, ctx, shard, self.fp, concurrency=self.job.engine.concurrency, on_unit=self._unit_done
+            res = await make_shard(
+                self.generator,
+                self.ctx,
+                shard,
+                self.fp,
+                concurrency=self.job.engine.concurrency,
+                on_unit=self._unit_done,
             )
             out["shard"].append(shard.index)
             out["piece"].append(json.dumps(shard.piece()))

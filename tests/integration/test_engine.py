@@ -45,13 +45,19 @@ def job(uri: str, count: int = 300, shard: int = 100, **kw):
     return doc
 
 
+@pytest.fixture(params=["ray", "local"])
+def executor(request) -> str:
+    """Both executors: the session's Ray, and this process alone (no Ray)."""
+    return request.param
+
+
 def read(uri: str):
     return pads.dataset(f"{uri}/data", format="parquet", partitioning="hive").to_table()
 
 
-def test_sim_job_writes_exactly_n_records_readable_everywhere(tmp_path):
+def test_sim_job_writes_exactly_n_records_readable_everywhere(tmp_path, executor):
     uri = str(tmp_path / "out")
-    res = synth.run(job(uri))
+    res = synth.run(job(uri, engine={"executor": executor}))
     assert res.complete and res.records == 300 and res.dead_letters == 0 and res.shards_written == 3
     table = read(uri)
     ids = table["id"].to_pylist()
@@ -84,9 +90,10 @@ def test_a_token_budget_on_the_sim_is_kept_once_for_all_workers(tmp_path):
 
 
 def test_same_spec_same_ids_and_payload(tmp_path):
+    # on Ray and in one process: the executor is not part of what a job makes
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    synth.run(job(a, count=200))
-    synth.run(job(b, count=200))
+    synth.run(job(a, count=200, engine={"executor": "ray"}))
+    synth.run(job(b, count=200, engine={"executor": "local"}))
     ta, tb = (read(u).sort_by("id").drop_columns(["created_at", "latency_ms"]) for u in (a, b))
     assert ta.equals(tb)
     c = str(tmp_path / "c")
@@ -94,15 +101,15 @@ def test_same_spec_same_ids_and_payload(tmp_path):
     assert read(c).sort_by("id")["id"].to_pylist() != ta["id"].to_pylist()
 
 
-def test_rerun_skips_committed_shards_and_refuses_a_changed_spec(tmp_path):
+def test_rerun_skips_committed_shards_and_refuses_a_changed_spec(tmp_path, executor):
     uri = str(tmp_path / "out")
-    first = synth.run(job(uri))
-    again = synth.run(job(uri))
+    first = synth.run(job(uri, engine={"executor": executor}))
+    again = synth.run(job(uri, engine={"executor": executor}))
     assert again.shards_skipped == 3 and again.shards_written == 0 and again.records == first.records
     with pytest.raises(synth.StorageError, match=r"seed: 3 -> 4"):
         synth.run(job(uri, seed=4))
     # a larger count extends the dataset (tests/integration/test_extend.py); --overwrite starts over
-    bigger = synth.run(job(uri, count=400, seed=4), overwrite=True)
+    bigger = synth.run(job(uri, count=400, seed=4, engine={"executor": executor}), overwrite=True)
     assert bigger.records == 400 and len(set(read(uri)["id"].to_pylist())) == 400
 
 
@@ -123,12 +130,11 @@ def test_partitioned_jsonl_output(tmp_path):
     assert len({r["id"] for r in rows}) == 120
 
 
-def test_s3_output_through_s3fs(s3_bucket):
+def test_s3_output_through_s3fs(s3_bucket, executor):
     endpoint, bucket = s3_bucket
     uri = f"s3://{bucket}/ds"
-    res = synth.run(
-        job(uri, count=150, shard=50, output={"uri": uri, "shard_size": 50, "storage": {"endpoint_url": endpoint}})
-    )
+    out = {"uri": uri, "shard_size": 50, "storage": {"endpoint_url": endpoint}}
+    res = synth.run(job(uri, count=150, shard=50, output=out, engine={"executor": executor}))
     assert res.complete and res.records == 150
     import s3fs
 
@@ -139,14 +145,14 @@ def test_s3_output_through_s3fs(s3_bucket):
     assert not [p for p in fs.find(f"{bucket}/ds") if p.endswith("/")]  # no empty "folder" objects
 
 
-def test_dead_letters_are_kept_apart_with_reasons(tmp_path):
+def test_dead_letters_are_kept_apart_with_reasons(tmp_path, executor):
     uri = str(tmp_path / "out")
     bad = dict(
         SCHEMA,
         properties={**SCHEMA["properties"], "code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{4}$"}},
         required=SCHEMA["required"] + ["code"],
     )
-    doc = job(uri, count=40, shard=20)
+    doc = job(uri, count=40, shard=20, engine={"executor": executor})
     doc["generator"]["schema"] = bad
     res = synth.run(doc)
     # the offline sim ignores regex patterns, so every answer is schema-invalid: re-asked, then a dead letter

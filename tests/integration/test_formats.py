@@ -50,19 +50,20 @@ def file_rows(out: Path, fmt: str) -> list[dict[str, Any]]:
     return rows
 
 
-@pytest.mark.parametrize("fmt", ["csv", "json"])
-def test_partial_run_resumed_to_n_reads_back_with_csv_json_and_synth_open(tmp_path, ray_address, fmt):
+@pytest.mark.parametrize(("fmt", "executor"), [("csv", "ray"), ("json", "local")])
+def test_partial_run_resumed_to_n_reads_back_with_csv_json_and_synth_open(tmp_path, ray_address, fmt, executor):
     out = tmp_path / "out"
     doc = job_doc("formats", out, N, shard=25)
     doc["generator"].update(schema=SCHEMA, layout="columns")
     doc["output"].update(format=fmt, partition_by=["rating"])
     job = write_job(tmp_path / "job.yaml", doc)
 
-    partial = synth_run(job, "-n", "60", address=ray_address)  # shards 0, 1 whole; shard 2 in part
+    where = {"address": ray_address} if executor == "ray" else {}
+    partial = synth_run(job, "-n", "60", "--executor", executor, **where)  # shards 0, 1 whole; shard 2 in part
     assert partial.returncode == 0, partial.stderr[-2000:]
     assert stats_of(out)["records"] + stats_of(out)["dead_letters"] == 60
     before = {f.relative_to(out) for f in (out / "data").rglob("*") if f.is_file()}
-    r = synth_run(job, address=ray_address)
+    r = synth_run(job, "--executor", executor, **where)
     assert r.returncode == 0, r.stderr[-2000:]
     stats = stats_of(out)
     assert stats["complete"] and stats["records"] == N and stats["dead_letters"] == 0

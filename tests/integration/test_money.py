@@ -72,10 +72,13 @@ def test_sigkill_five_times_pays_once(simulator, ray_address, tmp_path):
     kills = 0
     left_behind: dict[psutil.Process, str] = {}
     for k in range(5):
-        embedded = k == 0  # the first run starts its own Ray; the others join the session's
+        # both executors buy into the same journal: the first run starts its own Ray, the next two
+        # run in one process without Ray, the last two join the session's Ray
+        embedded = k == 0
+        where = ["--executor", "ray"] if embedded else ["--executor", "local"] if k < 3 else []
         before = simulator.stats()["ok"]
         proc = subprocess.Popen(
-            synth_cmd(job, "--no-cache", address=None if embedded else ray_address),
+            synth_cmd(job, "--no-cache", *where, address=None if k < 3 else ray_address),
             env=env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -97,7 +100,7 @@ def test_sigkill_five_times_pays_once(simulator, ray_address, tmp_path):
             left_behind = ray_procs
     assert kills >= 4, f"only {kills} runs were still running when their kill came"
 
-    r = synth_run(job, "--no-cache", address=ray_address)
+    r = synth_run(job, "--no-cache", "--executor", "local")
     assert r.returncode == 0, r.stderr[-3000:]
     ids = ids_of(out)
     assert len(ids) == len(set(ids)) == n
@@ -122,12 +125,14 @@ def test_sigkill_five_times_pays_once(simulator, ray_address, tmp_path):
     assert a.num_rows == n and a.equals(b)
 
 
-def test_budget_stop_then_resume_with_more_pays_once(simulator, ray_address, tmp_path):
+@pytest.mark.parametrize("executor", ["ray", "local"])
+def test_budget_stop_then_resume_with_more_pays_once(simulator, ray_address, tmp_path, executor):
     simulator.restore()
+    where = {"address": ray_address} if executor == "ray" else {}
     n = 400
     out = tmp_path / "out"
     job = money_job(tmp_path, simulator.url, out, count=n, rpm=6000, shard=100, budget={"max_usd": 1})
-    first = synth_run(job, "--no-cache", address=ray_address)
+    first = synth_run(job, "--no-cache", "--executor", executor, **where)
     assert first.returncode == 4, first.stderr[-3000:]  # stopped by its budget
     assert "budget" in first.stderr
     paid_first = simulator.stats()["ok"]
@@ -138,7 +143,7 @@ def test_budget_stop_then_resume_with_more_pays_once(simulator, ray_address, tmp
     assert journaled >= paid_first
 
     job.write_text(job.read_text().replace('"max_usd": 1}', '"max_usd": 100}'))
-    second = synth_run(job, "--no-cache", address=ray_address)
+    second = synth_run(job, "--no-cache", "--executor", executor, **where)
     assert second.returncode == 0, second.stderr[-3000:]
     asked = simulator.stats()["ok"]
     stats = stats_of(out)

@@ -12,6 +12,7 @@ import time
 
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+import pytest
 
 JOB = """
 name: resume
@@ -26,12 +27,13 @@ output: {uri: "OUT", shard_size: 100}
 """
 
 
-def test_sigkill_then_resume(tmp_path):
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_sigkill_then_resume(tmp_path, executor):
     out = tmp_path / "out"
     job = tmp_path / "job.yaml"
     job.write_text(JOB.replace("OUT", str(out)))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    cmd = [sys.executable, "-m", "synth", "run", str(job), "--quiet"]
+    cmd = [sys.executable, "-m", "synth", "run", str(job), "--quiet", "--executor", executor]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     commits = out / "_manifest" / "commits"
     deadline = time.monotonic() + 240

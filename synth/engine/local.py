@@ -1,0 +1,168 @@
+"""The single-process executor: one asyncio loop holds the provider stack (every key and limit of
+the job, its budget whole, the answer journal), makes shards with the same code as a Ray worker
+(:func:`~synth.engine.shardrun.make_shard`) and publishes them with the same code as the Ray
+datasink (:class:`~synth.engine.publish.Publisher`). No Ray is imported: a small job starts in about
+a second instead of the many seconds a Ray cluster, its actors and Ray Data take to start.
+
+What it gives up is scale, not guarantees: shards commit one by one in the same manifest, answers
+are journaled before use and replayed on resume, and a stop of any kind ships the journal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from synth.engine.gctune import QuietGc
+from synth.engine.plan import Shard, fingerprint
+from synth.engine.progress import Progress
+from synth.engine.publish import Publisher
+from synth.engine.shardrun import ShardOutcome, make_shard
+from synth.engine.storage import Storage
+from synth.generators.base import GenContext
+from synth.spec import JobSpec
+
+log = logging.getLogger("synth.engine")
+SHIP_S = 3.0  # how often the answer journal reaches a remote output (as a gateway does)
+TICK_S = 0.5  # progress line refresh
+
+
+def slots(job: JobSpec) -> list[tuple[str, int, float]]:
+    """Every key of every provider, whole: this process is the only one holding them."""
+    return [(p.route, k, 1.0) for p in job.providers for k in range(max(1, len(p.keys)))]
+
+
+def lanes(job: JobSpec) -> int:
+    """Shards made at once: enough that one publishes while others generate; memory is about this
+    many shards."""
+    return max(2, job.engine.shards_per_worker * (job.engine.workers or 1))
+
+
+def execute_local(
+    job: JobSpec,
+    todo: list[Shard],
+    partition_by: list[str],
+    done_before: int,
+    show: bool,
+    tally: dict[str, int],
+    seen: dict[str, Any],
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Make and commit ``todo``; returns the provider counters and a summary per shard, as the Ray
+    executor does (:func:`synth.engine.execute.execute`)."""
+    from synth.engine.answerstore import build_store
+    from synth.providers.dispatch import Dispatcher
+
+    routes = sorted({p.route for p in job.providers})
+    answers = build_store(job, routes, {s.index for s in todo}, set(seen.get("retried", [])))
+    dispatcher = Dispatcher.from_spec(job, slots=slots(job), answers=answers)
+    run = _LocalRun(job, todo, partition_by, show, dispatcher, seen["keys"])
+    try:
+        results = asyncio.run(run.main(answers))
+    finally:
+        if answers is not None:  # every stop ships the journal: finish, budget, failure, interrupt
+            answers.ship(final=True)
+        seen["reports"] = [dispatcher.stats()]
+    return dispatcher.stats(), results
+
+
+class _LocalRun:
+    def __init__(
+        self, job: JobSpec, todo: list[Shard], partition_by: list[str], show: bool, dispatcher: Any, keys: Any
+    ) -> None:
+        from synth.generators.registry import create_generator
+
+        self.job = job
+        self.todo = iter(todo)
+        self.dispatcher = dispatcher
+        self.generator = create_generator(job.generator, job)
+        self.fp = fingerprint(job)
+        self.publisher = Publisher(job.output, partition_by)
+        self.storage = Storage(job.output)
+        self.live: dict[str, float] = {}
+        self.results: list[dict[str, Any]] = []
+        self.aborted: list[str] = []
+        self.keys = keys  # notes of keys disabled or cooling, above the progress line
+        self.bar = Progress(job.count, max(0, job.count - sum(s.size for s in todo)), enabled=show)
+        self.gc = QuietGc()
+
+    def _unit_done(self, ok: bool) -> None:
+        live = self.live
+        live["live_units"] = live.get("live_units", 0) + 1
+        key = "live_records" if ok else "live_dead"
+        live[key] = live.get(key, 0) + 1
+
+    async def main(self, answers: Any) -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        # encoding and writing files releases the GIL; two threads keep a slow store from
+        # holding up the shards behind it
+        pool = ThreadPoolExecutor(2, thread_name_prefix="synth-publish")
+        background = [loop.create_task(self._tick())]
+        if answers is not None and not self.storage.local:
+            background.append(loop.create_task(self._ship(answers)))
+        try:
+            ctx = GenContext(job=self.job.name, seed=self.job.seed, llm=self.dispatcher, worker=0)
+            await self.generator.setup(ctx)
+            n = lanes(self.job)
+            await asyncio.gather(*(self._lane(ctx, pool) for _ in range(n)))
+            self._draw()
+        finally:
+            for t in background:
+                t.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            pool.shutdown(wait=True)  # no write of a shard lands after the run has returned
+            self.bar.close()
+            await self.dispatcher.aclose()
+        return self.results
+
+    async def _lane(self, ctx: GenContext, pool: ThreadPoolExecutor) -> None:
+        loop = asyncio.get_running_loop()
+        for shard in self.todo:  # one iterator shared by the lanes: each shard taken once
+            if self.aborted:
+                return
+            res: ShardOutcome = await make_shard(
+                self.generator, ctx, shard, self.fp, concurrency=self.job.engine.concurrency, on_unit=self._unit_done
+            )
+            if res.aborted:
+                self.aborted.append(res.aborted)
+                self.results.append({"shard": shard.index, "aborted": res.aborted})
+                return
+            done = await loop.run_in_executor(
+                pool,
+                self.publisher.publish,
+                self.storage,
+                shard.index,
+                res.records,
+                res.dead,
+                res.stats,
+                shard.piece(),
+            )
+            self.results.append(done)
+            self.gc.tick()
+
+    def _draw(self) -> None:
+        gw = self.dispatcher.stats()
+        self.bar.update(self.live, gw)
+        for line in self.keys.news([gw]):
+            self.bar.note(line)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                self._draw()
+            except Exception:  # noqa: BLE001 - progress is best effort; the run goes on
+                log.debug("progress update failed", exc_info=True)
+
+    async def _ship(self, answers: Any) -> None:
+        """A remote output's journal is shipped every few seconds, as a gateway ships it."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SHIP_S)
+            try:
+                await loop.run_in_executor(None, answers.ship)
+            except Exception as e:  # noqa: BLE001 - kept locally and shipped at the next try or the stop
+                log.warning("shipping the answer journal failed: %s: %s", type(e).__name__, str(e)[:200])
+
+
+__all__ = ["execute_local", "lanes", "slots"]
