@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import sys
 from typing import Any
 
 from synth.providers.metrics import LATENCY_BOUNDS, Tally
@@ -67,8 +68,9 @@ class RayMeter(Tally):
     def flush(self) -> None:
         """Push what was counted since the last flush (a no-op when nothing was)."""
         counts, hists = self.drain()
-        if not counts and not hists:
-            return
+        ray = sys.modules.get("ray")
+        if not (counts or hists) or ray is None or not ray.is_initialized():
+            return  # nothing to push, or no Ray to push to: dropped without importing Ray
         try:
             self._push(counts, hists)
         except Exception as e:  # noqa: BLE001 - metrics must never fail a run
