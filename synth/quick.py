@@ -310,12 +310,12 @@ def build(
     parsed = read_schema(schema) if schema is not None else None
     gen, base = _generator(kind, parsed, prompt)
     doc: dict[str, Any] = {"name": "", "count": count, "seed": seed, "generator": gen}
-    if model is not None or len(models) > 1 or route:
-        if len(models) == 1 and not route:
-            doc["providers"] = [{"name": "default", "model": models[0]}]
-        else:  # providers named by their model string, tried by the route's strategy
-            doc["providers"] = [{"model": m} for m in models]
-            doc["routes"] = {"default": {"strategy": route or "fallback", "providers": models}}
+    # providers always named: the offline sim unless --model, whatever a defaults file holds
+    if len(models) == 1 and not route:
+        doc["providers"] = [{"name": "default", "model": models[0]}]
+    else:  # providers named by their model string, tried by the route's strategy
+        doc["providers"] = [{"model": m} for m in models]
+        doc["routes"] = {"default": {"strategy": route or "fallback", "providers": models}}
     if budget is not None:
         doc["budget"] = {"max_usd": budget}
     out: dict[str, Any] = {"shard_size": shard_size or _shard_size(count, base)}

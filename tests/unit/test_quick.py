@@ -47,7 +47,8 @@ def test_structured_block_with_a_schema_and_a_file_output(tmp_path):
     assert g["layout"] == "columns" and "vars" not in g and "system" not in g and g["keep_prompt"] is False
     assert q.file == str(tmp_path / "users.csv")
     assert q.doc["output"]["uri"] == str(tmp_path / "users.csv.parts") and "format" not in q.doc["output"]
-    assert q.doc["output"]["shard_size"] == 50 and "providers" not in q.doc  # the offline sim
+    assert q.doc["output"]["shard_size"] == 50
+    assert q.doc["providers"] == [{"name": "default", "model": "sim:default"}]  # the offline sim
     q.spec()  # a valid job
 
 
