@@ -101,14 +101,12 @@ def _env(env_file: Path | None) -> dict[str, str]:
     if env_file:
         if not env_file.is_file():
             raise ClusterError(f"--env-file {env_file}: no such file")
-        for n, line in enumerate(env_file.read_text().splitlines(), 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            name, sep, value = line.removeprefix("export ").partition("=")
-            if not sep or not name.strip().isidentifier():
-                raise ClusterError(f"--env-file {env_file}:{n}: expected NAME=value")
-            env[name.strip()] = value.strip().strip("'\"")
+        from dotenv import dotenv_values  # synth's own .env reader: quotes, `export`, comments
+
+        for name, value in dotenv_values(env_file).items():
+            if not name.isidentifier() or value is None:
+                raise ClusterError(f"--env-file {env_file}: expected NAME=value lines, not {name!r}")
+            env[name] = value
     return env
 
 
