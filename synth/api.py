@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synth.errors import ConfigError
-from synth.spec import JobSpec, load_spec, parse_job
+from synth.spec import JobSpec, load_spec, parse_job, with_defaults
+
+if TYPE_CHECKING:
+    from synth.defaults import Defaults
 
 
 def load_job(
@@ -16,17 +19,20 @@ def load_job(
     env_file: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     check_keys: bool = True,
+    defaults: bool | Defaults = True,
 ) -> JobSpec:
     """Load and validate a job from a YAML/JSON file, a dict, or a JobSpec.
 
+    A file or dict gets the defaults files merged under it (``./synth.yaml``, the user file; see
+    :mod:`synth.defaults`); ``defaults=False`` uses none, or pass a loaded ``Defaults``.
     ``overrides`` patches top-level or dotted fields, e.g. ``{"count": 10, "output.uri": "s3://b/x"}``.
     Raises ConfigError with one line per problem."""
     if isinstance(source, JobSpec):
         job = source
     elif isinstance(source, dict):
-        job = parse_job(source, check_keys=check_keys)
+        job = parse_job(with_defaults(source, defaults), check_keys=check_keys)
     else:
-        job = load_spec(source, env_file=env_file, check_keys=check_keys)
+        job = load_spec(source, env_file=env_file, check_keys=check_keys, defaults=defaults)
     if overrides:
         data = job.model_dump(mode="json", exclude_unset=False)
         for dotted, value in overrides.items():

@@ -217,6 +217,27 @@ def spec_check(job: Path = typer.Argument(...), env_file: Path | None = typer.Op
     typer.echo(f"ok: {spec.name}: {spec.count:,} {spec.generator.kind} units -> {spec.output.uri}")
 
 
+config_app = typer.Typer(no_args_is_help=True, help="Defaults files merged under every job file.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    job: Path | None = typer.Argument(None, help="job file (default: show the merged defaults alone)"),
+    full: bool = typer.Option(False, "--full", help="every field of the validated job, defaults included"),
+) -> None:
+    """Print the merged job (or the merged defaults) as YAML, secrets redacted, with the files it came from.
+
+    Example: synth config show jobs/examples/structured.yaml"""
+    from synth.defaults import show
+
+    text, problems = guarded(lambda: show(job, full=full))
+    typer.echo(text)
+    if problems:
+        typer.echo("\n".join(f"error: {line}" for line in problems), err=True)
+        raise typer.Exit(2)
+
+
 @cache_app.command("stats")
 def cache_stats(
     where: str | None = typer.Argument(

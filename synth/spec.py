@@ -11,7 +11,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -35,6 +35,9 @@ from synth.providerspec import (
     route_problems,
     route_schema,
 )
+
+if TYPE_CHECKING:
+    from synth.defaults import Defaults
 
 
 class BudgetSpec(Strict):
@@ -357,10 +360,27 @@ def load_env_file(path: str | Path | None) -> dict[str, str]:
     return values
 
 
-def load_spec(path: str | Path, *, env_file: str | Path | None = None, check_keys: bool = True) -> JobSpec:
-    """Load a job file (YAML or JSON), reading ``.env`` beside it when present."""
+def load_spec(
+    path: str | Path,
+    *,
+    env_file: str | Path | None = None,
+    check_keys: bool = True,
+    defaults: bool | Defaults = True,
+) -> JobSpec:
+    """Load a job file (YAML or JSON), reading ``.env`` beside it when present, with the defaults
+    files merged under it (:mod:`synth.defaults`): ``defaults`` True finds them, False uses none,
+    or give a loaded :class:`~synth.defaults.Defaults`."""
     load_env_file(env_file if env_file is not None else Path(path).parent / ".env")
-    return parse_job(read_document(path), check_keys=check_keys)
+    return parse_job(with_defaults(read_document(path), defaults), check_keys=check_keys)
+
+
+def with_defaults(doc: Any, defaults: bool | Defaults = True) -> Any:
+    """A job document with the defaults files merged under it: the one place job files meet them."""
+    if defaults is False:
+        return doc
+    from synth.defaults import apply_defaults, load_defaults  # builds on this module
+
+    return apply_defaults(doc, load_defaults() if defaults is True else defaults)
 
 
 __all__ = [
@@ -384,4 +404,5 @@ __all__ = [
     "parse_job",
     "parse_model",
     "substitute",
+    "with_defaults",
 ]

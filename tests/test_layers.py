@@ -36,6 +36,7 @@ TOP_LEVEL = {
     "errors.py": "base",
     "records.py": "base",
     "spec.py": "base",
+    "defaults.py": "base",
     "providerspec.py": "base",
     "enginespec.py": "base",
     "plugins.py": "base",

@@ -7,6 +7,7 @@ def test_public_api_is_small_and_sorted():
         "api",
         "errors",
         "spec",
+        "defaults",
         "providerspec",
         "enginespec",
         "records",

@@ -27,7 +27,8 @@ def submit_job(job: JobSpec, *, address: str, wait: bool = False) -> str:
         Path(tmp, "job.json").write_text(json.dumps(job.model_dump(mode="json")))
         job_id = client.submit_job(
             entrypoint="python -m jobs.build job.json",
-            runtime_env={"working_dir": tmp},
+            # the spec is merged with this machine's defaults files already: none on the cluster
+            runtime_env={"working_dir": tmp, "env_vars": {"SYNTH_CONFIG": "none"}},
             metadata={"synth_job": job.name},
         )
     if wait:
