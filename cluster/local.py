@@ -301,7 +301,7 @@ def _describe(state: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cluster/local.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--state-dir", type=Path, default=STATE_DIR, help=f"where PIDs and logs are kept ({STATE_DIR})")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{start,stop,status}")
     s = sub.add_parser("start", help="start a head and N worker nodes; prints the address")
     s.add_argument("--workers", "-w", type=int, default=2, help="worker nodes beside the head (default 2)")
     s.add_argument("--port", type=int, default=6379, help="the head's port (0: a free one)")
