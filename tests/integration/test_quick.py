@@ -140,6 +140,25 @@ def test_sdk_generate_returns_the_records(tmp_path):
     assert routed.num_rows == 20 and set(routed["provider"].to_pylist()) <= {"sim:a", "sim:b"}
 
 
+@pytest.mark.parametrize("suffix", ["json", "parquet"])
+def test_sdk_single_json_or_parquet_file(tmp_path, suffix):
+    import pyarrow.parquet as pq
+
+    target = tmp_path / f"t.{suffix}"
+    table = synth.generate(
+        "timeseries", count=4, schema={"v": {"type": "integer", "min": 0, "max": 9}}, output=str(target)
+    )
+    if suffix == "json":
+        rows = json.loads(target.read_text())
+    else:
+        rows = pq.read_table(target).to_pylist()
+    assert len(rows) == table.num_rows > 4 and {"id", "series_id", "timestamp", "v"} <= set(rows[0])
+    assert [r["id"] for r in rows] == table["id"].to_pylist() and all(
+        0 <= r["v"] <= 9 for r in rows if r["v"] is not None
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"t.{suffix}", f"t.{suffix}.parts"]
+
+
 def test_sdk_stream_yields_every_record_once_while_the_job_runs(tmp_path):
     n = 600
     spec = build("structured", count=n, output=str(tmp_path / "s"), shard_size=25).spec()

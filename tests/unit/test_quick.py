@@ -71,6 +71,14 @@ def test_timeseries_events_and_conversation_options():
         load_job(doc)  # every block is a valid job of its kind
 
 
+def test_a_plugin_kind_takes_schema_and_prompt_as_its_options():
+    kind = "synth.generators.structured:StructuredGenerator"  # an import path, as a plugin's kind may be
+    q = build(kind, count=5, schema={"a": "int"}, prompt="Say a number")
+    assert q.doc["generator"] == {"kind": kind, "schema": read_schema({"a": "int"}), "prompt": "Say a number"}
+    assert q.doc["name"] == "synth.generators.structured-StructuredGenerator"
+    q.spec()
+
+
 def test_models_fallbacks_route_and_budget():
     q = build("structured", model="sim:a", fallback="sim:b, sim:c", route="cost", budget=0.5, format="jsonl")
     assert [p["model"] for p in q.doc["providers"]] == ["sim:a", "sim:b", "sim:c"]
