@@ -1,5 +1,6 @@
 """A job through gateway actors to the HTTP simulator, in a local Ray of its own that serves Prometheus
-metrics on 127.0.0.1; one key is held to a low limit by the simulator, so it meets 429s. Run as a
+metrics on 127.0.0.1; one key is held to a low limit by the simulator, so it meets 429s, and some
+answers come back broken, so some units become dead letters. Run as a
 script by test_metrics.py (its Ray options cannot be those of the session's Ray); prints the
 job's counters and the ``synth_`` series scraped from the metrics endpoint as one JSON line.
 
@@ -59,20 +60,34 @@ def total(rows: list[dict[str, Any]], name: str, **labels: str) -> float:
     )
 
 
+def start_ray() -> int:
+    """A local Ray whose metrics agent serves Prometheus text on 127.0.0.1; returns its port."""
+    for attempt in range(2):  # Ray gives up on a node whose start-up is slow (a loaded machine): once more
+        port = free_port()
+        try:
+            ray.init(
+                address="local",
+                num_cpus=2,
+                object_store_memory=512 * 1024**2,
+                include_dashboard=False,  # the metrics agent runs on every node without it
+                log_to_driver=False,
+                configure_logging=False,
+                _metrics_export_port=port,
+                # processes export their metrics each second (default 10): little is lost when a gateway ends
+                _system_config={"metrics_report_interval_ms": 1000},
+            )
+            return port
+        except Exception:
+            ray.shutdown()
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
 def main(out: str) -> None:
-    port = free_port()
-    ray.init(
-        address="local",
-        num_cpus=2,
-        object_store_memory=512 * 1024**2,
-        include_dashboard=False,  # the metrics agent runs on every node without it
-        log_to_driver=False,
-        configure_logging=False,
-        _metrics_export_port=port,
-        # processes export their metrics each second (default 10): little is lost when a gateway is ended
-        _system_config={"metrics_report_interval_ms": 1000},
-    )
-    sim = SimulatorProcess(latency_ms=20).start()
+    port = start_ray()
+    # some structured answers come back broken; with no re-asks, those units become dead letters
+    sim = SimulatorProcess(latency_ms=20, malformed_rate=0.15, seed=3).start()
     try:
         sim.set_keys({KEY_A: {"rpm": 60}})  # the job believes alpha allows 60,000 a minute
         doc = job_doc(
@@ -88,6 +103,7 @@ def main(out: str) -> None:
                         {"env": "HTTP_KEY_B", "alias": "bravo", "rpm": 60_000},
                     ],
                     price={"input_per_mtok": 0.15, "output_per_mtok": 0.6},
+                    max_reasks=0,
                 )
             ],
         )
@@ -95,6 +111,9 @@ def main(out: str) -> None:
         res = run_job(load_job(doc))
         ran = time.monotonic() - t0
         stats = res.stats["requests"]
+        provider = res.stats["providers"]["default"]
+        calls = provider["calls"]
+        dead = res.dead_letters
         # the gateways are gone; what they exported stays on the endpoint: wait for the last of it
         rows: list[dict[str, Any]] = []
         text = ""
@@ -105,13 +124,16 @@ def main(out: str) -> None:
             except OSError:
                 text = ""  # the agent's exporter may still be starting
             rows = series(text)
-            if total(rows, "ray_synth_requests_total", outcome="ok") >= stats["successes"]:
+            if total(rows, "ray_synth_requests_total") >= calls and total(rows, "ray_synth_dead_letters_total") >= dead:
                 break
             time.sleep(0.5)  # polling the endpoint, bounded by the deadline
         summary = {
             "seconds": {"run": round(ran, 1), "scrape": round(time.monotonic() - t0 - ran, 1)},
             "complete": res.complete,
             "records": res.records,
+            "dead_letters": res.dead_letters,
+            "dead_by_kind": res.stats["dead_by_kind"],
+            "provider": {k: provider[k] for k in ("calls", "errors", "successes")},
             "stats": {
                 k: stats[k] for k in ("successes", "rate_limited", "retries", "prompt_tokens", "completion_tokens")
             },

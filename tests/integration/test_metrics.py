@@ -1,6 +1,7 @@
 """Metrics in Ray's metrics system: a job through gateways to the HTTP simulator, with one key held to
-a low limit, shows its requests, tokens, dollars, 429s and latency histograms on the Prometheus
-endpoint of its Ray, labelled by provider, model and key alias, and no key value anywhere there.
+a low limit and some answers broken, shows its requests, tokens, dollars, 429s, dead letters and
+latency histograms on the Prometheus endpoint of its Ray, labelled by provider, model and key
+alias, and no key value anywhere there.
 
 The job runs in a subprocess (tests/integration/metrics_scenario.py) with a Ray of its own: the
 metrics export port is fixed when a Ray starts, so the session's Ray cannot serve it."""
@@ -40,8 +41,9 @@ def total(rows: list[dict[str, Any]], name: str, **labels: str) -> float:
 
 def test_requests_tokens_429s_and_latency_reach_prometheus_by_provider_model_and_key_alias(tmp_path):
     s = run_scenario(tmp_path / "out")
-    assert s["complete"] and s["records"] == 80, s["stats"]
+    assert s["complete"] and s["records"] + s["dead_letters"] == 80, s["stats"]
     stats, rows = s["stats"], s["series"]
+    assert s["dead_letters"] > 0, s  # the simulator broke some answers and the job allowed no re-asks
     assert stats["rate_limited"] > 0, stats  # the simulator held alpha to 60 a minute
     mine = {"job": "metered", "provider": "default", "model": "compat:gpt-4o-mini"}
     names = {r["name"] for r in rows}
@@ -53,10 +55,14 @@ def test_requests_tokens_429s_and_latency_reach_prometheus_by_provider_model_and
         "ray_synth_cost_usd_total",
         "ray_synth_call_latency_seconds_bucket",
         "ray_synth_request_latency_seconds_count",
+        "ray_synth_retries_total",
+        "ray_synth_dead_letters_total",
     } <= names, sorted(names)
-    # every answered call is there, by key alias, and what each key was answered adds up to the job's
+    # every provider call is there, by key alias and outcome
+    assert total(rows, "ray_synth_requests_total", **mine) == s["provider"]["calls"], s["provider"]
     ok = {a: total(rows, "ray_synth_requests_total", **mine, key_alias=a, outcome="ok") for a in ("alpha", "bravo")}
-    assert all(n > 0 for n in ok.values()) and sum(ok.values()) == stats["successes"], (ok, stats)
+    assert all(n > 0 for n in ok.values()), ok
+    assert total(rows, "ray_synth_requests_total", **mine, outcome="malformed_output") > 0
     # 429s: on the key the simulator limited, as the gateways counted them
     assert total(rows, "ray_synth_rate_limited_total", **mine, key_alias="alpha") == stats["rate_limited"]
     assert total(rows, "ray_synth_requests_total", **mine, key_alias="alpha", outcome="rate_limited") > 0
@@ -73,6 +79,10 @@ def test_requests_tokens_429s_and_latency_reach_prometheus_by_provider_model_and
         assert total(rows, "ray_synth_call_latency_seconds_bucket", **mine, key_alias=a, le="0.01") < ok[a]
         assert total(rows, "ray_synth_call_latency_seconds_sum", **mine, key_alias=a) > 0.01 * ok[a]
     assert total(rows, "ray_synth_request_latency_seconds_count", **mine) == stats["successes"]
+    # dead letters, counted by the workers as they finish shards, by error kind
+    for kind, n in s["dead_by_kind"].items():
+        assert total(rows, "ray_synth_dead_letters_total", job="metered", kind=kind) == n
+    assert total(rows, "ray_synth_dead_letters_total") == s["dead_letters"]
     # key aliases only
     assert s["secrets_in_text"] == []
     assert {r["labels"].get("key_alias") for r in rows} <= {"alpha", "bravo", None}
