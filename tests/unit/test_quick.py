@@ -91,6 +91,18 @@ def test_models_fallbacks_route_and_budget():
     assert build("structured").doc["output"]["uri"] != build("structured", count=7).doc["output"]["uri"]
 
 
+def test_a_file_not_written_from_its_parts_is_not_replaced(tmp_path):
+    from synth.quick import check_file_target
+
+    (tmp_path / "users.csv").write_text("mine\n")
+    q = build("structured", output=str(tmp_path / "users.csv"))
+    with pytest.raises(ConfigError, match="users.csv exists and was not made by synth generate; pass --overwrite"):
+        check_file_target(q, overwrite=False)
+    check_file_target(q, overwrite=True)
+    (tmp_path / "users.csv.parts").mkdir()  # a dataset of an earlier run: the file is its product
+    check_file_target(q, overwrite=False)
+
+
 def test_saved_job_is_the_job_built(tmp_path):
     q = build("structured", count=30, schema=SHORT, output=str(tmp_path / "x.json"))
     path = q.save(tmp_path / "job.yaml", "synth generate structured ...")
