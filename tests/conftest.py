@@ -20,6 +20,8 @@ ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "AWS_EC2_METADATA_DISABLED": "true",
     "HF_HUB_OFFLINE": "1",
+    # a developer's own defaults files (~/.config/synth/config.yaml, ./synth.yaml) stay out of tests
+    "SYNTH_CONFIG": "none",
     # credentials of the local S3 server (moto accepts any); set before Ray starts so workers see them
     "AWS_ACCESS_KEY_ID": "synth-test-access",
     "AWS_SECRET_ACCESS_KEY": "synth-test-secret",

@@ -14,15 +14,14 @@ from synth.errors import ConfigError
 from synth.spec import JobSpec
 
 
-def submit_job(job: JobSpec, *, address: str, wait: bool = False) -> str:
-    from ray.job_submission import JobStatus, JobSubmissionClient
+def submit_job(job: JobSpec, *, address: str | None, wait: bool = False) -> str:
+    """Submit ``job`` to the cluster at ``address`` (as ``synth jobs`` resolves it: the option wins
+    over RAY_ADDRESS); returns the Ray job id."""
+    from ray.job_submission import JobStatus
 
-    try:
-        client = JobSubmissionClient(address)
-    except Exception as e:  # noqa: BLE001 - connection errors vary by transport
-        raise ConfigError(
-            f"cannot reach the Ray cluster at {address}: {type(e).__name__}; check --address (the dashboard URL, e.g. http://head:8265)"
-        ) from None
+    from synth.engine.jobs import connect
+
+    client, address = connect(address)
     with tempfile.TemporaryDirectory(prefix="synth-submit-") as tmp:
         Path(tmp, "job.json").write_text(json.dumps(job.model_dump(mode="json")))
         job_id = client.submit_job(

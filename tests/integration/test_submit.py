@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import free_port
+from tests.support.runs import job_doc
 
 SECRET = "sk-submit-5ecr3t-NOT-IN-METADATA"
 
@@ -139,3 +140,20 @@ def test_submitted_job_builds_the_dataset_with_the_clusters_key(ray_head: str, s
     assert json.loads(info)["status"] == "SUCCEEDED"
     assert "synth_job" in info and SECRET not in info and SECRET not in json.dumps(stats)
     assert SECRET not in r.stdout + r.stderr
+
+
+def test_submit_address_wins_over_ray_address_and_unreachable_is_one_line(tmp_path: Path) -> None:
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(yaml.safe_dump(job_doc("nowhere", tmp_path / "out", 5)))
+    named, ambient = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    env = {**os.environ, "RAY_ADDRESS": ambient}
+    r = subprocess.run(
+        [sys.executable, "-m", "synth", "submit", str(job_file), "--address", named],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot reach the Ray Jobs API at {named}: "), r.stderr
