@@ -134,6 +134,7 @@ class Simulator:
     # ------------------------------------------------------------------ the request path
 
     async def handle(self, request: web.Request, wire: Wire, op: Op) -> web.StreamResponse:
+        self.stats.arrived()
         key = wire.key(request)
         problem = self.key_problem(key)
         if problem is not None:

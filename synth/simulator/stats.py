@@ -35,6 +35,7 @@ class Stats:
     def reset(self) -> None:
         self.started = time.monotonic()
         self.started_wall = time.time()
+        self.first_request_at: float | None = None  # wall clock of the first request since the reset
         self.by_status: dict[int, int] = {}
         self.by_key: dict[str, dict[str, int]] = {}
         self.requests = self.ok = self.rate_limited = self.errors = self.hangs = self.cancelled = 0
@@ -57,6 +58,11 @@ class Stats:
             self._sec[i] = sec
             self._ok[i] = self._tok[i] = self._429[i] = 0
         return i
+
+    def arrived(self) -> None:
+        """A request reached the server (before any check): timestamps the first one."""
+        if self.first_request_at is None:
+            self.first_request_at = time.time()
 
     def status(self, code: int, key: dict[str, int] | None) -> None:
         """Any answered request (success, error or rejection)."""
@@ -108,6 +114,7 @@ class Stats:
         return {
             "uptime_s": round(now - self.started, 3),
             "started_at": self.started_wall,
+            "first_request_at": self.first_request_at,
             "requests": self.requests,
             "ok": self.ok,
             "rate_limited": self.rate_limited,
