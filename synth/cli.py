@@ -195,9 +195,11 @@ def init_cmd(
     typer.echo(next_steps(*guarded(lambda: init(kind, path, force=force))))
 
 
+from synth.benchcli import bench_cmd  # noqa: E402
 from synth.generatecli import generate_cmd  # noqa: E402 - its own module keeps this one small
 
 app.command("generate")(generate_cmd)
+app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(bench_cmd)
 
 
 @spec_app.command("schema")

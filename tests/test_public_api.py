@@ -33,5 +33,6 @@ def test_public_api_is_small_and_sorted():
         "quick",
         "streaming",
         "generatecli",
+        "benchcli",
     }
     assert public == set(synth.__all__) - {"__version__"}
