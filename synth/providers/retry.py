@@ -83,22 +83,38 @@ _NEWER_KEYWORDS = frozenset(
 _DRAFT7_OR_OLDER = ("draft-04", "draft-06", "draft-07")
 
 
-def _uses_newer_keywords(node: Any) -> bool:
+_DRAFT_2019_OR_LATER = ("2019-09", "2020-12")
+_DRAFT7 = "http://json-schema.org/draft-07/schema#"
+
+
+def _uses_newer_keywords(node: Any, newer: bool = False) -> bool:
+    """True when ``node`` uses a keyword draft 7 does not know, or (``newer``: the schema declares
+    2019-09 or 2020-12) one whose meaning changed since: ``dependencies`` (dropped, so ignored)
+    and ``$ref`` beside other keywords (applied together since, ignored in draft 7)."""
     if isinstance(node, list):
-        return any(_uses_newer_keywords(n) for n in node)
+        return any(_uses_newer_keywords(n, newer) for n in node)
     if not isinstance(node, dict):
         return False
     if not _NEWER_KEYWORDS.isdisjoint(node) or isinstance(node.get("items"), list):
         return True  # (``items`` as a list means tuples in draft 7 but is invalid in 2020-12)
-    return any(_uses_newer_keywords(v) for v in node.values() if isinstance(v, (dict, list)))
+    if newer and ("dependencies" in node or ("$ref" in node and len(node.keys() - {"$ref", "description"}) > 0)):
+        return True
+    return any(_uses_newer_keywords(v, newer) for v in node.values() if isinstance(v, (dict, list)))
 
 
 def _compile_fast(schema: dict[str, Any]) -> Any:
     """A compiled check (fastjsonschema, ~10x jsonschema's speed) when it means the same as
-    jsonschema for this schema, else None."""
+    jsonschema for this schema, else None. A 2019-09 or 2020-12 schema whose keywords all mean
+    what they meant in draft 7 (most generated schemas: types, properties, enums, bounds, arrays
+    of one item schema, references) is compiled as draft 7."""
     declared = str(schema.get("$schema", ""))
-    if (declared and not any(d in declared for d in _DRAFT7_OR_OLDER)) or _uses_newer_keywords(schema):
+    newer = any(d in declared for d in _DRAFT_2019_OR_LATER)
+    if (declared and not newer and not any(d in declared for d in _DRAFT7_OR_OLDER)) or _uses_newer_keywords(
+        schema, newer
+    ):
         return None
+    if newer:
+        schema = {**schema, "$schema": _DRAFT7}
     try:
         import fastjsonschema
 
