@@ -91,14 +91,15 @@ def main(argv: list[str] | None = None) -> None:
             f"{n}. {s.title}: {time.monotonic() - t:.0f} s" + (f"; missed: {', '.join(missed)}" if missed else ""),
             flush=True,
         )
-    head.update(
-        load_after=load(),
-        seconds=time.monotonic() - t0,
-        ended=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
-    )
-    made = plots(a.out, sections)
-    (a.out / "bench.md").write_text(markdown(head, sections, made))
-    write_json(a.out / "bench.json", head, sections)
+        # written after every section, so the finished sections of a long suite are kept if it stops
+        head.update(
+            load_after=load(),
+            seconds=time.monotonic() - t0,
+            ended=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
+        )
+        made = plots(a.out, sections)
+        (a.out / "bench.md").write_text(markdown(head, sections, made))
+        write_json(a.out / "bench.json", head, sections)
     print(f"wrote {a.out / 'bench.md'}, {a.out / 'bench.json'} and {len(made)} plots", flush=True)
 
 
