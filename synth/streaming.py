@@ -8,10 +8,8 @@ files beside them), so every record comes out exactly once, in commit order.
 
 Stopping early. The CLI runs the job in the main thread and stops it as Ctrl-C does
 (``_thread.interrupt_main``): what is made is committed and the answer journal shipped. In the SDK
-the job runs in a background thread, and :func:`cancel` raises ``KeyboardInterrupt`` in that
-thread, which the driver's own Ctrl-C path then handles. The driver has no stop hook of its own; a
-``stop: threading.Event`` that :func:`synth.engine.run.run_job` passes to the loop in
-:func:`synth.engine.execute.execute` (checked each half second) would replace this.
+the job runs in a background thread, stopped through :func:`synth.engine.run.run_job`'s ``stop``
+event, which ends it the same way.
 
     import synth
     for table in synth.stream("job.yaml"):     # pyarrow Tables, one per committed data file
@@ -20,7 +18,6 @@ thread, which the driver's own Ctrl-C path then handles. The driver has no stop 
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import sys
 import threading
@@ -74,15 +71,6 @@ class Follower:
         return tables
 
 
-def cancel(thread: threading.Thread) -> bool:
-    """Raise KeyboardInterrupt in ``thread`` (at its next Python instruction): a job running there
-    stops as on Ctrl-C. True when the thread was found."""
-    if thread.ident is None or not thread.is_alive():
-        return False
-    n = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(KeyboardInterrupt))
-    return bool(n == 1)
-
-
 def stream(
     job: str | Path | dict[str, Any] | JobSpec,
     *,
@@ -104,10 +92,13 @@ def stream(
     from synth.quick import raise_for_outcome
 
     state: dict[str, Any] = {}
+    stop = threading.Event()
 
     def work() -> None:
         try:
-            state["result"] = run_job(spec, address=address, overwrite=overwrite, progress=False, preflight=preflight)
+            state["result"] = run_job(
+                spec, address=address, overwrite=overwrite, progress=False, preflight=preflight, stop=stop
+            )
         except KeyboardInterrupt:
             state["cancelled"] = True
         except BaseException as e:  # noqa: BLE001 - raised in the consumer's thread
@@ -129,7 +120,7 @@ def stream(
             raise_for_outcome(state["result"])
     finally:
         if thread.is_alive():
-            cancel(thread)
+            stop.set()
             thread.join()
 
 
@@ -179,4 +170,4 @@ def to_stdout(
     return state
 
 
-__all__ = ["Follower", "cancel", "stream", "to_stdout"]
+__all__ = ["Follower", "stream", "to_stdout"]

@@ -138,9 +138,15 @@ def execute(
     bar = Progress(job.count, max(0, job.count - sum(s.size for s in todo)), enabled=show)
     thread.start()
     gw: dict[str, float] = {}
+    stop = seen.get("stop")
+    stopping = False
     try:
         while thread.is_alive():
             thread.join(0.5)
+            if stop is not None and stop.is_set() and not stopping:
+                # workers start no more shards; those in flight commit, then the write ends
+                stopping = True
+                monitor.stop.remote()
             try:
                 gateways.check(monitor)
             except Exception:  # noqa: BLE001 - a failed look at the cluster is tried again next time
@@ -164,6 +170,8 @@ def execute(
         ray.kill(monitor)
     if failure:
         raise _unwrap(failure[0])
+    if stopping:
+        raise KeyboardInterrupt  # the caller stopped the run: as Ctrl-C, once the write has ended
     return gw, sink.results
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -56,9 +57,11 @@ def execute_local(
     routes = sorted({p.route for p in job.providers})
     answers = build_store(job, routes, {s.index for s in todo}, set(seen.get("retried", [])))
     dispatcher = Dispatcher.from_spec(job, slots=slots(job), answers=answers)
-    run = _LocalRun(job, todo, partition_by, show, dispatcher, seen["keys"])
+    run = _LocalRun(job, todo, partition_by, show, dispatcher, seen["keys"], seen.get("stop"))
     try:
         results = asyncio.run(run.main(answers))
+        if run.stopped:
+            raise KeyboardInterrupt  # the caller stopped the run: as Ctrl-C
     finally:
         if answers is not None:  # every stop ships the journal: finish, budget, failure, interrupt
             answers.ship(final=True)
@@ -68,7 +71,14 @@ def execute_local(
 
 class _LocalRun:
     def __init__(
-        self, job: JobSpec, todo: list[Shard], partition_by: list[str], show: bool, dispatcher: Any, keys: Any
+        self,
+        job: JobSpec,
+        todo: list[Shard],
+        partition_by: list[str],
+        show: bool,
+        dispatcher: Any,
+        keys: Any,
+        stop: threading.Event | None = None,
     ) -> None:
         from synth.generators.registry import create_generator
 
@@ -85,6 +95,9 @@ class _LocalRun:
         self.keys = keys  # notes of keys disabled or cooling, above the progress line
         self.bar = Progress(job.count, max(0, job.count - sum(s.size for s in todo)), enabled=show)
         self.gc = QuietGc()
+        self.stop = stop
+        self.stopped = False
+        self._work: asyncio.Future[Any] | None = None
 
     def _unit_done(self, ok: bool) -> None:
         live = self.live
@@ -103,8 +116,12 @@ class _LocalRun:
         try:
             ctx = GenContext(job=self.job.name, seed=self.job.seed, llm=self.dispatcher, worker=0)
             await self.generator.setup(ctx)
-            n = lanes(self.job)
-            await asyncio.gather(*(self._lane(ctx, pool) for _ in range(n)))
+            self._work = asyncio.gather(*(self._lane(ctx, pool) for _ in range(lanes(self.job))))
+            try:
+                await self._work
+            except asyncio.CancelledError:
+                if not self.stopped:
+                    raise
             self._draw()
         finally:
             for t in background:
@@ -149,6 +166,9 @@ class _LocalRun:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
+            if self.stop is not None and self.stop.is_set() and self._work is not None and not self.stopped:
+                self.stopped = True  # shards in flight end uncommitted; their paid answers are journaled
+                self._work.cancel()
             try:
                 self._draw()
             except Exception:  # noqa: BLE001 - progress is best effort; the run goes on

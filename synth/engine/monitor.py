@@ -19,6 +19,13 @@ class MonitorActor:
         self.totals: dict[str, float] = {}
         self.version = 0
         self.table: list[Any] = []
+        self.stopping = False  # the caller stopped the run: workers start no more shards
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    def stopped(self) -> bool:
+        return self.stopping
 
     def publish_gateways(self, version: int, table: list[Any]) -> None:
         if version > self.version:

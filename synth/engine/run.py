@@ -8,6 +8,7 @@ import logging
 import os
 import platform
 import sys
+import threading
 import time
 from contextlib import ExitStack
 from datetime import datetime, timezone
@@ -136,9 +137,12 @@ def run_job(
     preflight: Any = None,
     retry_failed: bool = False,
     verbose: bool = False,
+    stop: threading.Event | None = None,
 ) -> RunResult:
     """Run (or resume, or extend) ``job``. ``retry_failed`` makes the dead-lettered units of
-    committed shards again; ``verbose`` lets Ray's own logs reach the terminal."""
+    committed shards again; ``verbose`` lets Ray's own logs reach the terminal. Setting ``stop``
+    (from another thread) stops the run as Ctrl-C does: what is committed stays, paid answers are
+    journaled, and KeyboardInterrupt is raised."""
     started = time.monotonic()
     started_at = datetime.now(timezone.utc)
     job = resolve_cache(job)
@@ -157,6 +161,7 @@ def run_job(
             progress=progress,
             retry_failed=retry_failed,
             verbose=verbose,
+            stop=stop,
         )
 
 
@@ -171,6 +176,7 @@ def _run_held(
     progress: bool,
     retry_failed: bool,
     verbose: bool,
+    stop: threading.Event | None = None,
 ) -> RunResult:
     manifest = Manifest(storage)
     committed = manifest.open(job, overwrite=overwrite)
@@ -193,6 +199,7 @@ def _run_held(
     sink_results: list[dict[str, Any]] = []
     gw_stats: dict[str, float] = {}
     seen: dict[str, Any] = {
+        "stop": stop,
         "reports": [],
         "keys": report.KeyWatch(),
         "retried": seen_retry,

@@ -72,6 +72,7 @@ class ShardWorker:
         self._reporter: asyncio.Task[None] | None = None
         self._metering: asyncio.Task[None] | None = None
         self._local_sent = (0, 0, 0.0)
+        self._stopping = False  # the driver was asked to stop: shards not started are left for a later run
 
     def _unit_done(self, ok: bool) -> None:
         live = self._live
@@ -84,6 +85,10 @@ class ShardWorker:
         while True:
             await asyncio.sleep(period)
             self._send_live()
+            try:
+                self._stopping = bool(await self.monitor.stopped.remote())
+            except Exception:  # noqa: BLE001 - the monitor restarting: asked again next time
+                pass
 
     def _send_live(self) -> None:
         out, self._live = self._live, {}
@@ -118,6 +123,13 @@ class ShardWorker:
         out: dict[str, list[Any]] = {"shard": [], "piece": [], "records": [], "dead": [], "stats": [], "aborted": []}
         for i in range(len(batch["shard"])):
             shard = Shard.from_item(**{key: batch[key][i] for key in ("shard", "start", "stop", "part", "only")})
+            if self._stopping:
+                for key, value in (("records", b""), ("dead", b""), ("stats", "{}")):
+                    out[key].append(value)
+                out["shard"].append(shard.index)
+                out["piece"].append(json.dumps(shard.piece()))
+                out["aborted"].append("stopped: the run was stopped before this shard started")
+                continue
             res = await make_shard(
                 self.generator,
                 self.ctx,

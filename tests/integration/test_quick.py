@@ -10,6 +10,7 @@ import csv
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -174,14 +175,21 @@ def test_sdk_stream_yields_every_record_once_while_the_job_runs(tmp_path):
     assert set(ids) == set(synth.open(str(out)).to_table(columns=["id"])["id"].to_pylist())
 
 
-def test_sdk_stream_left_early_stops_the_run_and_it_resumes(tmp_path):
-    n = 1000
-    spec = build("structured", count=n, output=str(tmp_path / "e"), shard_size=50).spec()
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_sdk_stream_left_early_stops_the_run_and_it_resumes(tmp_path, request, executor):
+    if executor == "ray":
+        request.getfixturevalue("ray_local")  # this process's Ray: the run's workers outlive a stopped driver
+    # on Ray the stop reaches workers within a second or two: a job long enough to see it
+    n, shard = (1000, 50) if executor == "local" else (6000, 25)
+    spec = build("structured", count=n, output=str(tmp_path / "e"), shard_size=shard).spec()
+    spec.engine.executor = executor
     it = synth.stream(spec)
     first = next(it)
     it.close()  # leaving the loop: the run stops, committed shards stay
     committed = synth.open(str(tmp_path / "e")).to_table(columns=["id"])["id"].to_pylist()
     assert set(first["id"].to_pylist()) <= set(committed) and len(committed) == len(set(committed)) < n
+    # the stop waited for the write to end: nothing of this run writes on behind the caller's back
+    assert not [t for t in threading.enumerate() if t.name in ("synth-write", "synth-stream-run")]
     res = synth.run(spec)
     assert res.complete and res.records == n and res.shards_skipped >= 1
     ids = synth.open(str(tmp_path / "e")).to_table(columns=["id"])["id"].to_pylist()
