@@ -31,7 +31,8 @@ from synth import errors as E
 from synth.engine.gctune import QuietGc
 from synth.engine.metrics import RayMeter
 from synth.providers.budget import capacity_shares, gateway_part
-from synth.records import ChatMessage, Completion, EmbeddingRequest, Embeddings, Request, ToolCall, Usage, trusted
+from synth.providers.journal import completion_from_row, completion_row
+from synth.records import ChatMessage, Completion, EmbeddingRequest, Embeddings, Request, ToolCall, trusted
 from synth.spec import JobSpec
 
 Slot = tuple[str, int, float]  # (provider route, key index, share of the key's limits)
@@ -135,52 +136,14 @@ def request_from_wire(t: tuple[Any, ...]) -> Request:
 
 
 def completion_to_wire(c: Completion) -> tuple[Any, ...]:
-    """A completion as a plain tuple: a third of the pickling cost of the model, both ways. The
-    rate-limit headers stay behind: the gateway has learned from them; workers have no use for them."""
-    u = c.usage
-    calls = [(t.id, t.name, t.arguments) for t in c.tool_calls] if c.tool_calls else None
-    return (
-        c.request_id,
-        c.text,
-        c.parsed,
-        calls,
-        u.prompt_tokens,
-        u.completion_tokens,
-        u.total_tokens,
-        c.finish_reason,
-        c.model,
-        c.provider,
-        c.key_alias,
-        c.latency_ms,
-        c.attempts,
-        c.cost_usd,
-        c.cached,
-    )
+    """A completion as a plain tuple: a third of the pickling cost of the model, both ways. Its
+    fields are the journal's row (one encoding of an answer); the rate-limit headers stay behind:
+    the gateway has learned from them, workers have no use for them."""
+    return (c.request_id, *completion_row(c), c.cached)
 
 
 def completion_from_wire(t: tuple[Any, ...]) -> Completion:
-    (rid, text, parsed, calls, pt, ct, tt, finish, model, provider, alias, latency, attempts, cost, cached) = t
-    tool_calls = [trusted(ToolCall, {"id": i, "name": n, "arguments": a}) for i, n, a in calls] if calls else None
-    usage = trusted(Usage, {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": tt})
-    return trusted(
-        Completion,
-        {
-            "request_id": rid,
-            "text": text,
-            "parsed": parsed,
-            "tool_calls": tool_calls,
-            "usage": usage,
-            "finish_reason": finish,
-            "model": model,
-            "provider": provider,
-            "key_alias": alias,
-            "latency_ms": latency,
-            "attempts": attempts,
-            "cost_usd": cost,
-            "cached": cached,
-            "ratelimit": None,
-        },
-    )
+    return completion_from_row(list(t[1:-1]), t[0], cached=t[-1])
 
 
 def plan_slots(job: JobSpec, keyed: list[str], gateways: int | None = None) -> list[list[Slot]]:
