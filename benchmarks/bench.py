@@ -84,7 +84,11 @@ def main(argv: list[str] | None = None) -> None:
     sections: list[Section] = []
     for n in chosen:
         t = time.monotonic()
-        sections.append(plan[n]())
+        try:
+            sections.append(plan[n]())
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - one failed section is reported, the rest still run
+            msg = " ".join(str(e).split())[-400:] or type(e).__name__
+            sections.append(Section(n, f"section {n} failed", ["error"], [[msg]], [], [], {"error": msg}))
         s = sections[-1]
         missed = [x["what"] for x in s.targets if not x["met"]]
         print(

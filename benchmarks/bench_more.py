@@ -57,7 +57,8 @@ async def _naive(url: str, count: int, in_flight: int, key: str, out: str) -> di
                 await asyncio.sleep(max(wait, min(2.0, 0.05 * 2**attempt)))
         rows.append({"id": i, "record": data["choices"][0]["message"]["content"]})
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+    timeout = aiohttp.ClientTimeout(total=None)  # no connect timeout on a loaded machine
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
         await asyncio.gather(*(one(session, i) for i in range(count)))
     pq.write_table(pa.Table.from_pylist(rows), out)
     t = os.times()

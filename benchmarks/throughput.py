@@ -205,7 +205,10 @@ async def _baseline(url: str, count: int, in_flight: int, out: str) -> dict[str,
             "latency_ms": (time.perf_counter() - started) * 1000,
         }
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+    # no connect timeout: on a loaded machine 512 connections opened at once can take over
+    # aiohttp's default 30 s to be accepted
+    timeout = aiohttp.ClientTimeout(total=None)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
         await asyncio.gather(*(one(session, i) for i in range(count)))
     pq.write_table(pa.Table.from_pylist(rows), out, compression="zstd")
     t = os.times()
