@@ -27,6 +27,8 @@ from synth.spec import JobSpec
 log = logging.getLogger("synth.engine")
 SHIP_S = 3.0  # how often the answer journal reaches a remote output (as a gateway does)
 TICK_S = 0.5  # progress line refresh
+MAX_LANES = 64
+PUBLISHING = 2  # finished shards waiting for their files and commit: generation goes on meanwhile
 
 
 def slots(job: JobSpec) -> list[tuple[str, int, float]]:
@@ -35,9 +37,12 @@ def slots(job: JobSpec) -> list[tuple[str, int, float]]:
 
 
 def lanes(job: JobSpec) -> int:
-    """Shards made at once: enough that one publishes while others generate; memory is about this
-    many shards."""
-    return max(2, job.engine.shards_per_worker * (job.engine.workers or 1))
+    """Shards made at once: enough to keep ``concurrency x shards_per_worker`` units in flight when
+    shards are small (a shard's last units leave the rest of its lane idle), at least two; memory is
+    about this many shards."""
+    per = min(job.engine.concurrency, job.output.shard_size)  # units one shard keeps in flight
+    want = -(-job.engine.concurrency * job.engine.shards_per_worker // per)
+    return max(2, min(MAX_LANES, want))
 
 
 def execute_local(
@@ -98,6 +103,9 @@ class _LocalRun:
         self.stop = stop
         self.stopped = False
         self._work: asyncio.Future[Any] | None = None
+        self._room = asyncio.Semaphore(PUBLISHING)
+        self._publishes: set[asyncio.Task[None]] = set()
+        self.failed: list[BaseException] = []
 
     def _unit_done(self, ok: bool) -> None:
         live = self.live
@@ -122,6 +130,10 @@ class _LocalRun:
             except asyncio.CancelledError:
                 if not self.stopped:
                     raise
+            # shards made are written and committed, on a stop too
+            await asyncio.gather(*self._publishes, return_exceptions=True)
+            if self.failed:
+                raise self.failed[0]
             self._draw()
         finally:
             for t in background:
@@ -133,9 +145,8 @@ class _LocalRun:
         return self.results
 
     async def _lane(self, ctx: GenContext, pool: ThreadPoolExecutor) -> None:
-        loop = asyncio.get_running_loop()
         for shard in self.todo:  # one iterator shared by the lanes: each shard taken once
-            if self.aborted:
+            if self.aborted or self.failed:
                 return
             res: ShardOutcome = await make_shard(
                 self.generator, ctx, shard, self.fp, concurrency=self.job.engine.concurrency, on_unit=self._unit_done
@@ -144,18 +155,24 @@ class _LocalRun:
                 self.aborted.append(res.aborted)
                 self.results.append({"shard": shard.index, "aborted": res.aborted})
                 return
-            done = await loop.run_in_executor(
-                pool,
-                self.publisher.publish,
-                self.storage,
-                shard.index,
-                res.records,
-                res.dead,
-                res.stats,
-                shard.piece(),
+            # the lane starts its next shard while this one is written and committed
+            await self._room.acquire()
+            task = asyncio.get_running_loop().create_task(self._publish(pool, shard, res))
+            self._publishes.add(task)
+            task.add_done_callback(self._publishes.discard)
+
+    async def _publish(self, pool: ThreadPoolExecutor, shard: Shard, res: ShardOutcome) -> None:
+        try:
+            done = await asyncio.get_running_loop().run_in_executor(
+                pool, self.publisher.publish, self.storage, shard.index, res.records, res.dead, res.stats, shard.piece()
             )
             self.results.append(done)
             self.gc.tick()
+        except BaseException as e:
+            self.failed.append(e)  # lanes start no more shards; the error ends the run
+            raise
+        finally:
+            self._room.release()
 
     def _draw(self) -> None:
         gw = self.dispatcher.stats()

@@ -179,8 +179,8 @@ def test_sdk_stream_yields_every_record_once_while_the_job_runs(tmp_path):
 def test_sdk_stream_left_early_stops_the_run_and_it_resumes(tmp_path, request, executor):
     if executor == "ray":
         request.getfixturevalue("ray_local")  # this process's Ray: the run's workers outlive a stopped driver
-    # on Ray the stop reaches workers within a second or two: a job long enough to see it
-    n, shard = (1000, 50) if executor == "local" else (6000, 25)
+    # the stop reaches the run within a second or two: a job long enough to be stopped half way
+    n, shard = 6000, 25
     spec = build("structured", count=n, output=str(tmp_path / "e"), shard_size=shard).spec()
     spec.engine.executor = executor
     it = synth.stream(spec)

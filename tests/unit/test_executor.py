@@ -19,6 +19,7 @@ def spec(tmp_path, **engine):
 
 def test_auto_is_local_for_a_small_job_without_a_cluster(tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delitem(sys.modules, "ray", raising=False)  # as in a process that has not started Ray
     job = spec(tmp_path)
     assert choose_executor(job, None, 100) == "local"
     assert choose_executor(job, None, job.engine.local_max_units) == "local"
@@ -27,10 +28,16 @@ def test_auto_is_local_for_a_small_job_without_a_cluster(tmp_path, monkeypatch):
 
 def test_a_named_cluster_means_ray(tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delitem(sys.modules, "ray", raising=False)
     job = spec(tmp_path)
     assert choose_executor(job, "127.0.0.1:6379", 10) == "ray"
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
     assert choose_executor(job, None, 10) == "ray"
+
+
+def test_a_ray_this_process_started_means_ray(tmp_path, monkeypatch, ray_local):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert choose_executor(spec(tmp_path), None, 10) == "ray"
 
 
 @pytest.mark.parametrize("mode", ["local", "ray"])
