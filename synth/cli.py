@@ -4,17 +4,16 @@ exit code; nothing here knows how a job runs."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from synth.errors import SynthError
+from synth.guard import guarded
 from synth.jobscli import jobs_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distributed synthetic-data generation on Ray.")
@@ -37,24 +36,6 @@ def _mount_optional(argv: list[str] | None = None) -> None:
         app.add_typer(sim_app, name="sim", help="The LLM API simulator (OpenAI and Gemini wire formats).")
     except ImportError:  # pragma: no cover - the simulator ships with the package
         pass
-
-
-def guarded(fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except SynthError as e:
-        for line in str(e).splitlines() or [type(e).__name__]:
-            typer.echo(f"error: {line}", err=True)
-        raise typer.Exit(e.exit_code) from None
-    except KeyboardInterrupt:
-        typer.echo("interrupted: committed shards are kept; run the same command again to resume", err=True)
-        raise typer.Exit(130) from None
-    except Exception as e:  # noqa: BLE001 - an unexpected failure still gets one line, unless debugging
-        if os.environ.get("SYNTH_DEBUG"):
-            raise
-        first = (str(e).strip().splitlines() or [""])[0][:300]
-        typer.echo(f"error: {type(e).__name__}: {first} (set SYNTH_DEBUG=1 for the traceback)", err=True)
-        raise typer.Exit(1) from None
 
 
 @contextmanager

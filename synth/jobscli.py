@@ -4,15 +4,10 @@ logic is in synth.engine.jobs; this only renders it and picks the exit code."""
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
-from typing import TypeVar
 
 import typer
 
-from synth.errors import SynthError
-
-T = TypeVar("T")
+from synth.guard import guarded
 
 jobs_app = typer.Typer(
     no_args_is_help=True,
@@ -20,24 +15,6 @@ jobs_app = typer.Typer(
 )
 
 ADDRESS_HELP = "Ray dashboard URL, e.g. http://head:8265 (default: RAY_ADDRESS, else http://127.0.0.1:8265)"
-
-
-def _guard(fn: Callable[[], T]) -> T:
-    """One line per problem and a non-zero exit, as every synth command."""
-    try:
-        return fn()
-    except SynthError as e:
-        for line in str(e).splitlines() or [type(e).__name__]:
-            typer.echo(f"error: {line}", err=True)
-        raise typer.Exit(e.exit_code) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-    except Exception as e:  # noqa: BLE001 - unexpected, still one line unless debugging
-        if os.environ.get("SYNTH_DEBUG"):
-            raise
-        first = (str(e).strip().splitlines() or [""])[0][:300]
-        typer.echo(f"error: {type(e).__name__}: {first} (set SYNTH_DEBUG=1 for the traceback)", err=True)
-        raise typer.Exit(1) from None
 
 
 @jobs_app.command("list")
@@ -50,7 +27,7 @@ def jobs_list(
     Example: synth jobs list --address http://127.0.0.1:8265"""
     from synth.engine.jobs import list_jobs
 
-    rows = _guard(lambda: list_jobs(address))
+    rows = guarded(lambda: list_jobs(address), interrupted=None)
     if as_json:
         typer.echo(json.dumps([r.model_dump() for r in rows]))
         return
@@ -71,7 +48,7 @@ def jobs_status(
     Example: synth jobs status raysubmit_XyZ123 --address http://127.0.0.1:8265"""
     from synth.engine.jobs import job_status
 
-    row = _guard(lambda: job_status(job_id, address))
+    row = guarded(lambda: job_status(job_id, address), interrupted=None)
     if as_json:
         typer.echo(row.model_dump_json())
         return
@@ -95,7 +72,7 @@ def jobs_logs(
         for chunk in job_logs(job_id, address, follow=follow):
             typer.echo(chunk, nl=False)
 
-    _guard(go)
+    guarded(go, interrupted=None)
 
 
 @jobs_app.command("stop")
@@ -111,7 +88,7 @@ def jobs_stop(
     Exit 1 when the job is still running after --wait seconds."""
     from synth.engine.jobs import TERMINAL, stop_job
 
-    row = _guard(lambda: stop_job(job_id, address, wait_s=wait))
+    row = guarded(lambda: stop_job(job_id, address, wait_s=wait), interrupted=None)
     typer.echo(row.line())
     if row.status not in TERMINAL and wait > 0:
         typer.echo(

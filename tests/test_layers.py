@@ -50,13 +50,14 @@ TOP_LEVEL = {
     "dataset.py": "app",
     "inspect.py": "app",
     "starter.py": "app",
+    "guard.py": "app",  # how every command fails: one line, the exit code
     "jobscli.py": "app",  # synth jobs: the Ray Jobs API commands
-    "refdocs.py": "top",  # documents the command line, so it reads synth.cli as only the top may
-    "cli.py": "top",
     "quick.py": "app",
     "streaming.py": "app",
     "generatecli.py": "top",  # synth generate: the command, kept out of cli.py's size
     "benchcli.py": "top",  # synth bench: runs the checkout's benchmarks/bench.py
+    "refdocs.py": "top",  # documents the command line, so it reads synth.cli as only the top may
+    "cli.py": "top",
     "__init__.py": "top",
     "__main__.py": "top",
 }

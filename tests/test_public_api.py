@@ -10,6 +10,7 @@ def test_public_api_is_small_and_sorted():
         "defaults",
         "providerspec",
         "enginespec",
+        "guard",
         "records",
         "providers",
         "generators",
