@@ -4,7 +4,9 @@ holds; also the ``synth cache`` commands' view of a cache or journal folder."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -15,6 +17,9 @@ from synth.engine.storage import Storage
 from synth.providers.answers import ANSWERS, JOURNAL, AnswerStore, Folder, LocalFolder, load_segments
 from synth.providers.journal import model_digest, parse_segment
 from synth.spec import JobSpec, OutputSpec
+
+SHIP_S = 3.0  # how often a process's answer journal reaches a remote output
+log = logging.getLogger("synth.engine")
 
 
 def user_cache_dir() -> str:
@@ -115,6 +120,18 @@ def build_store(
     )
 
 
+async def ship_every(answers: AnswerStore, period: float = SHIP_S) -> None:
+    """Ship the journal to the job's store every ``period`` seconds until cancelled (a lost node or
+    process loses at most that much of it; what is not shipped stays in the local spool)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(period)
+        try:
+            await loop.run_in_executor(None, answers.ship)
+        except Exception as e:  # noqa: BLE001 - kept locally and shipped at the next try or the stop
+            log.warning("shipping the answer journal failed: %s: %s", type(e).__name__, str(e)[:200])
+
+
 def _retried(job: JobSpec, retried: set[int]) -> Callable[[str], bool]:
     unit = unit_of(job)
     return lambda rid: unit(rid) in retried
@@ -191,6 +208,7 @@ __all__ = [
     "folder_for",
     "folder_stats",
     "resolve_cache",
+    "ship_every",
     "spool_dir",
     "unit_skipper",
     "user_cache_dir",

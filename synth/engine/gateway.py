@@ -36,7 +36,6 @@ from synth.records import ChatMessage, Completion, EmbeddingRequest, Embeddings,
 from synth.spec import JobSpec
 
 Slot = tuple[str, int, float]  # (provider route, key index, share of the key's limits)
-SHIP_S = 3.0  # how often a gateway ships its answer journal to the job's store
 log = logging.getLogger("synth.engine")
 
 _ERRORS: dict[str, type[E.SynthError]] = {
@@ -238,7 +237,9 @@ class GatewayActor:
 
         start = asyncio.get_running_loop().create_task
         if self._shipping is None and self.answers is not None:
-            self._shipping = start(self._ship_every(SHIP_S))
+            from synth.engine.answerstore import ship_every
+
+            self._shipping = start(ship_every(self.answers))
         if self._metering is None:
             self._metering = start(self.meter.run())
         tasks = [start(one(i, r)) for i, r in enumerate(requests)]
@@ -261,18 +262,6 @@ class GatewayActor:
 
     def stats(self) -> dict[str, Any]:
         return self.dispatcher.stats()
-
-    async def _ship_every(self, period: float) -> None:
-        """The journal reaches the job's store every few seconds (a lost node loses at most that)."""
-        loop = asyncio.get_running_loop()
-        answers = self.answers
-        assert answers is not None  # started only with a store
-        while True:
-            await asyncio.sleep(period)
-            try:
-                await loop.run_in_executor(None, answers.ship)
-            except Exception as e:  # noqa: BLE001 - kept locally and shipped at the next try or the stop
-                log.warning("shipping the answer journal failed: %s: %s", type(e).__name__, str(e)[:200])
 
     async def flush(self) -> dict[str, Any]:
         """At every stop: close the journal's open segments, ship them and feed the cache."""

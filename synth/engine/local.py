@@ -15,6 +15,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from synth.engine.answerstore import build_store, ship_every
 from synth.engine.gctune import QuietGc
 from synth.engine.plan import Shard, fingerprint
 from synth.engine.progress import Progress
@@ -25,7 +26,6 @@ from synth.generators.base import GenContext
 from synth.spec import JobSpec
 
 log = logging.getLogger("synth.engine")
-SHIP_S = 3.0  # how often the answer journal reaches a remote output (as a gateway does)
 TICK_S = 0.5  # progress line refresh
 MAX_LANES = 64
 PUBLISHING = 2  # finished shards waiting for their files and commit: generation goes on meanwhile
@@ -56,7 +56,6 @@ def execute_local(
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Make and commit ``todo``; returns the provider counters and a summary per shard, as the Ray
     executor does (:func:`synth.engine.execute.execute`)."""
-    from synth.engine.answerstore import build_store
     from synth.providers.dispatch import Dispatcher
 
     routes = sorted({p.route for p in job.providers})
@@ -120,7 +119,7 @@ class _LocalRun:
         pool = ThreadPoolExecutor(2, thread_name_prefix="synth-publish")
         background = [loop.create_task(self._tick())]
         if answers is not None and not self.storage.local:
-            background.append(loop.create_task(self._ship(answers)))
+            background.append(loop.create_task(ship_every(answers)))  # as a gateway ships it
         try:
             ctx = GenContext(job=self.job.name, seed=self.job.seed, llm=self.dispatcher, worker=0)
             await self.generator.setup(ctx)
@@ -190,16 +189,6 @@ class _LocalRun:
                 self._draw()
             except Exception:  # noqa: BLE001 - progress is best effort; the run goes on
                 log.debug("progress update failed", exc_info=True)
-
-    async def _ship(self, answers: Any) -> None:
-        """A remote output's journal is shipped every few seconds, as a gateway ships it."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(SHIP_S)
-            try:
-                await loop.run_in_executor(None, answers.ship)
-            except Exception as e:  # noqa: BLE001 - kept locally and shipped at the next try or the stop
-                log.warning("shipping the answer journal failed: %s: %s", type(e).__name__, str(e)[:200])
 
 
 __all__ = ["execute_local", "lanes", "slots"]
