@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, default=ROOT / "benchmarks" / "results", help="folder for bench.md, bench.json, PNGs"
     )
     p.add_argument("--only", default="", help="sections to run, comma-separated numbers (default: all)")
+    p.add_argument("--latency-shard-size", type=int, help="units per shard in section 2 (default: a run's count / 8)")
     p.add_argument("--overhead-sizes", default="10000,100000", help="records of the overhead runs (section 3)")
     p.add_argument("--scale-records", type=int, default=30_000, help="records of each scale-out run (section 6)")
     p.add_argument("--memory-small", type=int, default=100_000, help="records of the small memory run (section 7)")
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     q = a.quick
     plan: dict[int, Callable[[], Section]] = {
         1: lambda: ceiling_by_keys(q),
-        2: lambda: latency(q),
+        2: lambda: latency(q, shard_size=a.latency_shard_size),
         3: lambda: overhead(q, [2_000] if q else sizes),
         4: lambda: first_request(q),
         5: lambda: idle_cost(q),

@@ -119,7 +119,7 @@ def ceiling_by_keys(quick: bool, rpm: float = 600, latency_ms: float = 300) -> S
 # ---------------------------------------------------------------- 2. latency and Little's law
 
 
-def latency(quick: bool, keys: int = 4, rpm: float = 1200) -> Section:
+def latency(quick: bool, keys: int = 4, rpm: float = 1200, shard_size: int | None = None) -> Section:
     ceiling = keys * rpm / 60
     sec = Section(
         2,
@@ -141,7 +141,8 @@ def latency(quick: bool, keys: int = 4, rpm: float = 1200) -> Section:
             sim_config(sim, {"ttft_ms": lat * 1000})
             count = int(ceiling * (seconds + 5 + lat))
             key_list = [{"env": k, "rpm": rpm} for k in list(MANY_KEYS)[:keys]]
-            run, final = rate_run(sim, f"latency-{lat:g}", count, key_list, shard_size=max(50, count // 8))
+            shards = shard_size or max(50, count // 8)
+            run, final = rate_run(sim, f"latency-{lat:g}", count, key_list, shard_size=shards)
             win = window_numbers(run.samples, count) or {}
             steady = win.get("rate", 0.0) / ceiling
             little = win.get("rate", 0.0) * lat
@@ -175,7 +176,8 @@ def latency(quick: bool, keys: int = 4, rpm: float = 1200) -> Section:
         "in flight: requests open at the simulator, mean over the steady window; Little's law: "
         "achieved rate x latency is what must be open to sustain that rate."
     )
-    sec.data = {"ceiling": ceiling, "points": points}
+    sec.notes.append(f"shards of {shard_size or 'count / 8'} units (--latency-shard-size).")
+    sec.data = {"ceiling": ceiling, "points": points, "shard_size": shard_size}
     return sec
 
 
