@@ -62,7 +62,8 @@ def ray_local():
 
 def _stop_group(proc: subprocess.Popen) -> None:
     """End a process started in a session of its own, and what it started, by its PID."""
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+    # a Ray head may take half a minute to end on SIGTERM; what is left after a few seconds is killed
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ import pyarrow.dataset as pads
 import pytest
 import yaml
 
-from tests.conftest import free_port
+from tests.conftest import _stop_group, free_port
 from tests.support.runs import job_doc
 
 SECRET = "sk-submit-5ecr3t-NOT-IN-METADATA"
@@ -77,13 +76,7 @@ def ray_head(tmp_path: Path):
             time.sleep(0.5)
         yield url
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # the head and the processes it started, by our PID
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        _stop_group(proc)  # the head and the processes it started, by our PID
         log.close()
         # `ray start` leaves the head's address for later bare ray.init() calls: remove ours
         current = Path(tempfile.gettempdir(), "ray", "ray_current_cluster")
