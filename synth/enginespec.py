@@ -20,6 +20,14 @@ class EngineSpec(Strict):
     local_max_units: int = Field(
         20_000, ge=0, description="the largest job 'auto' runs in one process (units planned by this run)"
     )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="a run in this process serves its metrics for Prometheus at "
+        "http://127.0.0.1:PORT/metrics while it lasts (the names a Ray run exports through Ray's "
+        "metrics agent)",
+    )
     workers: int | None = Field(None, ge=1, description="generator worker actors (default: one per CPU)")
     max_workers: int | None = Field(
         None,

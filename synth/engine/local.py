@@ -13,7 +13,7 @@ import asyncio
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synth.engine.answerstore import build_store, ship_every
 from synth.engine.gctune import QuietGc
@@ -23,7 +23,11 @@ from synth.engine.publish import Publisher
 from synth.engine.shardrun import ShardOutcome, make_shard
 from synth.engine.storage import Storage
 from synth.generators.base import GenContext
+from synth.providers.metrics import NO_METER
 from synth.spec import JobSpec
+
+if TYPE_CHECKING:
+    from synth.engine.prommetrics import PromMeter
 
 log = logging.getLogger("synth.engine")
 TICK_S = 0.5  # progress line refresh
@@ -59,9 +63,15 @@ def execute_local(
     from synth.providers.dispatch import Dispatcher
 
     routes = sorted({p.route for p in job.providers})
+    meter: PromMeter | None = None
+    if job.engine.metrics_port:
+        from synth.engine.prommetrics import PromMeter
+
+        meter = PromMeter(job.name)
+        meter.serve(job.engine.metrics_port)
     answers = build_store(job, routes, {s.index for s in todo}, set(seen.get("retried", [])))
-    dispatcher = Dispatcher.from_spec(job, slots=slots(job), answers=answers)
-    run = _LocalRun(job, todo, partition_by, show, dispatcher, seen["keys"], seen.get("stop"))
+    dispatcher = Dispatcher.from_spec(job, slots=slots(job), answers=answers, meter=meter or NO_METER)
+    run = _LocalRun(job, todo, partition_by, show, dispatcher, seen["keys"], seen.get("stop"), meter)
     try:
         results = asyncio.run(run.main(answers))
         if run.stopped:
@@ -70,6 +80,8 @@ def execute_local(
         if answers is not None:  # every stop ships the journal: finish, budget, failure, interrupt
             answers.ship(final=True)
         seen["reports"] = [dispatcher.stats()]
+        if meter is not None:
+            meter.close()
     return dispatcher.stats(), results
 
 
@@ -83,6 +95,7 @@ class _LocalRun:
         dispatcher: Any,
         keys: Any,
         stop: threading.Event | None = None,
+        meter: PromMeter | None = None,
     ) -> None:
         from synth.generators.registry import create_generator
 
@@ -100,6 +113,7 @@ class _LocalRun:
         self.bar = Progress(job.count, max(0, job.count - sum(s.size for s in todo)), enabled=show)
         self.gc = QuietGc()
         self.stop = stop
+        self.meter = meter  # flushed each tick: a local run's metrics endpoint (engine.metrics_port)
         self.stopped = False
         self._work: asyncio.Future[Any] | None = None
         self._room = asyncio.Semaphore(PUBLISHING)
@@ -150,6 +164,9 @@ class _LocalRun:
             res: ShardOutcome = await make_shard(
                 self.generator, ctx, shard, self.fp, concurrency=self.job.engine.concurrency, on_unit=self._unit_done
             )
+            if self.meter is not None:
+                for kind, n in (res.stats.get("dead_by_kind") or {}).items():
+                    self.meter.dead(kind, n)
             if res.aborted:
                 self.aborted.append(res.aborted)
                 self.results.append({"shard": shard.index, "aborted": res.aborted})
@@ -187,7 +204,9 @@ class _LocalRun:
                 self._work.cancel()
             try:
                 self._draw()
-            except Exception:  # noqa: BLE001 - progress is best effort; the run goes on
+                if self.meter is not None:
+                    self.meter.flush()
+            except Exception:  # noqa: BLE001 - progress and metrics are best effort; the run goes on
                 log.debug("progress update failed", exc_info=True)
 
 

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import sys
 from typing import Any
 
-from synth.providers.metrics import LATENCY_BOUNDS, Tally
+from synth.providers.metrics import LATENCY_BOUNDS, Tally, bucket_means
 
 log = logging.getLogger("synth.engine")
 
@@ -87,19 +86,9 @@ class RayMeter(Tally):
         for (name, *labels), cells in hists.items():
             h = metrics[name]
             tags = dict(zip(CALL_TAGS, (job, *labels)))
-            # each bucket's mean, observed as often as the bucket was hit: the same bucket counts,
-            # count and sum as every value observed
-            bounds = self.bounds
-            for b in range(len(cells) // 2):
-                n = int(cells[2 * b])
-                if n:
-                    mean = cells[2 * b + 1] / n
-                    if b < len(bounds):  # rounding must not move the mean out of its bucket
-                        mean = min(mean, bounds[b])
-                    if b > 0:
-                        mean = max(mean, math.nextafter(bounds[b - 1], math.inf))
-                    for _ in range(n):
-                        h.observe(mean, tags=tags)
+            for mean, n in bucket_means(cells, self.bounds):  # the same buckets, count and sum
+                for _ in range(n):
+                    h.observe(mean, tags=tags)
 
     async def run(self, period: float = FLUSH_S) -> None:
         """Flush every ``period`` seconds until cancelled (then once more)."""

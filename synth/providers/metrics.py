@@ -31,7 +31,9 @@ synth_dead_letters             counter   units made into dead letters (labels: j
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 NO_KEY = "none"  # the key_alias label of a keyless provider (the offline sim, a local server)
@@ -151,4 +153,19 @@ class Tally:
         return counts, hists
 
 
-__all__ = ["LATENCY_BOUNDS", "alias_label", "NO_KEY", "NO_METER", "Meter", "NullMeter", "Tally"]
+def bucket_means(cells: list[float], bounds: tuple[float, ...]) -> Iterator[tuple[float, int]]:
+    """(value, times) per non-empty bucket of a :class:`Tally` histogram: each bucket's mean, kept
+    inside its bucket against rounding. Observing each value ``times`` times gives an exporter's
+    histogram the same bucket counts, count and sum as observing every original value."""
+    for b in range(len(cells) // 2):
+        n = int(cells[2 * b])
+        if n:
+            mean = cells[2 * b + 1] / n
+            if b < len(bounds):
+                mean = min(mean, bounds[b])
+            if b > 0:
+                mean = max(mean, math.nextafter(bounds[b - 1], math.inf))
+            yield mean, n
+
+
+__all__ = ["LATENCY_BOUNDS", "bucket_means", "alias_label", "NO_KEY", "NO_METER", "Meter", "NullMeter", "Tally"]
