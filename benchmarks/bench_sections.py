@@ -239,14 +239,23 @@ def overhead(quick: bool, sizes: list[int], in_flight: int = 512) -> Section:
                 cpu_per_1k=1000 * base["cpu_s"] / count,
                 sim_cpu_per_1k=1000 * (sim.cpu_s() - cpu0) / count,
             )
-            runs = {"baseline": base}
+            sdk = baseline_run(sim, count, in_flight, "openai")  # the loop as most write it
+            sdk.update(records_per_s=count / sdk["wall_s"], cpu_per_1k=1000 * sdk["cpu_s"] / count)
+            runs = {"baseline": base, "baseline, openai SDK": sdk}
             runs["synth (auto)"] = auto = synth_unlimited(sim, f"overhead-{count}-auto", count, in_flight, None)
             other = "ray" if auto["executor"] == "local" else "local"
             runs[f"synth --executor {other}"] = synth_unlimited(
                 sim, f"overhead-{count}-{other}", count, in_flight, other
             )
             runs[f"synth --executor {auto['executor']}"] = {**auto, "same_as": "synth (auto)"}
-            for name in ("baseline", "synth (auto)", "synth --executor local", "synth --executor ray"):
+            names = (
+                "baseline",
+                "baseline, openai SDK",
+                "synth (auto)",
+                "synth --executor local",
+                "synth --executor ray",
+            )
+            for name in names:
                 r = runs[name]
                 if r.get("skipped"):
                     sec.rows.append([f"{count:,}", name, "skipped (--quick)", "-", "-", "-", "-"])
@@ -263,16 +272,22 @@ def overhead(quick: bool, sizes: list[int], in_flight: int = 512) -> Section:
                         f"{r['records_per_s']:,.0f}",
                         f"{r['records_per_s'] / base['records_per_s']:.2f}x",
                         f"{r['cpu_per_1k']:.3f}",
-                        f"{r.get('first_answer_s', 0):.1f}" if name != "baseline" else "-",
+                        f"{r.get('first_answer_s', 0):.1f}" if not name.startswith("baseline") else "-",
                         f"{r['wall_s']:.1f}",
                     ]
                 )
             points.append({"records": count, "runs": runs})
-            ratio = auto["records_per_s"] / base["records_per_s"]
-            if count <= 10_000:
-                sec.target(f"{count:,}: synth (auto) / baseline", ratio, ">= 1.0", ratio >= 1.0, "{:.2f}x")
-            else:
-                sec.target(f"{count:,}: synth (auto) / baseline", ratio, ">= 2.0 on 2 cores", ratio >= 2.0, "{:.2f}x")
+            for label, ref in (("aiohttp loop", base), ("openai-SDK loop", sdk)):
+                ratio = auto["records_per_s"] / ref["records_per_s"]
+                want = 1.0 if count <= 10_000 else 2.0
+                sec.target(
+                    f"{count:,}: synth (auto) / {label}",
+                    ratio,
+                    f">= {want:.1f}" + (" on 2 cores" if want > 1 else ""),
+                    ratio >= want,
+                    "{:.2f}x",
+                )
+            if count > 10_000:
                 sec.target(
                     f"{count:,}: synth (auto) CPU s / 1k records",
                     auto["cpu_per_1k"],
@@ -281,11 +296,11 @@ def overhead(quick: bool, sizes: list[int], in_flight: int = 512) -> Section:
                 )
     sec.notes.append(
         "end to end: records / wall time from process start to exit, start-up included; CPU over every "
-        "process of the run (not the simulator); the baseline keeps rows in a list and writes one Parquet file."
+        "process of the run (not the simulator); the baselines keep rows in a list and write one Parquet file: one over raw HTTP (aiohttp), one over the openai SDK (max_retries 6), each one asyncio process."
     )
     for p in points:
         for name, r in p["runs"].items():
-            if name != "baseline" and not r.get("same_as") and not r.get("skipped"):
+            if not name.startswith("baseline") and not r.get("same_as") and not r.get("skipped"):
                 top = ", ".join(
                     f"{k} {1000 * v / p['records']:.3f}" for k, v in list(r["cpu_by_process"].items())[:5] if v > 0
                 )

@@ -215,17 +215,58 @@ async def _baseline(url: str, count: int, in_flight: int, out: str) -> dict[str,
     return {"cpu_s": t.user + t.system}
 
 
-def baseline_main(url: str, count: int, in_flight: int, out: str) -> None:
-    print(json.dumps(asyncio.run(_baseline(url, count, in_flight, out))), flush=True)
+async def _sdk_baseline(url: str, count: int, in_flight: int, out: str) -> dict[str, float]:
+    """The same loop as most people write it: the official openai SDK instead of raw HTTP."""
+    import openai
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = random.Random(1)
+    sem = asyncio.Semaphore(in_flight)
+    rows: list[dict[str, Any] | None] = [None] * count
+    keys = list(KEYS.values())
+    clients = [openai.AsyncOpenAI(api_key=k, base_url=f"{url}/v1", max_retries=6) for k in keys]
+    fmt = {"type": "json_schema", "json_schema": {"name": "record", "schema": SCHEMA, "strict": True}}
+
+    async def one(i: int) -> None:
+        async with sem:
+            started = time.perf_counter()
+            resp = await clients[i % len(clients)].chat.completions.create(
+                model="sim-model",
+                messages=[{"role": "user", "content": PROMPT.format(n=rng.randint(1, 10**9))}],
+                max_tokens=MAX_TOKENS,
+                seed=i,
+                response_format=fmt,  # type: ignore[arg-type]
+            )
+        rows[i] = {
+            "id": f"baseline-{i:010d}",
+            "record": json.loads(resp.choices[0].message.content or "null"),
+            "prompt_tokens": resp.usage.prompt_tokens if resp.usage else None,
+            "completion_tokens": resp.usage.completion_tokens if resp.usage else None,
+            "latency_ms": (time.perf_counter() - started) * 1000,
+        }
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+    pq.write_table(pa.Table.from_pylist(rows), out, compression="zstd")
+    t = os.times()
+    return {"cpu_s": t.user + t.system}
 
 
-def baseline_run(sim: Simulator, count: int, in_flight: int) -> dict[str, Any]:
-    out = OUT / "throughput" / "baseline.parquet"
+BASELINES = {"aiohttp": _baseline, "openai": _sdk_baseline}
+
+
+def baseline_main(url: str, count: int, in_flight: int, out: str, client: str = "aiohttp") -> None:
+    print(json.dumps(asyncio.run(BASELINES[client](url, count, in_flight, out))), flush=True)
+
+
+def baseline_run(sim: Simulator, count: int, in_flight: int, client: str = "aiohttp") -> dict[str, Any]:
+    """The one-process asyncio loop over raw HTTP (aiohttp), or over the openai SDK."""
+    out = OUT / "throughput" / f"baseline-{client}.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     sim.reset()
     start = time.monotonic()
     proc = subprocess.Popen(
-        [PYTHON, __file__, "--baseline-worker", sim.url, str(count), str(in_flight), str(out)],
+        [PYTHON, __file__, "--baseline-worker", sim.url, str(count), str(in_flight), str(out), client],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -436,11 +477,11 @@ def main() -> None:
         metavar="FIELD=VALUE",
         help="set a field of the jobs' engine section, e.g. --engine batch_wait_ms=25",
     )
-    parser.add_argument("--baseline-worker", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--baseline-worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_worker:
-        url, count, in_flight, out = args.baseline_worker
-        baseline_main(url, int(count), int(in_flight), out)
+        url, count, in_flight, out, client = args.baseline_worker
+        baseline_main(url, int(count), int(in_flight), out, client)
         return
     if args.quick:
         args.seconds, args.records = min(args.seconds, 15.0), min(args.records, 3_000)
