@@ -14,6 +14,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from synth.engine import reaper
 from synth.engine.gateways import Gateways
+from synth.engine.metrics import RayMeter
 from synth.engine.monitor import MonitorActor
 from synth.engine.progress import Progress
 from synth.engine.sink import ShardSink
@@ -170,9 +171,21 @@ def execute(
         ray.kill(monitor)
     if failure:
         raise _unwrap(failure[0])
+    _count_dead(job, sink.results)
     if stopping:
         raise KeyboardInterrupt  # the caller stopped the run: as Ctrl-C, once the write has ended
     return gw, sink.results
+
+
+def _count_dead(job: JobSpec, results: list[dict[str, Any]]) -> None:
+    """Dead letters reach the metrics from the driver, once their shards are committed: a shard a
+    lost worker made and another made again counts once, and the driver outlives the workers, so
+    the last count is exported."""
+    meter = RayMeter(job.name)
+    for r in results:
+        for kind, n in (r.get("dead_by_kind") or {}).items():
+            meter.dead(kind, n)
+    meter.flush()
 
 
 def worker_pool(workers: int, max_workers: int | None) -> ray.data.ActorPoolStrategy:

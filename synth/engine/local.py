@@ -164,9 +164,6 @@ class _LocalRun:
             res: ShardOutcome = await make_shard(
                 self.generator, ctx, shard, self.fp, concurrency=self.job.engine.concurrency, on_unit=self._unit_done
             )
-            if self.meter is not None:
-                for kind, n in (res.stats.get("dead_by_kind") or {}).items():
-                    self.meter.dead(kind, n)
             if res.aborted:
                 self.aborted.append(res.aborted)
                 self.results.append({"shard": shard.index, "aborted": res.aborted})
@@ -183,6 +180,9 @@ class _LocalRun:
                 pool, self.publisher.publish, self.storage, shard.index, res.records, res.dead, res.stats, shard.piece()
             )
             self.results.append(done)
+            if self.meter is not None:  # dead letters count once committed, as on Ray
+                for kind, n in (res.stats.get("dead_by_kind") or {}).items():
+                    self.meter.dead(kind, n)
             self.gc.tick()
         except BaseException as e:
             self.failed.append(e)  # lanes start no more shards; the error ends the run

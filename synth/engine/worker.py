@@ -144,8 +144,6 @@ class ShardWorker:
             out["dead"].append(to_ipc(res.dead))
             out["stats"].append(json.dumps(res.stats))
             out["aborted"].append(res.aborted)
-            for kind, n in res.stats.get("dead_by_kind", {}).items():
-                self.meter.dead(kind, n)
             if self.monitor is not None:
                 self.monitor.report.remote({**res.stats, "shards": 1, "aborted": 1 if res.aborted else 0})
             self.gc.tick()

@@ -79,7 +79,7 @@ def test_requests_tokens_429s_and_latency_reach_prometheus_by_provider_model_and
         assert total(rows, "ray_synth_call_latency_seconds_bucket", **mine, key_alias=a, le="0.01") < ok[a]
         assert total(rows, "ray_synth_call_latency_seconds_sum", **mine, key_alias=a) > 0.01 * ok[a]
     assert total(rows, "ray_synth_request_latency_seconds_count", **mine) == stats["successes"]
-    # dead letters, counted by the workers as they finish shards, by error kind
+    # dead letters, counted by the driver as their shards commit, by error kind
     for kind, n in s["dead_by_kind"].items():
         assert total(rows, "ray_synth_dead_letters_total", job="metered", kind=kind) == n
     assert total(rows, "ray_synth_dead_letters_total") == s["dead_letters"]

@@ -69,7 +69,7 @@ def test_json_schema_file_into_a_jsonl_folder(tmp_path):
 def test_stream_into_a_reader_that_stops_early_then_the_saved_job_finishes(tmp_path):
     """`synth generate --stream | head -3`: the reader leaves, the run stops as on Ctrl-C (exit 141,
     no traceback), what is committed is whole, and `synth run` of the saved job finishes it."""
-    n = 6000  # 20 shards of 300: the reader leaves long before the last commits
+    n = 18_000  # 60 shards of 300 (in this process): the reader leaves long before the last commits
     (tmp_path / "s.yaml").write_text(FIELDS)
     cmd = ["generate", "structured", "--schema", "s.yaml", "-n", str(n), "-o", "y.jsonl", "--stream"]
     p = subprocess.Popen(

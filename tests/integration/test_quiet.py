@@ -38,7 +38,7 @@ def quiet_job(tmp_path: Path, **extra) -> tuple[Path, Path]:
 
 def test_ray_output_goes_to_the_log_and_with_verbose_to_the_terminal_too(ray_address, tmp_path):
     job, out = quiet_job(tmp_path)
-    r = synth_run(job, quiet=False)  # its own embedded Ray
+    r = synth_run(job, "--executor", "ray", quiet=False)  # its own embedded Ray
     assert r.returncode == 0, r.stderr[-2000:]
     terminal = r.stdout + r.stderr
     assert "synth run: quiet" in r.stderr and "1 written" in r.stderr
@@ -52,7 +52,7 @@ def test_ray_output_goes_to_the_log_and_with_verbose_to_the_terminal_too(ray_add
     assert not any(k in text for k in KEYS)  # the key variables are in Ray's environment, never in its log
 
     # the log folder is no obstacle to resuming: nothing is left to do, so nothing starts Ray
-    again = synth_run(job, quiet=False)
+    again = synth_run(job, "--executor", "ray", quiet=False)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "0 written, 1 already committed" in again.stderr
     assert logs(out) == [first]

@@ -19,7 +19,7 @@ def test_sigkilled_run_leaves_no_ray_process(tmp_path):
     job.write_text(JOB.replace("OUT", str(out)))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "synth", "run", str(job), "--quiet"],
+        [sys.executable, "-m", "synth", "run", str(job), "--quiet", "--executor", "ray"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

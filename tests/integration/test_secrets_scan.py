@@ -71,7 +71,8 @@ def test_no_key_reaches_any_byte_after_a_faulted_run(tmp_path):
         "cache": {"path": str(cache)},
     }
     job = write_job(tmp_path / "secrets.yaml", doc)
-    p = start_synth(job, "-v", environ=env(RAY_TMPDIR=str(ray_tmp)))
+    # on an embedded Ray: its session folder, logs and job metadata are scanned too
+    p = start_synth(job, "-v", "--executor", "ray", environ=env(RAY_TMPDIR=str(ray_tmp)))
     try:
         wait_for(lambda: any((out / "_manifest" / "commits").glob("*.json")), 300, "the first commit", p)
         sim.set_keys({os.environ["HTTP_KEY_B"]: {"revoked": True}})  # revoked mid-run
