@@ -130,9 +130,9 @@ def to_stdout(
     """The body of ``synth generate --stream``'s writer thread: JSON lines of the records' own
     columns as shards commit, until ``stop`` is set (then once more). A reader that closes its end
     (``| head``) interrupts the run in the main thread; the state says so."""
-    import _thread
     import os
 
+    from synth.engine.lease import interrupt_main
     from synth.export.rows import dumps
     from synth.quick import payload_columns
 
@@ -156,7 +156,7 @@ def to_stdout(
                 os.dup2(devnull, sink.fileno())
                 os.close(devnull)
                 if not stop.is_set():
-                    _thread.interrupt_main()  # stops the run as Ctrl-C does
+                    interrupt_main()  # stops the run as Ctrl-C does
                 return
             except Exception as e:  # noqa: BLE001 - reported by the command after the run
                 state["error"] = e

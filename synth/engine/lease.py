@@ -32,6 +32,7 @@ import _thread
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -281,18 +282,37 @@ class Lease:
             )
 
 
+# A process a shell starts in the background ignores SIGINT, and then ``_thread.interrupt_main()``
+# does nothing; while a run holds its lease, this signal's handler raises KeyboardInterrupt instead.
+_INTERRUPT = signal.SIGUSR2
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def interrupt_main() -> None:
+    """Stop the main thread's run as Ctrl-C does, from any thread, whether or not SIGINT is handled."""
+    _thread.interrupt_main(signal.SIGINT if callable(signal.getsignal(signal.SIGINT)) else _INTERRUPT)
+
+
 @contextmanager
 def hold(storage: Storage, **kwargs: Any) -> Iterator[Lease]:
     """Hold the output's lease for the body. Losing it to another run interrupts the body (when it
     runs in the main thread) and ends as :class:`LeaseLost`; the lease is released at every exit."""
     main = threading.current_thread() is threading.main_thread()
-    lease = Lease(storage, on_lost=(lambda _msg: _thread.interrupt_main()) if main else None, **kwargs).acquire()
-    lease.start()
+    previous = signal.signal(_INTERRUPT, _raise_interrupt) if main else None
     try:
-        yield lease
-    except KeyboardInterrupt:
-        if lease.lost:
-            raise LeaseLost(lease.lost) from None
-        raise
+        lease = Lease(storage, on_lost=(lambda _msg: interrupt_main()) if main else None, **kwargs).acquire()
+        lease.start()
+        try:
+            yield lease
+        except KeyboardInterrupt:
+            if lease.lost:
+                raise LeaseLost(lease.lost) from None
+            raise
+        finally:
+            lease.release()
     finally:
-        lease.release()
+        if main:
+            signal.signal(_INTERRUPT, previous)
