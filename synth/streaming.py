@@ -7,8 +7,8 @@ entry lists it, and never again (files are immutable once committed; a later pie
 files beside them), so every record comes out exactly once, in commit order.
 
 Stopping early. The CLI runs the job in the main thread and stops it as Ctrl-C does
-(``_thread.interrupt_main``): what is made is committed and the answer journal shipped. In the SDK
-the job runs in a background thread, stopped through :func:`synth.engine.run.run_job`'s ``stop``
+(:func:`synth.engine.lease.interrupt_main`, which works with SIGINT ignored too): what is made is
+committed and the answer journal shipped. In the SDK the job runs in a background thread, stopped through :func:`synth.engine.run.run_job`'s ``stop``
 event, which ends it the same way.
 
     import synth
