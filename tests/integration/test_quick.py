@@ -179,9 +179,12 @@ def test_sdk_stream_yields_every_record_once_while_the_job_runs(tmp_path):
 def test_sdk_stream_left_early_stops_the_run_and_it_resumes(tmp_path, request, executor):
     if executor == "ray":
         request.getfixturevalue("ray_local")  # this process's Ray: the run's workers outlive a stopped driver
-    # the stop reaches the run within a second or two: a job long enough to be stopped half way
+    # 6,000 requests at 6,000 a minute take a minute however fast the machine: the stop, which
+    # reaches the run within a second or two, always lands half way
     n, shard = 6000, 25
-    spec = build("structured", count=n, output=str(tmp_path / "e"), shard_size=shard).spec()
+    q = build("structured", count=n, output=str(tmp_path / "e"), shard_size=shard)
+    q.doc["providers"][0]["rpm"] = 6000
+    spec = q.spec()
     spec.engine.executor = executor
     it = synth.stream(spec)
     first = next(it)
@@ -190,6 +193,7 @@ def test_sdk_stream_left_early_stops_the_run_and_it_resumes(tmp_path, request, e
     assert set(first["id"].to_pylist()) <= set(committed) and len(committed) == len(set(committed)) < n
     # the stop waited for the write to end: nothing of this run writes on behind the caller's back
     assert not [t for t in threading.enumerate() if t.name in ("synth-write", "synth-stream-run")]
+    spec.providers[0].rpm = None  # the resume need not wait on the limit
     res = synth.run(spec)
     assert res.complete and res.records == n and res.shards_skipped >= 1
     ids = synth.open(str(tmp_path / "e")).to_table(columns=["id"])["id"].to_pylist()
