@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("synth.engine")
 TICK_S = 0.5  # progress line refresh
-MAX_LANES = 64
+MAX_OPEN = 128
 PUBLISHING = 2  # finished shards waiting for their files and commit: generation goes on meanwhile
 
 
@@ -40,13 +40,17 @@ def slots(job: JobSpec) -> list[tuple[str, int, float]]:
     return [(p.route, k, 1.0) for p in job.providers for k in range(max(1, len(p.keys)))]
 
 
-def lanes(job: JobSpec) -> int:
-    """Shards made at once: enough to keep ``concurrency x shards_per_worker`` units in flight when
-    shards are small (a shard's last units leave the rest of its lane idle), at least two; memory is
-    about this many shards."""
-    per = min(job.engine.concurrency, job.output.shard_size)  # units one shard keeps in flight
-    want = -(-job.engine.concurrency * job.engine.shards_per_worker // per)
-    return max(2, min(MAX_LANES, want))
+def in_flight(job: JobSpec) -> int:
+    """Units kept unfinished at once, as a Ray worker keeps ``shards_per_worker`` shards of up to
+    ``concurrency`` units each."""
+    return job.engine.concurrency * job.engine.shards_per_worker
+
+
+def max_open(job: JobSpec) -> int:
+    """Shards open at once (memory is about this many shards): room for :func:`in_flight` units plus
+    one shard draining behind each, at least four."""
+    per = min(job.engine.concurrency, job.output.shard_size)
+    return max(4, min(MAX_OPEN, 2 * -(-in_flight(job) // per)))
 
 
 def execute_local(
@@ -117,6 +121,8 @@ class _LocalRun:
         self.stopped = False
         self._work: asyncio.Future[Any] | None = None
         self._room = asyncio.Semaphore(PUBLISHING)
+        self._unfinished = 0  # units of the open shards not yet made
+        self._wake = asyncio.Event()
         self._publishes: set[asyncio.Task[None]] = set()
         self.failed: list[BaseException] = []
 
@@ -137,7 +143,7 @@ class _LocalRun:
         try:
             ctx = GenContext(job=self.job.name, seed=self.job.seed, llm=self.dispatcher, worker=0)
             await self.generator.setup(ctx)
-            self._work = asyncio.gather(*(self._lane(ctx, pool) for _ in range(lanes(self.job))))
+            self._work = asyncio.ensure_future(self._feed(ctx, pool))
             try:
                 await self._work
             except asyncio.CancelledError:
@@ -157,22 +163,65 @@ class _LocalRun:
             await self.dispatcher.aclose()
         return self.results
 
-    async def _lane(self, ctx: GenContext, pool: ThreadPoolExecutor) -> None:
-        for shard in self.todo:  # one iterator shared by the lanes: each shard taken once
-            if self.aborted or self.failed:
-                return
+    async def _feed(self, ctx: GenContext, pool: ThreadPoolExecutor) -> None:
+        """Open shards while fewer than :func:`in_flight` units are unfinished. A shard opens as units
+        of the others finish, not when a whole shard has: the units of a shard end together (they
+        share the keys' rate), so waiting for whole shards would leave the keys idle for a full
+        latency at every turn, seconds when answers take seconds."""
+        want, most = in_flight(self.job), max_open(self.job)
+        making: set[asyncio.Task[None]] = set()
+        try:
+            for shard in self.todo:
+                while (self._unfinished >= want or len(making) >= most) and not (self.aborted or self.failed):
+                    self._wake.clear()
+                    await self._wake.wait()
+                if self.aborted or self.failed:
+                    break
+                self._unfinished += shard.size
+                task = asyncio.get_running_loop().create_task(self._make(ctx, pool, shard))
+                making.add(task)
+                task.add_done_callback(lambda t: (making.discard(t), self._wake.set()))
+            while making:  # the shards open: a failure ends the rest, an abort lets them finish
+                done, _ = await asyncio.wait(making, return_when=asyncio.FIRST_EXCEPTION)
+                for t in done:
+                    exc = None if t.cancelled() else t.exception()
+                    if exc is not None:
+                        raise exc
+        except BaseException:
+            for t in making:
+                t.cancel()
+            await asyncio.gather(*making, return_exceptions=True)
+            raise
+
+    async def _make(self, ctx: GenContext, pool: ThreadPoolExecutor, shard: Shard) -> None:
+        left = [shard.size]
+
+        def unit_done(ok: bool) -> None:
+            left[0] -= 1
+            self._unfinished -= 1
+            self._unit_done(ok)
+            self._wake.set()
+
+        try:
             res: ShardOutcome = await make_shard(
-                self.generator, ctx, shard, self.fp, concurrency=self.job.engine.concurrency, on_unit=self._unit_done
+                self.generator, ctx, shard, self.fp, concurrency=self.job.engine.concurrency, on_unit=unit_done
             )
-            if res.aborted:
-                self.aborted.append(res.aborted)
-                self.results.append({"shard": shard.index, "aborted": res.aborted})
-                return
-            # the lane starts its next shard while this one is written and committed
-            await self._room.acquire()
-            task = asyncio.get_running_loop().create_task(self._publish(pool, shard, res))
-            self._publishes.add(task)
-            task.add_done_callback(self._publishes.discard)
+        except BaseException as e:
+            if not isinstance(e, asyncio.CancelledError):
+                self.failed.append(e)
+            raise
+        finally:
+            self._unfinished -= left[0]  # units an abort skipped
+            self._wake.set()
+        if res.aborted:
+            self.aborted.append(res.aborted)
+            self.results.append({"shard": shard.index, "aborted": res.aborted})
+            return
+        # the shard is written and committed while the others go on
+        await self._room.acquire()
+        task = asyncio.get_running_loop().create_task(self._publish(pool, shard, res))
+        self._publishes.add(task)
+        task.add_done_callback(self._publishes.discard)
 
     async def _publish(self, pool: ThreadPoolExecutor, shard: Shard, res: ShardOutcome) -> None:
         try:
@@ -185,7 +234,7 @@ class _LocalRun:
                     self.meter.dead(kind, n)
             self.gc.tick()
         except BaseException as e:
-            self.failed.append(e)  # lanes start no more shards; the error ends the run
+            self.failed.append(e)  # no more shards open; the error ends the run
             raise
         finally:
             self._room.release()
@@ -210,4 +259,4 @@ class _LocalRun:
                 log.debug("progress update failed", exc_info=True)
 
 
-__all__ = ["execute_local", "lanes", "slots"]
+__all__ = ["execute_local", "in_flight", "max_open", "slots"]

@@ -162,7 +162,9 @@ def test_sdk_single_json_or_parquet_file(tmp_path, suffix):
 
 def test_sdk_stream_yields_every_record_once_while_the_job_runs(tmp_path):
     n = 600
-    spec = build("structured", count=n, output=str(tmp_path / "s"), shard_size=25).spec()
+    q = build("structured", count=n, output=str(tmp_path / "s"), shard_size=25)
+    q.doc["providers"][0]["rpm"] = 3000  # 12 s however fast the machine: the first batch comes while it runs
+    spec = q.spec()
     out = tmp_path / "s"
     ids: list[str] = []
     running_at_first = None
