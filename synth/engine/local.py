@@ -180,7 +180,8 @@ class _LocalRun:
                 self._unfinished += shard.size
                 task = asyncio.get_running_loop().create_task(self._make(ctx, pool, shard))
                 making.add(task)
-                task.add_done_callback(lambda t: (making.discard(t), self._wake.set()))
+                task.add_done_callback(making.discard)
+                task.add_done_callback(lambda _: self._wake.set())  # after the discard: room seen
             while making:  # the shards open: a failure ends the rest, an abort lets them finish
                 done, _ = await asyncio.wait(making, return_when=asyncio.FIRST_EXCEPTION)
                 for t in done:
