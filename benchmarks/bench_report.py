@@ -89,7 +89,8 @@ def plots(folder: Path, sections: list[Section]) -> list[Path]:
             ("synth --executor local", "^--"),
             ("synth --executor ray", "v--"),
         ):
-            if all(name in p["runs"] for p in pts):  # (reports from before the SDK baseline lack it)
+            # (reports from before the SDK baseline lack it; --quick skips one executor)
+            if all(name in p["runs"] and not p["runs"][name].get("skipped") for p in pts):
                 ax.plot(sizes, [p["runs"][name]["records_per_s"] for p in pts], style, label=name)
         ax.set_xscale("log")
         ax.set_xlabel("records (end to end, start-up included)")

@@ -195,7 +195,8 @@ def test_sdk_stream_left_early_stops_the_run_and_it_resumes(tmp_path, request, e
     assert set(first["id"].to_pylist()) <= set(committed) and len(committed) == len(set(committed)) < n
     # the stop waited for the write to end: nothing of this run writes on behind the caller's back
     assert not [t for t in threading.enumerate() if t.name in ("synth-write", "synth-stream-run")]
-    spec.providers[0].rpm = None  # the resume need not wait on the limit
+    spec.providers[0].rpm = None  # the resume need not wait on the limit,
+    spec.engine.executor = "local"  # nor on Ray: which executor resumes is not what this is about
     res = synth.run(spec)
     assert res.complete and res.records == n and res.shards_skipped >= 1
     ids = synth.open(str(tmp_path / "e")).to_table(columns=["id"])["id"].to_pylist()
