@@ -90,7 +90,7 @@ def test_dry_run_writes_nothing_and_prints_the_projection(tmp_path):
     assert "EXCEEDS" in r.stdout and "the sim is free" not in r.stdout  # this job priced its sim
 
 
-def test_projection_is_within_a_quarter_of_a_real_run(simulator, ray_address, tmp_path):
+def test_projection_is_within_a_quarter_of_a_real_run(simulator, tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
     price = {"input_per_mtok": 0.5, "output_per_mtok": 1.5}
     provider = {
@@ -109,7 +109,7 @@ def test_projection_is_within_a_quarter_of_a_real_run(simulator, ray_address, tm
     calls, prompt, completion, usd = projected(dry.stdout)
     assert calls >= 300
 
-    real = synth_cli("run", str(path), "--quiet", cache=cache, address=ray_address, timeout=600)
+    real = synth_cli("run", str(path), "--quiet", cache=cache, timeout=600)
     assert real.returncode == 0, real.stderr
     stats = json.loads((out / "stats.json").read_text())
     assert stats["records"] + stats["dead_letters"] == 300

@@ -40,15 +40,15 @@ def planned(doc: dict, n: int) -> set[str]:
 
 
 @pytest.mark.parametrize("first", [300, 250])
-def test_extend_a_finished_dataset_keeps_its_files(ray_address, tmp_path, first):
+def test_extend_a_finished_dataset_keeps_its_files(tmp_path, first):
     job, out = extend_job(tmp_path, JOB)
-    r = synth_run(job, "-n", str(first), address=ray_address)
+    r = synth_run(job, "-n", str(first))
     assert r.returncode == 0, r.stderr[-2000:]
     before = files(out)
     rows_before = {f: pq.read_table(out / f).to_pylist() for f in before if f.startswith("data/")}
     assert len(ids_of(out)) == first
 
-    r = synth_run(job, "-n", "400", address=ray_address)
+    r = synth_run(job, "-n", "400")
     assert r.returncode == 0, r.stderr[-2000:]
     # the files of the first run are all still there, byte for byte (so are their rows)
     after = files(out)
@@ -76,20 +76,20 @@ def test_extend_a_finished_dataset_keeps_its_files(ray_address, tmp_path, first)
 
     # a smaller count is refused in one line, and nothing changes
     snapshot = files(out), (out / "stats.json").read_bytes(), (out / "_manifest" / "job.json").read_bytes()
-    r = synth_run(job, "-n", "250", address=ray_address)
+    r = synth_run(job, "-n", "250")
     assert r.returncode != 0
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and "400" in err[0] and "250" in err[0] and "--overwrite" in err[0], r.stderr
     assert (files(out), (out / "stats.json").read_bytes(), (out / "_manifest" / "job.json").read_bytes()) == snapshot
 
 
-def test_retry_failed_turns_dead_letters_into_records(ray_address, tmp_path, simulator):
+def test_retry_failed_turns_dead_letters_into_records(tmp_path, simulator):
     provider = http_provider(simulator.url, limits={"rpm": 60000}, model="compat:sim-model", max_retries=0)
     doc = job_doc("extend", "OUT", 120, shard=40, providers=[provider], engine={"max_failure_rate": 1.0})
     job, out = extend_job(tmp_path, doc)
     simulator.configure(error_rate=1.0)
     try:
-        r = synth_run(job, address=ray_address)
+        r = synth_run(job)
     finally:
         simulator.restore()
     assert r.returncode != 0, r.stderr[-2000:]
@@ -97,7 +97,7 @@ def test_retry_failed_turns_dead_letters_into_records(ray_address, tmp_path, sim
     assert stats["dead_letters"] == 120 and stats["records"] == 0
     assert len(list((out / "dead_letters").glob("*.parquet"))) == 3
 
-    r = synth_run(job, "--retry-failed", address=ray_address)
+    r = synth_run(job, "--retry-failed")
     assert r.returncode == 0, r.stderr[-2000:]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["complete"] and (stats["units"], stats["records"], stats["dead_letters"]) == (120, 120, 0)
@@ -114,6 +114,6 @@ def test_retry_failed_turns_dead_letters_into_records(ray_address, tmp_path, sim
     from_manifest = [i for f in m.committed_files() for i in pq.read_table(f)["id"].to_pylist()]
     assert sorted(from_manifest) == sorted(got)
     # nothing left to retry: a second retry makes nothing
-    r = synth_run(job, "--retry-failed", address=ray_address)
+    r = synth_run(job, "--retry-failed")
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((out / "stats.json").read_text())["shards"]["written_this_run"] == 0

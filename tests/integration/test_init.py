@@ -88,10 +88,10 @@ def test_templates_ship_as_package_data():
     assert shipped and [f for f in shipped if not any(fnmatch.fnmatch(f, pat) for pat in patterns)] == []
 
 
-def test_structured_starter_runs_end_to_end(ray_address, tmp_path):
+def test_structured_starter_runs_end_to_end(tmp_path):
     assert synth("init", cwd=tmp_path).returncode == 0  # the default kind: structured
-    out = tmp_path / "out"  # absolute: the shared Ray's workers do not run in this folder
-    r = synth("run", "structured.yaml", "-n", "20", "-o", str(out), "--quiet", "--address", ray_address, cwd=tmp_path)
+    out = tmp_path / "out"
+    r = synth("run", "structured.yaml", "-n", "20", "-o", str(out), "--quiet", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     table = pads.dataset(str(out / "data"), partitioning="hive").to_table()
     assert table.num_rows == 20 and len(set(table["id"].to_pylist())) == 20

@@ -1,7 +1,7 @@
 """Rate limits, 5xx, outages and hung calls are the provider's state, not the unit's: whole
 `synth run`s against the simulator over HTTP wait them out (or stop, resumable, past
-engine.max_outage_s) instead of making dead letters. The runs join one Ray started for the
-session (``ray_address``): what is tested here is the dispatcher's policy, not Ray's start-up."""
+engine.max_outage_s) instead of making dead letters. The runs are small, so they take the
+single-process executor: what is tested here is the dispatcher's policy, the same code on Ray."""
 
 from __future__ import annotations
 
@@ -48,13 +48,13 @@ def retry_job(
 # ---------------------------------------------------------------- a claim above the key's true limit
 
 
-def test_a_claimed_limit_above_the_keys_true_one_follows_the_server(simulator, ray_address, tmp_path):
+def test_a_claimed_limit_above_the_keys_true_one_follows_the_server(simulator, tmp_path):
     simulator.restore()
     true_rps = 2.0
     simulator.set_keys({KEY_A: {"rpm": true_rps * 60}})  # the key's true limit; the job claims 50 x more
     count = 40
     job, out = retry_job(tmp_path, simulator.url, "claim", count=count, limits={"rpm": 6000, "tpm": 10000000})
-    p = start_synth(job, "--no-cache", address=ray_address)
+    p = start_synth(job, "--no-cache")
     samples: list[tuple[float, int, int]] = []  # (time, answers, 429s) as the simulator counts them
 
     def sample() -> bool:
@@ -90,14 +90,14 @@ def test_a_claimed_limit_above_the_keys_true_one_follows_the_server(simulator, r
 # ---------------------------------------------------------------- hung calls
 
 
-def test_hung_calls_are_abandoned_and_sent_again_not_waited_for(simulator, ray_address, tmp_path):
+def test_hung_calls_are_abandoned_and_sent_again_not_waited_for(simulator, tmp_path):
     simulator.restore()
     simulator.configure(latency_ms=20)
     count = 300
     fast = {"rpm": 60000, "tpm": 100000000}
     job, out = retry_job(tmp_path, simulator.url, "smooth", count=count, shard=50, limits=fast)
     t = time.monotonic()
-    code, err = finish(start_synth(job, "--no-cache", address=ray_address))
+    code, err = finish(start_synth(job, "--no-cache"))
     smooth_s = time.monotonic() - t
     assert code == 0, err[-3000:]
 
@@ -106,7 +106,7 @@ def test_hung_calls_are_abandoned_and_sent_again_not_waited_for(simulator, ray_a
     job, out = retry_job(tmp_path, simulator.url, "hangs", count=count, shard=50, limits=fast)
     t = time.monotonic()
     try:
-        code, err = finish(start_synth(job, "--no-cache", address=ray_address))
+        code, err = finish(start_synth(job, "--no-cache"))
         hangs_s = time.monotonic() - t
         served = simulator.stats()
     finally:
@@ -125,14 +125,14 @@ def test_hung_calls_are_abandoned_and_sent_again_not_waited_for(simulator, ray_a
 # ---------------------------------------------------------------- outages
 
 
-def test_a_provider_down_for_seconds_then_back_is_waited_for(ray_address, tmp_path):
+def test_a_provider_down_for_seconds_then_back_is_waited_for(tmp_path):
     """max_retries 2 gives a request about 1.5 s of backoff while others are answered; an outage
     (no one answered) is ridden out far past that, for as long as engine.max_outage_s allows."""
     port = free_port()
     sim = SimulatorProcess(port=port, rpm=1200).start()
     count = 100
     job, out = retry_job(tmp_path, sim.url, "down", count=count, limits={"rpm": 1200}, max_retries=2)
-    p = start_synth(job, "--no-cache", address=ray_address)
+    p = start_synth(job, "--no-cache")
     try:
         wait_for(lambda: sim.stats()["ok"] >= 20, 120, "the first answers", p)
         sim.stop()  # connections refused from now on
@@ -149,11 +149,11 @@ def test_a_provider_down_for_seconds_then_back_is_waited_for(ray_address, tmp_pa
     assert len(set(ids_of(out))) == count
 
 
-def test_an_outage_past_max_outage_s_stops_the_job_and_a_rerun_finishes(simulator, ray_address, tmp_path):
+def test_an_outage_past_max_outage_s_stops_the_job_and_a_rerun_finishes(simulator, tmp_path):
     simulator.restore()
     count = 100
     job, out = retry_job(tmp_path, simulator.url, "gone", count=count, limits={"rpm": 1200}, engine_max_outage_s=3)
-    p = start_synth(job, "--no-cache", address=ray_address)
+    p = start_synth(job, "--no-cache")
     try:
         wait_for(lambda: simulator.stats()["ok"] >= 40, 120, "the first answers", p)
         simulator.configure(error_rate=1.0)  # down for good: 500/503 to every call
@@ -172,7 +172,7 @@ def test_an_outage_past_max_outage_s_stops_the_job_and_a_rerun_finishes(simulato
     assert st["dead_letters"] == 0 and not st["complete"]
     assert KEY_A not in err
 
-    code, err = finish(start_synth(job, "--no-cache", address=ray_address))  # the provider is back
+    code, err = finish(start_synth(job, "--no-cache"))  # the provider is back
     assert code == 0, err[-3000:]
     st = stats_of(out)
     assert (st["records"], st["dead_letters"], st["complete"]) == (count, 0, True)
