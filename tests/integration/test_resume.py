@@ -24,6 +24,9 @@ generator:
   vars: {n: {kind: range, low: 1, high: 1000000}}
   schema: {type: object, properties: {a: {type: string}, b: {type: integer}}, required: [a, b]}
 output: {uri: "OUT", shard_size: 100}
+# 2,400 requests at 24,000 a minute: six seconds however fast the machine, so the kill after the
+# third commit always lands mid-run
+providers: [{name: default, model: "sim:default", rpm: 24000}]
 """
 
 
