@@ -39,7 +39,10 @@ class EngineSpec(Strict):
     batch_wait_ms: float = Field(20.0, ge=0, description="how long a worker gathers requests into one batch")
     concurrency: int = Field(512, ge=1, description="units in flight per shard")
     shards_per_worker: int = Field(
-        2, ge=1, description="shards a worker makes at once (a worker's memory is about this many shards)"
+        2,
+        ge=1,
+        description="shards a Ray worker makes at once (its memory is about this many shards); the "
+        "local executor keeps concurrency x this many units unfinished, opening shards as units end",
     )
     gateways_per_node: int = Field(
         1, ge=1, description="gateway processes per node; keys are dealt to them, each key to one"
